@@ -1,0 +1,40 @@
+# Two commands do all the set-up: `make run` (the main job on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LAKEHOUSE ?= lakehouse
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast wheel clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+
+$(VENV)/.installed-local: setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[local]"
+	touch $@
+
+$(VENV)/.installed-test: setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[local,test]"
+	touch $@ $(VENV)/.installed-local
+
+## run: ingest the shipped sample data into a local lakehouse folder (Delta tables)
+run: $(VENV)/.installed-local
+	$(BIN)/diabetes-spark ingest --source sample:diabetes.csv \
+		--table $(LAKEHOUSE)/diabetes_raw --mode overwrite
+
+## test: the whole test suite, slow end-to-end tests included
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: skip the tests marked slow
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## wheel: build dist/diabetes_spark-<version>-py3-none-any.whl
+wheel: $(VENV)/.installed-test
+	$(BIN)/python -m build --wheel --outdir dist .
+
+clean:
+	rm -rf build dist *.egg-info $(LAKEHOUSE) spark-warehouse .pytest_cache

@@ -1,0 +1,72 @@
+"""Test fixtures shared by the whole suite: one Spark session (Delta on) for the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from diabetes_spark.platform import get_spark
+
+#: Small settings for 2 cores: two local threads, few shuffle partitions, UI off (see platform.py).
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.driver.memory": "2g",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.databricks.delta.snapshotPartitions": "2",
+}
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """The one SparkSession of the test run."""
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    session = get_spark(
+        "diabetes-spark-tests",
+        master="local[2]",
+        conf={**TEST_SPARK_CONF, "spark.sql.warehouse.dir": str(warehouse)},
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The sample data shipped in the package."""
+    return Path(__file__).resolve().parent / "diabetes_spark" / "data"
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once per test run with ``python -m build``."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dist")
+    root = Path(__file__).resolve().parent
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(root)],
+        check=True,
+        capture_output=True,
+        cwd=root,
+    )
+    (built,) = out.glob("diabetes_spark-*.whl")
+    return built
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with the wheel (not the source tree) installed, plus its ``local`` extra."""
+    import subprocess
+    import sys
+
+    venv = tmp_path_factory.mktemp("wheel-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[local]"],
+        check=True,
+        capture_output=True,
+    )
+    return venv

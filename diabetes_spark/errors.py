@@ -1,0 +1,51 @@
+"""The project's exceptions: one hierarchy, messages that say what was expected, found and to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "DiabetesSparkError",
+    "ParamError",
+    "InputError",
+    "SchemaError",
+    "ReconciliationError",
+    "TrainingError",
+    "RegistryError",
+    "ConfigurationError",
+    "RejectThresholdError",
+]
+
+
+class DiabetesSparkError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ParamError(DiabetesSparkError, ValueError):
+    """A job parameter (widget, CLI flag) has a bad value."""
+
+
+class InputError(DiabetesSparkError):
+    """An input file or table is missing, empty or unreadable."""
+
+
+class SchemaError(InputError):
+    """Input columns do not match the expected schema (missing required columns)."""
+
+
+class ReconciliationError(DiabetesSparkError):
+    """Row counts do not add up: rows in != rows written + rows rejected."""
+
+
+class RejectThresholdError(DiabetesSparkError):
+    """Too large a share of the input was rejected to write anything."""
+
+
+class TrainingError(DiabetesSparkError):
+    """Training cannot proceed (too few rows, unknown estimator, ...)."""
+
+
+class RegistryError(DiabetesSparkError):
+    """A model, version or alias does not exist in the registry, or cannot be used."""
+
+
+class ConfigurationError(DiabetesSparkError):
+    """The environment or a secret is misconfigured (bad connection string, missing secret)."""

@@ -1,0 +1,207 @@
+"""Job parameters: the one source of truth for widget names, CLI flags, defaults and validation.
+
+Every field of a params dataclass is a notebook widget of the same name and a CLI flag with ``-``
+for ``_`` (``model_name`` <-> ``--model-name``). Widgets deliver strings, so :func:`from_strings`
+converts and validates them; a bad value raises :class:`ParamError` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from diabetes_spark.errors import ParamError
+
+__all__ = [
+    "IngestParams",
+    "TrainParams",
+    "ScoreParams",
+    "from_strings",
+    "widget_defaults",
+    "describe",
+    "ESTIMATORS",
+    "TUNING_MODES",
+    "IMPUTER_STRATEGIES",
+    "WRITE_MODES",
+]
+
+ESTIMATORS = ("linear", "gbt", "random_forest")
+TUNING_MODES = ("none", "train_validation_split", "cross_validation")
+IMPUTER_STRATEGIES = ("mean", "median")
+WRITE_MODES = ("append", "overwrite")
+PRIMARY_METRICS = ("rmse", "mae", "r2")
+
+DEFAULT_EXPERIMENT = "diabetes-progression"
+DEFAULT_MODEL_NAME = "diabetes_progression"
+
+P = TypeVar("P")
+
+
+def _param(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field carrying the help text (and allowed values) used by the CLI and notebooks."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ParamError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_required(name: str, value: str) -> None:
+    if not str(value).strip():
+        raise ParamError(f"{name} is required; got an empty value. Set the widget or --{name.replace('_', '-')}")
+
+
+def _check_fraction(name: str, value: float, *, low_open: bool, high_open: bool) -> None:
+    too_low = value <= 0 if low_open else value < 0
+    too_high = value >= 1 if high_open else value > 1
+    if too_low or too_high:
+        low, high = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ParamError(f"{name} must be in {low}0, 1{high}; got {value!r}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ParamError(f"{name} must be > 0; got {value!r}")
+
+
+@dataclass(frozen=True)
+class _Common:
+    """Settings shared by every job that reads a table and may reject rows."""
+
+    def _check_common(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices:
+                _check_choice(f.name, getattr(self, f.name), choices)
+        if hasattr(self, "max_reject_fraction"):
+            _check_fraction("max_reject_fraction", self.max_reject_fraction, low_open=False, high_open=False)
+
+
+@dataclass(frozen=True)
+class IngestParams(_Common):
+    """Land a raw CSV in a Delta table, rejects in a second table."""
+
+    source: str = _param("", "CSV file to ingest (local path, dbfs:/, abfss://)")
+    table: str = _param("", "Delta table to write: path, abfss:// URI or catalog.schema.table")
+    rejects: str = _param("", "Delta table for rejected rows (default: <table>_rejects)")
+    mode: str = _param("append", "append or overwrite the target tables", choices=WRITE_MODES)
+    max_reject_fraction: float = _param(1.0, "fail without writing if more than this share of rows is rejected")
+
+    def __post_init__(self) -> None:
+        _check_required("source", self.source)
+        _check_required("table", self.table)
+        self._check_common()
+
+
+@dataclass(frozen=True)
+class TrainParams(_Common):
+    """Train, evaluate, log, register and (maybe) promote a model."""
+
+    training_data: str = _param("", "training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet)")
+    experiment: str = _param(DEFAULT_EXPERIMENT, "MLflow experiment name (a /Users/... path on Databricks)")
+    model_name: str = _param(DEFAULT_MODEL_NAME, "registered model name (catalog.schema.model for Unity Catalog)")
+    estimator: str = _param("linear", "estimator to fit", choices=ESTIMATORS)
+    reg_param: float = _param(0.01, "linear: regularisation strength (>= 0)")
+    elastic_net_param: float = _param(0.0, "linear: elastic-net mixing, 0 = ridge (L2), 1 = lasso (L1)")
+    max_iter: int = _param(100, "linear: maximum iterations")
+    num_trees: int = _param(50, "random_forest: number of trees")
+    max_depth: int = _param(4, "gbt / random_forest: maximum tree depth")
+    imputer_strategy: str = _param("mean", "how empty numeric values are imputed", choices=IMPUTER_STRATEGIES)
+    train_fraction: float = _param(0.8, "share of valid rows used for fitting; the rest is the held-out test split")
+    seed: int = _param(42, "seed of the train/test split and of the estimators")
+    tuning: str = _param("none", "hyper-parameter search over a small grid", choices=TUNING_MODES)
+    num_folds: int = _param(3, "folds for cross_validation")
+    min_rows: int = _param(30, "minimum number of valid rows required to train")
+    primary_metric: str = _param("rmse", "metric of the champion/challenger gate", choices=PRIMARY_METRICS)
+    max_reject_fraction: float = _param(0.2, "fail before training if more than this share of rows is rejected")
+
+    def __post_init__(self) -> None:
+        _check_required("training_data", self.training_data)
+        _check_required("experiment", self.experiment)
+        _check_required("model_name", self.model_name)
+        self._check_common()
+        if self.reg_param < 0:
+            raise ParamError(f"reg_param must be >= 0; got {self.reg_param!r}")
+        _check_fraction("elastic_net_param", self.elastic_net_param, low_open=False, high_open=False)
+        _check_fraction("train_fraction", self.train_fraction, low_open=True, high_open=True)
+        for name in ("max_iter", "num_trees", "max_depth", "min_rows"):
+            _check_positive(name, getattr(self, name))
+        if self.num_folds < 2:
+            raise ParamError(f"num_folds must be >= 2; got {self.num_folds!r}")
+
+
+@dataclass(frozen=True)
+class ScoreParams(_Common):
+    """Score a table with a registered model and write predictions with lineage."""
+
+    input: str = _param("", "table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet)")
+    output: str = _param("", "predictions Delta table (path, abfss:// URI or catalog.schema.table)")
+    model_name: str = _param(DEFAULT_MODEL_NAME, "registered model name")
+    model_version: str = _param("", "model version to use (overrides model_alias)")
+    model_alias: str = _param("champion", "model alias to use when no version is given")
+    batch_id: str = _param("", "batch identifier (default: derived from the input, e.g. its Delta version)")
+    rejects: str = _param("", "Delta table for rejected rows (default: <output>_rejects)")
+    experiment: str = _param(DEFAULT_EXPERIMENT, "MLflow experiment for the scoring run")
+    max_reject_fraction: float = _param(0.2, "fail before writing if more than this share of rows is rejected")
+    drift_threshold: float = _param(0.2, "population stability index above which a feature is flagged as drifted")
+
+    def __post_init__(self) -> None:
+        _check_required("input", self.input)
+        _check_required("output", self.output)
+        _check_required("model_name", self.model_name)
+        self._check_common()
+        if self.model_version and not self.model_version.isdigit():
+            raise ParamError(f"model_version must be a whole number like '3'; got {self.model_version!r}")
+        if not self.model_version and not self.model_alias.strip():
+            raise ParamError("model_version or model_alias must be set; both are empty")
+        _check_positive("drift_threshold", self.drift_threshold)
+
+
+def _convert(name: str, raw: Any, kind: Any) -> Any:
+    """Turn a widget/CLI string into the field's type."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    try:
+        if kind in (int, "int"):
+            return int(text)
+        if kind in (float, "float"):
+            return float(text)
+    except ValueError as e:
+        type_name = kind if isinstance(kind, str) else kind.__name__
+        raise ParamError(f"{name} must be a{'n' if type_name == 'int' else ''} {type_name}; got {raw!r}") from e
+    return text
+
+
+def from_strings(cls: type[P], values: Mapping[str, Any]) -> P:
+    """Build a params object from widget or CLI values (strings), converting and validating them.
+
+    Args:
+        cls: One of the params dataclasses.
+        values: Name -> value; names not given take the field's default, unknown names are an error.
+
+    Raises:
+        ParamError: A value has the wrong type or is out of range, or a name is unknown.
+    """
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ParamError(f"unknown parameter(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+    kwargs = {name: _convert(name, raw, known[name].type) for name, raw in values.items()}
+    return cls(**kwargs)
+
+
+def widget_defaults(cls: type) -> dict[str, str]:
+    """The widgets a notebook declares for ``cls``: name -> default as the string a widget holds."""
+    return {f.name: str(f.default) for f in dataclasses.fields(cls)}
+
+
+def describe(cls: type) -> list[tuple[str, str, str, tuple[str, ...] | None]]:
+    """(name, default, help, choices) for every parameter of ``cls``, in declaration order."""
+    return [
+        (f.name, str(f.default), f.metadata.get("help", ""), f.metadata.get("choices"))
+        for f in dataclasses.fields(cls)
+    ]

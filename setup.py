@@ -1,0 +1,57 @@
+"""Build the diabetes_spark wheel. The JSON table schemas live once, in the top-level ``schemas/``
+folder, and travel inside the wheel as the data package ``diabetes_spark._schemas``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "diabetes_spark" / "__init__.py").read_text()).group(1)
+
+# pyspark/delta-spark pair of Databricks Runtime 18 LTS (Apache Spark 4.1, Delta Lake 4.1).
+LOCAL = [
+    "pyspark==4.1.0",  # delta-spark 4.1.0 is built against Spark 4.1.0 exactly (4.1.4 lacks classes it needs)
+    "delta-spark==4.1.0",
+    "pandas>=2.2,<3",  # pyspark 4.1 does not fully support pandas 3
+    "pyarrow>=15",
+    "mlflow>=3.8,<4",
+    "matplotlib>=3.8",
+]
+
+setup(
+    name="diabetes_spark",
+    version=VERSION,
+    description="Spark ML training and batch scoring of diabetes progression over Delta tables, for Databricks Jobs",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[*find_packages(include=["diabetes_spark", "diabetes_spark.*"]), "diabetes_spark._schemas"],
+    package_dir={"diabetes_spark._schemas": "schemas"},
+    package_data={
+        "diabetes_spark": ["py.typed"],
+        "diabetes_spark.data": ["*.csv"],
+        "diabetes_spark._schemas": ["*.json"],
+    },
+    # What a Databricks ML runtime may lack; pyspark, delta-spark, mlflow and pandas come with it.
+    install_requires=[
+        "opencensus-ext-azure>=1.1.13",
+        "databricks-sdk>=0.60",
+    ],
+    extras_require={
+        "local": LOCAL,
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "chispa>=0.10",
+            "hypothesis>=6.100",
+            "scikit-learn>=1.4",
+            "build>=1.2",
+            "pyyaml>=6",
+        ],
+    },
+    entry_points={"console_scripts": ["diabetes-spark=diabetes_spark.cli:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)

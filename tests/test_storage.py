@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+
+from diabetes_spark import storage
+from diabetes_spark.errors import InputError
+from diabetes_spark.platform import REDACTION_REGEX
+from diabetes_spark.storage import TableRef
+
+
+@pytest.mark.parametrize(
+    ("ref", "base", "expected"),
+    [
+        ("abfss://c@acct.dfs.core.windows.net/gold/preds", None, TableRef("delta", "abfss://c@acct.dfs.core.windows.net/gold/preds")),
+        ("dbfs:/mnt/x/table", None, TableRef("delta", "dbfs:/mnt/x/table")),
+        ("/tmp/lake/raw", None, TableRef("delta", "/tmp/lake/raw")),
+        ("lake/raw", None, TableRef("delta", "lake/raw")),
+        ("gold/preds", "abfss://c@acct.dfs.core.windows.net/", TableRef("delta", "abfss://c@acct.dfs.core.windows.net/gold/preds")),
+        ("/abs/preds", "abfss://c@acct.dfs.core.windows.net", TableRef("delta", "/abs/preds")),
+        ("main.diabetes.predictions", None, TableRef("table", "main.diabetes.predictions")),
+        ("diabetes.predictions", "abfss://c@a.dfs.core.windows.net", TableRef("table", "diabetes.predictions")),
+        ("data/in.csv", None, TableRef("csv", "data/in.csv")),
+        ("in.csv", "abfss://c@a.dfs.core.windows.net", TableRef("csv", "abfss://c@a.dfs.core.windows.net/in.csv")),
+        ("abfss://c@a.dfs.core.windows.net/x.PARQUET", None, TableRef("parquet", "abfss://c@a.dfs.core.windows.net/x.PARQUET")),
+    ],
+)
+def test_resolve(ref: str, base: str | None, expected: TableRef) -> None:
+    assert storage.resolve(ref, base=base) == expected
+
+
+def test_resolve_rejects_empty() -> None:
+    with pytest.raises(InputError, match="empty table reference"):
+        storage.resolve("  ")
+
+
+def test_sibling_table() -> None:
+    assert storage.resolve("lake/preds/").sibling("_rejects") == TableRef("delta", "lake/preds_rejects")
+    assert storage.resolve("main.s.preds").sibling("_rejects") == TableRef("table", "main.s.preds_rejects")
+
+
+def test_abfss_uri_and_conf_key() -> None:
+    assert storage.abfss_uri("acct", "cont", "/gold/x") == "abfss://cont@acct.dfs.core.windows.net/gold/x"
+    assert storage.adls_conf_key("acct") == "fs.azure.account.key.acct.dfs.core.windows.net"
+    with pytest.raises(InputError, match="account and a container"):
+        storage.abfss_uri("", "cont")
+
+
+def test_configure_adls_sets_the_dfs_key_and_abfss_resolves(spark) -> None:
+    storage.configure_adls(spark, "acct", "c2VjcmV0LWtleQ==")
+    try:
+        assert spark.conf.get("fs.azure.account.key.acct.dfs.core.windows.net") == "c2VjcmV0LWtleQ=="
+        # The hadoop-azure jar is on the classpath: abfss:// maps to the ABFS file system.
+        hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+        fs_class = spark.sparkContext._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass("abfss", hadoop_conf)
+        assert fs_class.getName() == "org.apache.hadoop.fs.azurebfs.SecureAzureBlobFileSystem"
+        # And the key is redacted wherever Spark redacts configuration.
+        assert spark.conf.get("spark.redaction.regex") == REDACTION_REGEX
+    finally:
+        spark.conf.unset("fs.azure.account.key.acct.dfs.core.windows.net")
+
+
+def test_write_delta_counts_from_the_commit_and_replaces_where(spark, tmp_path: Path) -> None:
+    ref = storage.resolve(str(tmp_path / "t"))
+    first = spark.createDataFrame([("a", 1), ("a", 2), ("b", 3)], "batch string, v int")
+    assert storage.write_delta(first, ref) == 3
+    assert storage.delta_version(spark, ref) == 0
+    again = spark.createDataFrame([("a", 9)], "batch string, v int")
+    assert storage.write_delta(again, ref, mode="overwrite", replace_where="batch = 'a'") == 1
+    expected = spark.createDataFrame([("a", 9), ("b", 3)], "batch string, v int")
+    assert_df_equality(storage.read_table(spark, ref), expected, ignore_row_order=True, ignore_nullable=True)
+    assert storage.delta_version(spark, ref) == 1
+
+
+def test_catalog_table_names_round_trip(spark) -> None:
+    spark.sql("CREATE SCHEMA IF NOT EXISTS storage_test")
+    ref = storage.resolve("storage_test.numbers")
+    df = spark.createDataFrame([(1,), (2,)], "n int")
+    assert storage.write_delta(df, ref, mode="overwrite") == 2
+    assert_df_equality(storage.read_table(spark, ref), df, ignore_row_order=True, ignore_nullable=True)
+    assert storage.delta_version(spark, ref) == 0
+
+
+def test_reading_a_missing_input_is_a_clear_error(spark, tmp_path: Path) -> None:
+    for ref in (str(tmp_path / "nope"), str(tmp_path / "nope.csv"), "storage_test.nope"):
+        with pytest.raises(InputError, match="does not exist"):
+            storage.read_table(spark, storage.resolve(ref))
+    assert storage.delta_version(spark, storage.resolve(str(tmp_path / "nope"))) is None
+
+
+def test_writing_to_a_csv_is_refused(spark, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot write Delta to the csv file"):
+        storage.write_delta(spark.range(1), storage.resolve(str(tmp_path / "x.csv")))
+
+
+def test_sample_references_resolve_to_the_shipped_files() -> None:
+    ref = storage.resolve("sample:scoring_batch.csv")
+    assert ref.kind == "csv" and Path(ref.location).read_text().startswith("patient_id,AGE,SEX")
+    with pytest.raises(InputError, match="no sample named 'nope.csv'; shipped samples: diabetes.csv, scoring_batch.csv"):
+        storage.resolve("sample:nope.csv")
