@@ -19,10 +19,11 @@ $(VENV)/.installed-test: setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[local,test]"
 	touch $@ $(VENV)/.installed-local
 
-## run: ingest the shipped sample data into a local lakehouse folder (Delta tables)
+## run: ingest the shipped sample data into a local lakehouse folder (Delta tables) and train on it
 run: $(VENV)/.installed-local
 	$(BIN)/diabetes-spark ingest --source sample:diabetes.csv \
 		--table $(LAKEHOUSE)/diabetes_raw --mode overwrite
+	DIABETES_SPARK_HOME=$(LAKEHOUSE) $(BIN)/diabetes-spark train --training-data $(LAKEHOUSE)/diabetes_raw
 
 ## test: the whole test suite, slow end-to-end tests included
 test: $(VENV)/.installed-test

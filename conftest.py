@@ -70,3 +70,17 @@ def wheel_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return venv
+
+
+@pytest.fixture(scope="session")
+def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local workspace folder holding the session's MLflow SQLite store and artifacts."""
+    import os
+
+    from diabetes_spark.registry import configure_mlflow
+
+    home = tmp_path_factory.mktemp("mlflow-home")
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
+    configure_mlflow(home)
+    return home

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import tempfile
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark import StorageLevel
 
-from diabetes_spark import schemas, storage
+from diabetes_spark import __version__, evaluation, registry, schemas, storage, training
 from diabetes_spark.errors import InputError, ReconciliationError, RejectThresholdError
-from diabetes_spark.params import IngestParams
+from diabetes_spark.params import IngestParams, TrainParams
+from diabetes_spark.platform import local_home
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["run_ingest", "check_reject_fraction"]
+__all__ = ["run_ingest", "run_training", "check_reject_fraction"]
 
 _log = logging.getLogger(__name__)
 
@@ -64,9 +69,7 @@ def run_ingest(spark: SparkSession, params: IngestParams) -> dict[str, Any]:
     rejects = storage.resolve(params.rejects) if params.rejects else target.sibling("_rejects")
     ingest_id = f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
-    raw = storage.read_table(spark, source)
-    annotated = schemas.annotate(raw, schemas.load_schema("training_raw"), required=(schemas.LABEL,))
-    annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
+    annotated = _read_annotated(spark, source, "training_raw", (schemas.LABEL,))
     try:
         rows_in, rows_rejected = schemas.reject_summary(annotated)
         check_reject_fraction(
@@ -88,3 +91,121 @@ def run_ingest(spark: SparkSession, params: IngestParams) -> dict[str, Any]:
         "rejects_table": str(rejects),
         "ingest_id": ingest_id,
     }
+
+
+def _read_annotated(spark: SparkSession, ref: storage.TableRef, schema_name: str, required: tuple[str, ...]) -> DataFrame:
+    """Read and validate an input, cached: counting, reporting and writing all reuse one read."""
+    raw = storage.read_table(spark, ref)
+    annotated = schemas.annotate(raw, schemas.load_schema(schema_name), required=required)
+    return annotated.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _champion_score(name: str, champion: str, test: DataFrame, metric: str) -> float:
+    """The current champion's ``metric`` on this run's held-out rows."""
+    model = registry.load_model(registry.resolve_version(name, version=champion))
+    predictions = model.transform(test)
+    return evaluation.regression_metrics(predictions, label=schemas.LABEL, prediction=training.PREDICTION)[metric]
+
+
+def run_training(spark: SparkSession, params: TrainParams, *, home: Path | None = None) -> dict[str, Any]:
+    """Train, evaluate, log, register and (if better) promote a model, in one MLflow run.
+
+    The run logs every parameter, the data shape, the held-out metrics, the reports (feature
+    statistics, plots, coefficients or importances, data quality, feature profile), the input schema
+    and the model. The new version gets alias ``challenger``; ``champion`` moves to it only if there
+    is none yet or the challenger beats it on this run's held-out rows by ``params.primary_metric``.
+    The run ends FINISHED, or FAILED when anything raises (the error propagates).
+
+    Args:
+        spark: The session.
+        params: Validated training parameters.
+        home: Local workspace folder for the default MLflow store (default: :func:`local_home`).
+
+    Returns:
+        ``{"run_id", "experiment_id", "model_name", "model_version", "metrics": {rmse, mae, r2},
+        "promoted", "champion_version", "rows_in", "rows_rejected"}``.
+    """
+    import mlflow
+
+    home = home or local_home()
+    registry.configure_mlflow(home)
+    experiment_id = registry.ensure_experiment(params.experiment, artifact_root=home / "mlartifacts")
+    source = storage.resolve(params.training_data)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
+        mlflow.set_tags({"job": "train", "diabetes_spark_version": __version__, "training_data": str(source)})
+        mlflow.log_params(dataclasses.asdict(params))
+        annotated = _read_annotated(spark, source, "training_raw", (schemas.LABEL,))
+        try:
+            rows_in, rows_rejected = schemas.reject_summary(annotated)
+            check_reject_fraction(annotated, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source))
+            mlflow.log_metrics({"rows_in": rows_in, "rows_rejected": rows_rejected, "rows_valid": rows_in - rows_rejected})
+            mlflow.log_param("input_columns", len(annotated.columns) - 2)
+            valid = schemas.valid_rows(annotated).select(*schemas.load_schema("training_raw").fieldNames())
+            result = training.fit(valid, params)
+            mlflow.log_metrics({"rows_train": result.train.count(), "rows_test": result.test.count()})
+            mlflow.log_metrics(result.metrics)
+            if result.best_params:
+                mlflow.log_params({f"best_{k}": v for k, v in result.best_params.items()})
+            _log_reports(annotated, rows_in, rows_rejected, result)
+            info = registry.log_model(result.model, example=valid.select(*schemas.feature_names()))
+            version = registry.register(info.model_uri, params.model_name)
+            registry.set_alias(params.model_name, registry.CHALLENGER, version)
+            promoted, champion = _gate(params, version, result)
+        finally:
+            annotated.unpersist()
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": experiment_id,
+        "model_name": params.model_name,
+        "model_version": version,
+        "metrics": {k: result.metrics[k] for k in ("rmse", "mae", "r2")},
+        "promoted": promoted,
+        "champion_version": champion,
+        "rows_in": rows_in,
+        "rows_rejected": rows_rejected,
+    }
+
+
+def _log_reports(annotated: DataFrame, rows_in: int, rows_rejected: int, result: training.TrainResult) -> None:
+    import mlflow
+
+    quality = evaluation.data_quality_report(annotated, rows_in, rows_rejected)
+    profile = evaluation.feature_profile(result.train)
+    with tempfile.TemporaryDirectory() as folder:
+        evaluation.write_reports(
+            Path(folder),
+            model=result.model,
+            train=result.train,
+            predictions=result.predictions,
+            quality=quality,
+            profile=profile,
+            label=schemas.LABEL,
+            prediction=training.PREDICTION,
+        )
+        mlflow.log_artifacts(folder, "reports")
+    mlflow.log_dict(json.loads(schemas.load_schema("training_raw").json()), "schema/training_raw.json")
+
+
+def _gate(params: TrainParams, version: str, result: training.TrainResult) -> tuple[bool, str]:
+    """Move ``champion`` to ``version`` if there is none or it is beaten; record the decision."""
+    import mlflow
+
+    metric = params.primary_metric
+    challenger_score = result.metrics[metric]
+    champion = registry.alias_version(params.model_name, registry.CHAMPION)
+    if champion is None:
+        promoted, reason = True, "no champion yet"
+    else:
+        champion_score = _champion_score(params.model_name, champion, result.test, metric)
+        mlflow.log_metric(f"champion_{metric}", champion_score)
+        promoted = evaluation.is_better(metric, challenger_score, champion_score)
+        verdict = "beats" if promoted else "does not beat"
+        reason = f"challenger {metric} {challenger_score:.4f} {verdict} champion v{champion} {champion_score:.4f}"
+    mlflow.log_metric(f"challenger_{metric}", challenger_score)
+    if promoted:
+        registry.set_alias(params.model_name, registry.CHAMPION, version)
+        champion = version
+    mlflow.set_tags({"champion_decision": "promoted" if promoted else "kept", "champion_reason": reason})
+    registry.version_tags(params.model_name, version, {metric: challenger_score, "promoted": promoted})
+    _log.info("model %s v%s: %s", params.model_name, version, reason)
+    return promoted, champion

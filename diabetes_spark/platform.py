@@ -12,17 +12,21 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["get_spark", "is_databricks", "hadoop_version", "LOCAL_SPARK_CONF", "REDACTION_REGEX"]
+__all__ = ["get_spark", "stop_spark", "is_databricks", "hadoop_version", "local_home", "LOCAL_SPARK_CONF", "REDACTION_REGEX"]
 
 _log = logging.getLogger(__name__)
 
 #: Environment variable naming the Spark master for local runs (default ``local[*]``).
 ENV_MASTER = "DIABETES_SPARK_MASTER"
+#: Environment variable naming the local workspace folder (default ``./lakehouse``): the MLflow
+#: SQLite store and artifacts live there, and the demo's tables.
+ENV_HOME = "DIABETES_SPARK_HOME"
 
 #: Spark's default redaction pattern, extended so ADLS account keys (``fs.azure.account.key.*``)
 #: and SAS tokens never show in the UI, event logs or ``spark.conf`` dumps.
@@ -43,6 +47,11 @@ LOCAL_SPARK_CONF: Mapping[str, str] = {
 def is_databricks() -> bool:
     """True inside a Databricks runtime (cluster or job)."""
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def local_home() -> Path:
+    """The local workspace folder: ``$DIABETES_SPARK_HOME`` or ``./lakehouse``."""
+    return Path(os.environ.get(ENV_HOME) or "lakehouse")
 
 
 def hadoop_version() -> str:

@@ -1,0 +1,273 @@
+"""Regression metrics, the reports logged as run artifacts, and the feature profile used for drift.
+
+Everything here takes DataFrames and returns values or writes files into a folder it is given;
+logging them to MLflow is the caller's business.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyspark.ml.evaluation import RegressionEvaluator
+from pyspark.sql import functions as F
+
+from diabetes_spark.schemas import CATEGORICAL, REASON, feature_names, numeric_feature_names
+
+if TYPE_CHECKING:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame
+
+__all__ = [
+    "METRICS",
+    "regression_metrics",
+    "is_better",
+    "feature_statistics",
+    "feature_profile",
+    "profile_counts_columns",
+    "psi_from_counts",
+    "data_quality_report",
+    "model_weights",
+    "write_reports",
+]
+
+METRICS = ("rmse", "mae", "r2", "mse")
+_LARGER_IS_BETTER = {"r2"}
+_EPSILON = 1e-4
+_PLOT_ROWS = 10_000
+MISSING_BIN = "missing"
+
+
+def regression_metrics(predictions: DataFrame, *, label: str, prediction: str) -> dict[str, float]:
+    """RMSE, MAE, R2 and MSE with Spark's ``RegressionEvaluator``."""
+    evaluator = RegressionEvaluator(labelCol=label, predictionCol=prediction)
+    return {m: float(evaluator.setMetricName(m).evaluate(predictions)) for m in METRICS}
+
+
+def is_better(metric: str, challenger: float, champion: float) -> bool:
+    """True when ``challenger`` strictly beats ``champion`` on ``metric``."""
+    return challenger > champion if metric in _LARGER_IS_BETTER else challenger < champion
+
+
+def feature_statistics(df: DataFrame) -> list[dict[str, Any]]:
+    """Count, missing %, mean, std, min, quartiles and max of each numeric feature (two passes)."""
+    numeric = numeric_feature_names()
+    aggs = [F.count(F.lit(1)).alias("__n")]
+    for c in numeric:
+        aggs += [
+            F.count(c).alias(f"{c}__count"),
+            F.mean(c).alias(f"{c}__mean"),
+            F.stddev(c).alias(f"{c}__std"),
+            F.min(c).alias(f"{c}__min"),
+            F.max(c).alias(f"{c}__max"),
+        ]
+    row = df.agg(*aggs).first().asDict()
+    quartiles = df.approxQuantile(numeric, [0.25, 0.5, 0.75], 0.001)
+    total = row["__n"] or 1
+    stats = []
+    for c, q in zip(numeric, quartiles):
+        stats.append(
+            {
+                "feature": c,
+                "count": row[f"{c}__count"],
+                "missing_pct": round(100.0 * (row["__n"] - row[f"{c}__count"]) / total, 3),
+                "mean": row[f"{c}__mean"],
+                "std": row[f"{c}__std"],
+                "min": row[f"{c}__min"],
+                "p25": q[0] if q else None,
+                "median": q[1] if q else None,
+                "p75": q[2] if q else None,
+                "max": row[f"{c}__max"],
+            }
+        )
+    return stats
+
+
+def feature_profile(df: DataFrame, *, bins: int = 10) -> dict[str, Any]:
+    """The training distribution of every feature, for the population stability index at scoring.
+
+    Numeric features get quantile bin edges plus a ``missing`` bin; categorical ones their
+    categories (anything else at scoring falls in ``other``). Fractions are of all rows.
+    """
+    numeric = numeric_feature_names()
+    quantiles = df.approxQuantile(numeric, [i / bins for i in range(1, bins)], 0.001)
+    profile: dict[str, Any] = {"bins": {}, "expected": {}}
+    for c, edges in zip(numeric, quantiles):
+        profile["bins"][c] = sorted(set(edges))
+    for c in CATEGORICAL:
+        categories = [r[0] for r in df.select(c).distinct().collect() if r[0] is not None]
+        profile["bins"][c] = sorted(categories)
+    counts = df.agg(*profile_counts_columns(profile)).first().asDict()
+    total = counts.pop("__rows")
+    profile["rows"] = total
+    profile["expected"] = _fractions(profile, counts, total)
+    return profile
+
+
+def _bin_labels(profile: dict[str, Any], feature: str) -> list[str]:
+    edges = profile["bins"][feature]
+    if feature in CATEGORICAL:
+        return [*edges, "other", MISSING_BIN]
+    return [str(i) for i in range(len(edges) + 1)] + [MISSING_BIN]
+
+
+def profile_counts_columns(profile: dict[str, Any]) -> list[Any]:
+    """Aggregate expressions counting rows per bin of every profiled feature (one pass for all)."""
+    columns = [F.count(F.lit(1)).alias("__rows")]
+    for feature, edges in profile["bins"].items():
+        col = F.col(feature)
+        labels = _bin_labels(profile, feature)
+        if feature in CATEGORICAL:
+            conditions = [col == v for v in edges] + [col.isNotNull() & ~col.isin(*edges), col.isNull()]
+        else:
+            bounds = [-math.inf, *edges, math.inf]
+            conditions = [(col >= lo) & (col < hi) for lo, hi in zip(bounds[:-1], bounds[1:])] + [col.isNull()]
+        for label, condition in zip(labels, conditions):
+            columns.append(F.count(F.when(condition, 1)).alias(f"{feature}__{label}"))
+    return columns
+
+
+def _fractions(profile: dict[str, Any], counts: dict[str, int], total: int) -> dict[str, dict[str, float]]:
+    return {
+        feature: {label: counts[f"{feature}__{label}"] / max(total, 1) for label in _bin_labels(profile, feature)}
+        for feature in profile["bins"]
+    }
+
+
+def psi_from_counts(profile: dict[str, Any], counts: dict[str, int]) -> dict[str, float]:
+    """Population stability index per feature: sum over bins of ``(a - e) * ln(a / e)``.
+
+    ``counts`` is the result of :func:`profile_counts_columns` over the scored rows. Empty bins
+    are floored at a small epsilon so the index stays finite. 0 means the same distribution;
+    above 0.2 is the usual sign of a material shift.
+    """
+    counts = dict(counts)
+    total = counts.pop("__rows")
+    actual = _fractions(profile, counts, total)
+    psi = {}
+    for feature, expected in profile["expected"].items():
+        value = 0.0
+        for label, e in expected.items():
+            a = max(actual[feature].get(label, 0.0), _EPSILON)
+            e = max(e, _EPSILON)
+            value += (a - e) * math.log(a / e)
+        psi[feature] = value
+    return psi
+
+
+def data_quality_report(annotated: DataFrame, rows_in: int, rows_rejected: int) -> dict[str, Any]:
+    """Rows in, rejected by reason (values masked) and % missing per column among valid rows."""
+    by_reason = (
+        annotated.filter(F.col(REASON).isNotNull())
+        .select(F.explode(F.split(F.regexp_replace(REASON, "'[^']*'", "'...'"), "; ")).alias("reason"))
+        .groupBy("reason")
+        .count()
+        .collect()
+    )
+    valid = annotated.filter(F.col(REASON).isNull())
+    missing = valid.agg(*[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in feature_names()]).first()
+    rows_valid = rows_in - rows_rejected
+    return {
+        "rows_in": rows_in,
+        "rows_valid": rows_valid,
+        "rows_rejected": rows_rejected,
+        "rejected_by_reason": {r["reason"]: int(r["count"]) for r in sorted(by_reason, key=lambda r: -r["count"])},
+        "missing_pct": {c: round(100.0 * missing[c] / max(rows_valid, 1), 3) for c in feature_names()},
+    }
+
+
+def _vector_names(model: PipelineModel) -> list[str]:
+    """Names of the features vector's slots: imputed numeric columns, one slot per SEX label, unknown."""
+    from pyspark.ml.feature import StringIndexerModel
+
+    labels: list[str] = []
+    for stage in model.stages:
+        if isinstance(stage, StringIndexerModel):
+            labels = list(stage.labels)
+    return numeric_feature_names() + [f"SEX={label}" for label in labels] + ["SEX=unknown"]
+
+
+def model_weights(model: PipelineModel) -> list[tuple[str, float]]:
+    """Coefficients (linear, on the standardised scale, plus the intercept) or feature importances."""
+    estimator = model.stages[-1]
+    names = _vector_names(model)
+    if hasattr(estimator, "coefficients"):
+        weights = list(zip(names, estimator.coefficients.toArray().tolist()))
+        return [*weights, ("intercept", float(estimator.intercept))]
+    return list(zip(names, estimator.featureImportances.toArray().tolist()))
+
+
+def _plots(predictions: DataFrame, folder: Path, *, label: str, prediction: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = predictions.select(label, prediction).limit(_PLOT_ROWS).collect()
+    actual = [r[0] for r in rows]
+    predicted = [r[1] for r in rows]
+    residual = [a - p for a, p in zip(actual, predicted)]
+    low, high = min(actual + predicted), max(actual + predicted)
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(actual, predicted, s=12, alpha=0.7)
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", label="perfect prediction")
+    ax.set(xlabel=f"actual {label}", ylabel="predicted", title="Predicted vs actual (held-out split)")
+    ax.legend()
+    fig.savefig(folder / "predicted_vs_actual.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(predicted, residual, s=12, alpha=0.7)
+    ax.axhline(0.0, color="grey", linestyle="--")
+    ax.set(xlabel="predicted", ylabel="actual - predicted", title="Residuals (held-out split)")
+    fig.savefig(folder / "residuals.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _stats_html(stats: list[dict[str, Any]]) -> str:
+    columns = list(stats[0]) if stats else []
+    head = "".join(f"<th>{c}</th>" for c in columns)
+
+    def cell(v: Any) -> str:
+        return f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{'' if v is None else v}</td>"
+
+    body = "".join("<tr>" + "".join(cell(s[c]) for c in columns) + "</tr>" for s in stats)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Feature statistics</title>"
+        "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style>"
+        f"</head><body><h1>Feature statistics (training split)</h1><table><tr>{head}</tr>{body}</table></body></html>"
+    )
+
+
+def write_reports(
+    folder: Path,
+    *,
+    model: PipelineModel,
+    train: DataFrame,
+    predictions: DataFrame,
+    quality: dict[str, Any],
+    profile: dict[str, Any],
+    label: str,
+    prediction: str,
+) -> list[Path]:
+    """Write the run's report files into ``folder`` and return their paths.
+
+    Files: ``feature_statistics.html``, ``predicted_vs_actual.png``, ``residuals.png``,
+    ``coefficients.csv`` or ``feature_importances.csv``, ``data_quality.json``, ``feature_profile.json``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "feature_statistics.html").write_text(_stats_html(feature_statistics(train)), encoding="utf-8")
+    _plots(predictions, folder, label=label, prediction=prediction)
+    linear = hasattr(model.stages[-1], "coefficients")
+    weights_file = folder / ("coefficients.csv" if linear else "feature_importances.csv")
+    with open(weights_file, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["feature", "coefficient" if linear else "importance"])
+        writer.writerows(model_weights(model))
+    (folder / "data_quality.json").write_text(json.dumps(quality, indent=2), encoding="utf-8")
+    (folder / "feature_profile.json").write_text(json.dumps(profile, indent=2), encoding="utf-8")
+    return sorted(folder.iterdir())

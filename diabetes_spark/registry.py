@@ -1,0 +1,191 @@
+"""MLflow: where it lives, logging and registering the Spark model, aliases and the champion gate.
+
+Aliases, not the deprecated stages: a new version becomes ``challenger``; ``champion`` moves to it
+only when there is no champion yet or the challenger beats it on the same held-out rows.
+Works with a workspace registry and with Unity Catalog (``catalog.schema.model`` names).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from diabetes_spark.errors import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame
+
+__all__ = [
+    "CHAMPION",
+    "CHALLENGER",
+    "MODEL_ARTIFACT",
+    "configure_mlflow",
+    "ensure_experiment",
+    "log_model",
+    "register",
+    "resolve_version",
+    "load_model",
+    "alias_version",
+    "set_alias",
+    "ResolvedModel",
+]
+
+_log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
+
+
+def configure_mlflow(home: Path) -> str:
+    """Point MLflow at ``$MLFLOW_TRACKING_URI`` / ``$MLFLOW_REGISTRY_URI`` when set (Databricks sets
+    its own), else at a SQLite store ``<home>/mlflow.db`` (the registry needs a database).
+
+    Returns:
+        The tracking URI in use.
+    """
+    import mlflow
+
+    if os.environ.get(ENV_TRACKING_URI) or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+        return mlflow.get_tracking_uri()
+    home.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    if not os.environ.get(ENV_REGISTRY_URI):
+        mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:
+    """The id of experiment ``name``, created (with artifacts under ``artifact_root``) if missing."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = (artifact_root / name.strip("/").replace("/", "_")).resolve().as_uri() if artifact_root else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another run: use that one
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def log_model(model: PipelineModel, *, example: DataFrame) -> Any:
+    """Log the fitted pipeline with ``mlflow.spark`` in the active run, with signature and input example.
+
+    Pip requirements are given, not inferred: inference reloads the model in a subprocess with its
+    own Spark and costs ~15 s.
+    """
+    import mlflow
+    import mlflow.spark
+    import pyspark
+    from mlflow.models import infer_signature
+
+    sample = example.limit(5)
+    input_example = sample.toPandas()
+    output = model.transform(sample).select("prediction").toPandas()
+    signature = infer_signature(input_example, output)
+    return mlflow.spark.log_model(
+        model,
+        MODEL_ARTIFACT,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=[f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"],
+        validate_serving_input=False,
+    )
+
+
+def register(model_uri: str, name: str) -> str:
+    """Register ``model_uri`` as a new version of ``name``; returns the version number."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name)
+    return str(version.version)
+
+
+def _client() -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, or ``None`` when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    """Point ``alias`` of model ``name`` at ``version``."""
+    _client().set_registered_model_alias(name, alias, version)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A registered model version resolved once, so a whole run uses the same one."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_version(name: str, *, version: str = "", alias: str = CHAMPION) -> ResolvedModel:
+    """Resolve a model version by number, or by alias when no number is given.
+
+    Raises:
+        RegistryError: The model, version or alias does not exist; the message names what does.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as e:
+        names = sorted(m.name for m in client.search_registered_models(max_results=100))
+        raise RegistryError(
+            f"registered model {name!r} does not exist; registered models: {names or 'none'}. Train one first."
+        ) from e
+    try:
+        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        versions = sorted((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
+        aliases = dict(sorted((registered.aliases or {}).items()))
+        wanted = f"version {version}" if version else f"alias {alias!r}"
+        raise RegistryError(
+            f"{wanted} of model {name!r} does not exist; versions: {versions or 'none'}, aliases: {aliases or 'none'}"
+        ) from e
+    return ResolvedModel(name=name, version=str(mv.version), run_id=mv.run_id or "", source=mv.source or "")
+
+
+def load_model(resolved: ResolvedModel) -> PipelineModel:
+    """Load a resolved version as a Spark ``PipelineModel`` (no pyfunc wrapper, no UDF)."""
+    import mlflow.spark
+
+    return mlflow.spark.load_model(resolved.uri)
+
+
+def version_tags(name: str, version: str, tags: dict[str, Any]) -> None:
+    """Set tags on a model version (e.g. its score and the gate's decision)."""
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))

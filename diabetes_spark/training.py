@@ -1,0 +1,128 @@
+"""Split, fit (optionally tune) and evaluate the Spark ML pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyspark import StorageLevel
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.evaluation import RegressionEvaluator
+from pyspark.ml.regression import GBTRegressor, LinearRegression, RandomForestRegressor
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
+
+from diabetes_spark.errors import TrainingError
+from diabetes_spark.evaluation import regression_metrics
+from diabetes_spark.features import FEATURES, build_feature_stages
+from diabetes_spark.params import ESTIMATORS, TrainParams
+from diabetes_spark.schemas import LABEL
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+__all__ = ["TrainResult", "split", "build_pipeline", "fit", "PREDICTION"]
+
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training produced: the fitted pipeline, its held-out metrics and the data it saw."""
+
+    model: PipelineModel
+    metrics: dict[str, float]
+    train: DataFrame
+    test: DataFrame
+    predictions: DataFrame
+    best_params: dict[str, Any] = field(default_factory=dict)
+
+
+def split(df: DataFrame, *, train_fraction: float, seed: int) -> tuple[DataFrame, DataFrame]:
+    """Seeded train/test split (the same input and seed give the same rows)."""
+    train, test = df.randomSplit([train_fraction, 1.0 - train_fraction], seed=seed)
+    return train, test
+
+
+def _estimator(params: TrainParams) -> Any:
+    common = {"featuresCol": FEATURES, "labelCol": LABEL, "predictionCol": PREDICTION}
+    if params.estimator == "linear":
+        return LinearRegression(
+            regParam=params.reg_param,
+            elasticNetParam=params.elastic_net_param,
+            maxIter=params.max_iter,
+            standardization=False,  # the pipeline's StandardScaler already did it
+            **common,
+        )
+    if params.estimator == "gbt":
+        return GBTRegressor(maxDepth=params.max_depth, seed=params.seed, **common)
+    if params.estimator == "random_forest":
+        return RandomForestRegressor(numTrees=params.num_trees, maxDepth=params.max_depth, seed=params.seed, **common)
+    raise TrainingError(f"unknown estimator {params.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+
+
+def build_pipeline(params: TrainParams) -> Pipeline:
+    """Feature stages + the estimator named by ``params.estimator``.
+
+    Raises:
+        TrainingError: Unknown estimator name.
+    """
+    estimator = _estimator(params)
+    stages = build_feature_stages(imputer_strategy=params.imputer_strategy, scale=params.estimator == "linear")
+    return Pipeline(stages=[*stages, estimator])
+
+
+def _grid(pipeline: Pipeline, params: TrainParams) -> list[dict]:
+    """A small search grid around the estimator's main knobs."""
+    estimator = pipeline.getStages()[-1]
+    grid = ParamGridBuilder()
+    if params.estimator == "linear":
+        grid = grid.addGrid(estimator.regParam, [0.0, 0.01, 0.1, 1.0]).addGrid(estimator.elasticNetParam, [0.0, 0.5])
+    else:
+        grid = grid.addGrid(estimator.maxDepth, [2, 4, 6])
+    return grid.build()
+
+
+def fit(valid: DataFrame, params: TrainParams) -> TrainResult:
+    """Split ``valid`` rows, fit the pipeline (tuned if asked) and evaluate it on the held-out split.
+
+    Raises:
+        TrainingError: Fewer valid rows than ``params.min_rows``, an empty split, or an unknown estimator.
+    """
+    pipeline = build_pipeline(params)
+    train, test = split(valid, train_fraction=params.train_fraction, seed=params.seed)
+    train = train.persist(StorageLevel.MEMORY_AND_DISK)
+    n_train, n_test = train.count(), test.count()
+    if n_train + n_test < params.min_rows:
+        train.unpersist()
+        raise TrainingError(
+            f"{n_train + n_test} valid rows, fewer than min_rows={params.min_rows}: too few to train. "
+            "Add data or lower min_rows."
+        )
+    if n_train == 0 or n_test == 0:
+        train.unpersist()
+        raise TrainingError(f"train_fraction={params.train_fraction} left {n_train} training and {n_test} test rows")
+
+    best_params: dict[str, Any] = {}
+    if params.tuning == "none":
+        model = pipeline.fit(train)
+    else:
+        evaluator = RegressionEvaluator(labelCol=LABEL, predictionCol=PREDICTION, metricName=params.primary_metric)
+        grid = _grid(pipeline, params)
+        tuner_cls = CrossValidator if params.tuning == "cross_validation" else TrainValidationSplit
+        extra = {"numFolds": params.num_folds} if params.tuning == "cross_validation" else {"trainRatio": 0.75}
+        tuner = tuner_cls(estimator=pipeline, estimatorParamMaps=grid, evaluator=evaluator, seed=params.seed, **extra)
+        tuned = tuner.fit(train)
+        model = tuned.bestModel
+        metrics = list(tuned.avgMetrics if params.tuning == "cross_validation" else tuned.validationMetrics)
+        best = metrics.index(max(metrics) if evaluator.isLargerBetter() else min(metrics))
+        best_params = {p.name: v for p, v in grid[best].items()}
+    train.unpersist()
+    predictions = model.transform(test)
+    return TrainResult(
+        model=model,
+        metrics=regression_metrics(predictions, label=LABEL, prediction=PREDICTION),
+        train=train,
+        test=test,
+        predictions=predictions,
+        best_params=best_params,
+    )
