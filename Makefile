@@ -19,11 +19,13 @@ $(VENV)/.installed-test: setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[local,test]"
 	touch $@ $(VENV)/.installed-local
 
-## run: ingest the shipped sample data into a local lakehouse folder (Delta tables) and train on it
+## run: ingest the shipped sample data into a local lakehouse folder (Delta tables), train, batch score
 run: $(VENV)/.installed-local
 	$(BIN)/diabetes-spark ingest --source sample:diabetes.csv \
 		--table $(LAKEHOUSE)/diabetes_raw --mode overwrite
 	DIABETES_SPARK_HOME=$(LAKEHOUSE) $(BIN)/diabetes-spark train --training-data $(LAKEHOUSE)/diabetes_raw
+	DIABETES_SPARK_HOME=$(LAKEHOUSE) $(BIN)/diabetes-spark score --input sample:scoring_batch.csv \
+		--output $(LAKEHOUSE)/diabetes_predictions
 
 ## test: the whole test suite, slow end-to-end tests included
 test: $(VENV)/.installed-test

@@ -57,6 +57,14 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     return jobs.run_training(get_spark(), job_params)
 
 
+def _score(args: argparse.Namespace) -> dict[str, Any]:
+    from diabetes_spark import jobs
+    from diabetes_spark.platform import get_spark
+
+    job_params = params.from_strings(params.ScoreParams, _values(args, params.ScoreParams))
+    return jobs.run_batch_scoring(get_spark(), job_params)
+
+
 def _values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The flags the user gave (others keep the dataclass defaults)."""
     names = [name for name, *_ in params.describe(cls)]
@@ -66,6 +74,7 @@ def _values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 _JOBS: dict[str, tuple[type, Callable[[argparse.Namespace], dict[str, Any]], tuple[str, ...], str]] = {
     "ingest": (params.IngestParams, _ingest, ("source", "table"), "land a raw CSV in a Delta table, rejects beside it"),
     "train": (params.TrainParams, _train, ("training_data",), "train, evaluate, log, register and maybe promote a model"),
+    "score": (params.ScoreParams, _score, ("input", "output"), "score a table with a registered model, idempotent per batch"),
 }
 
 

@@ -114,9 +114,14 @@ def _bin_labels(profile: dict[str, Any], feature: str) -> list[str]:
     return [str(i) for i in range(len(edges) + 1)] + [MISSING_BIN]
 
 
-def profile_counts_columns(profile: dict[str, Any]) -> list[Any]:
-    """Aggregate expressions counting rows per bin of every profiled feature (one pass for all)."""
-    columns = [F.count(F.lit(1)).alias("__rows")]
+def profile_counts_columns(profile: dict[str, Any], *, where: Any = None) -> list[Any]:
+    """Aggregate expressions counting rows per bin of every profiled feature (one pass for all).
+
+    ``where`` (a boolean Column) restricts the counts to matching rows, so they can share a pass
+    with other aggregates over a larger frame.
+    """
+    keep = F.lit(True) if where is None else where
+    columns = [F.count(F.when(keep, 1)).alias("__rows")]
     for feature, edges in profile["bins"].items():
         col = F.col(feature)
         labels = _bin_labels(profile, feature)
@@ -126,7 +131,7 @@ def profile_counts_columns(profile: dict[str, Any]) -> list[Any]:
             bounds = [-math.inf, *edges, math.inf]
             conditions = [(col >= lo) & (col < hi) for lo, hi in zip(bounds[:-1], bounds[1:])] + [col.isNull()]
         for label, condition in zip(labels, conditions):
-            columns.append(F.count(F.when(condition, 1)).alias(f"{feature}__{label}"))
+            columns.append(F.count(F.when(keep & condition, 1)).alias(f"{feature}__{label}"))
     return columns
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import tempfile
 import uuid
 from datetime import datetime, timezone
@@ -12,18 +13,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
-from diabetes_spark import __version__, evaluation, registry, schemas, storage, training
+from diabetes_spark import __version__, evaluation, registry, schemas, scoring, storage, training
 from diabetes_spark.errors import InputError, ReconciliationError, RejectThresholdError
-from diabetes_spark.params import IngestParams, TrainParams
+from diabetes_spark.params import IngestParams, ScoreParams, TrainParams
 from diabetes_spark.platform import local_home
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["run_ingest", "run_training", "check_reject_fraction"]
+__all__ = ["run_ingest", "run_training", "run_batch_scoring", "check_reject_fraction", "default_batch_id"]
 
 _log = logging.getLogger(__name__)
+
+#: Batches smaller than this get a drift score but no drift warning: with ten bins per feature, the
+#: population stability index of a few dozen rows is mostly sampling noise.
+DRIFT_MIN_ROWS = 100
 
 
 def check_reject_fraction(annotated: DataFrame, rows_in: int, rows_rejected: int, *, limit: float, source: str) -> None:
@@ -209,3 +215,134 @@ def _gate(params: TrainParams, version: str, result: training.TrainResult) -> tu
     registry.version_tags(params.model_name, version, {metric: challenger_score, "promoted": promoted})
     _log.info("model %s v%s: %s", params.model_name, version, reason)
     return promoted, champion
+
+
+def default_batch_id(spark: SparkSession, ref: storage.TableRef, raw: DataFrame) -> str:
+    """A batch id stable for the input: ``<name>-v<Delta version>``, or ``<name>-<file fingerprint>``."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", ref.location.rstrip("/").rsplit("/", 1)[-1])[:80] or "input"
+    version = storage.delta_version(spark, ref)
+    if version is not None:
+        return f"{name}-v{version}"
+    return f"{name}-{storage.input_fingerprint(raw)}"
+
+
+def _monitoring_columns(scored: DataFrame, model: Any, profile: dict[str, Any] | None) -> list[Any]:
+    """Every aggregate the scoring run reports, evaluated in one pass over the scored frame."""
+    valid = F.col(schemas.REASON).isNull()
+    prediction = F.when(valid, F.col(scoring.PREDICTION))
+    columns = [
+        F.count(F.lit(1)).alias("rows_in"),
+        F.count(F.when(valid, 1)).alias("rows_scored"),
+        F.count(F.when(~valid, 1)).alias("rows_rejected"),
+        F.mean(prediction).alias("prediction_mean"),
+        F.stddev(prediction).alias("prediction_std"),
+        F.min(prediction).alias("prediction_min"),
+        F.max(prediction).alias("prediction_max"),
+        F.count(F.when(valid & scoring.unseen_category(model), 1)).alias("unseen_sex"),
+    ]
+    if profile is not None:
+        columns += evaluation.profile_counts_columns(profile, where=valid)
+    return columns
+
+
+def _training_profile(resolved: registry.ResolvedModel) -> dict[str, Any] | None:
+    """The feature profile logged with the model's training run, if there is one."""
+    import mlflow
+
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{resolved.run_id}/reports/feature_profile.json")
+    except Exception as e:  # a model trained elsewhere may have none: drift is then not scored
+        _log.warning("no feature profile for %s (training run %s): drift not scored (%s)", resolved.uri, resolved.run_id, e)
+        return None
+
+
+def run_batch_scoring(spark: SparkSession, params: ScoreParams, *, home: Path | None = None) -> dict[str, Any]:
+    """Score a table with a registered model and write predictions with lineage, once per batch.
+
+    The model version is resolved once (by number, or by alias, default ``champion``). Input rows
+    are validated against the scoring schema; rejected rows go to ``params.rejects`` (default
+    ``<output>_rejects``) with their reasons. Predictions and rejects of ``batch_id`` replace any
+    earlier rows of the same batch atomically (Delta ``replaceWhere``), so a rerun never
+    duplicates. Counts, prediction statistics, unseen SEX values and drift per feature are computed
+    in one pass and ``rows_in == rows_scored + rows_rejected`` is checked before anything is written;
+    everything is logged to an MLflow run of ``params.experiment``.
+
+    Returns:
+        ``{"rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "output",
+        "rejects_table", "run_id", "drift", "drifted_features", "unseen_sex"}``.
+    """
+    import mlflow
+
+    home = home or local_home()
+    registry.configure_mlflow(home)
+    source = storage.resolve(params.input)
+    output = storage.resolve(params.output)
+    rejects = storage.resolve(params.rejects) if params.rejects else output.sibling("_rejects")
+    resolved = registry.resolve_version(params.model_name, version=params.model_version, alias=params.model_alias)
+    experiment_id = registry.ensure_experiment(params.experiment, artifact_root=home / "mlartifacts")
+    raw = storage.read_table(spark, source)
+    batch_id = params.batch_id or default_batch_id(spark, source, raw)
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"score-{batch_id}") as run:
+        mlflow.set_tags({"job": "batch_score", "diabetes_spark_version": __version__, "batch_id": batch_id})
+        mlflow.log_params({**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version})
+        model = registry.load_model(resolved)
+        compiled = scoring.compile_linear(model)
+        mlflow.set_tag("scoring_path", "column_expression" if compiled is not None else "pipeline_transform")
+        annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
+        scored = scoring.predict(annotated, model, compiled=compiled).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            profile = _training_profile(resolved)
+            stats = scored.agg(*_monitoring_columns(scored, model, profile)).first().asDict()
+            rows_in, rows_scored, rows_rejected = stats.pop("rows_in"), stats.pop("rows_scored"), stats.pop("rows_rejected")
+            if rows_in != rows_scored + rows_rejected:
+                raise ReconciliationError(
+                    f"{rows_in} rows in but {rows_scored} scored + {rows_rejected} rejected; nothing was written"
+                )
+            check_reject_fraction(scored, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source))
+            drift = evaluation.psi_from_counts(profile, {k: stats.pop(k) for k in list(stats) if "__" in k}) if profile else {}
+            judged = rows_scored >= DRIFT_MIN_ROWS
+            drifted = sorted(f for f, v in drift.items() if v > params.drift_threshold) if judged else []
+            if drift and not judged:
+                _log.info("drift not judged: %d scored rows, fewer than %d", rows_scored, DRIFT_MIN_ROWS)
+            lineage = scoring.Lineage(
+                model_name=resolved.name,
+                model_version=resolved.version,
+                batch_id=batch_id,
+                scored_at=datetime.now(timezone.utc).replace(tzinfo=None),
+                mlflow_run_id=run.info.run_id,
+            )
+            predictions = scoring.with_lineage(schemas.valid_rows(scored), lineage)
+            replace = f"batch_id = '{batch_id}'"
+            written = storage.write_delta(predictions, output, mode="overwrite", replace_where=replace, merge_schema=True)
+            _reconcile(str(output), rows_scored, written)
+            rejected = schemas.rejected_rows(scored, source=str(source), batch_id=batch_id)
+            rejects_written = storage.write_delta(rejected, rejects, mode="overwrite", replace_where=replace)
+            _reconcile(str(rejects), rows_rejected, rejects_written)
+        finally:
+            scored.unpersist()
+        metrics = {"rows_in": rows_in, "rows_scored": rows_scored, "rows_rejected": rows_rejected}
+        metrics.update({k: v for k, v in stats.items() if v is not None})
+        metrics.update({f"psi_{f}": v for f, v in drift.items()})
+        mlflow.log_metrics(metrics)
+        mlflow.set_tag("drifted_features", ",".join(drifted) or "none")
+        if drifted:
+            _log.warning(
+                "drift: population stability index above %g for %s (%s)",
+                params.drift_threshold,
+                ", ".join(drifted),
+                ", ".join(f"{f}={drift[f]:.3f}" for f in drifted),
+            )
+    return {
+        "rows_in": rows_in,
+        "rows_scored": rows_scored,
+        "rows_rejected": rows_rejected,
+        "model_version": resolved.version,
+        "batch_id": batch_id,
+        "output": str(output),
+        "rejects_table": str(rejects),
+        "run_id": run.info.run_id,
+        "unseen_sex": stats["unseen_sex"],
+        "drift": drift,
+        "drifted_features": drifted,
+    }

@@ -8,6 +8,7 @@ converts and validates them; a bad value raises :class:`ParamError` naming the p
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ DEFAULT_EXPERIMENT = "diabetes-progression"
 DEFAULT_MODEL_NAME = "diabetes_progression"
 
 P = TypeVar("P")
+BATCH_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
 def _param(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
@@ -158,6 +160,10 @@ class ScoreParams(_Common):
         if not self.model_version and not self.model_alias.strip():
             raise ParamError("model_version or model_alias must be set; both are empty")
         _check_positive("drift_threshold", self.drift_threshold)
+        if self.batch_id and not BATCH_ID_PATTERN.fullmatch(self.batch_id):
+            raise ParamError(
+                f"batch_id may hold letters, digits and . _ : @ - (at most 128); got {self.batch_id!r}"
+            )
 
 
 def _convert(name: str, raw: Any, kind: Any) -> Any:

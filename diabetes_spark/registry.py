@@ -168,8 +168,8 @@ def resolve_version(name: str, *, version: str = "", alias: str = CHAMPION) -> R
     try:
         mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except MlflowException as e:
-        versions = sorted((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int)
-        aliases = dict(sorted((registered.aliases or {}).items()))
+        versions = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+        aliases = {alias: str(v) for alias, v in sorted((registered.aliases or {}).items())}
         wanted = f"version {version}" if version else f"alias {alias!r}"
         raise RegistryError(
             f"{wanted} of model {name!r} does not exist; versions: {versions or 'none'}, aliases: {aliases or 'none'}"

@@ -35,6 +35,7 @@ __all__ = [
     "write_delta",
     "delta_version",
     "table_exists",
+    "input_fingerprint",
 ]
 
 Kind = Literal["delta", "table", "csv", "parquet"]
@@ -151,6 +152,27 @@ def _read_csv(spark: SparkSession, path: str) -> DataFrame:
     )
 
 
+def input_fingerprint(df: DataFrame) -> str:
+    """A short stable hash of the files behind ``df`` (paths, sizes, modification times).
+
+    The same files give the same fingerprint, so a rerun over unchanged input gets the same
+    default batch id. Where file status cannot be read, the paths alone are hashed.
+    """
+    import hashlib
+
+    spark = df.sparkSession
+    parts = []
+    for name in sorted(df.inputFiles()):
+        try:
+            jvm = spark.sparkContext._jvm
+            path = jvm.org.apache.hadoop.fs.Path(name)
+            status = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getFileStatus(path)
+            parts.append(f"{name}|{status.getLen()}|{status.getModificationTime()}")
+        except Exception:  # no JVM access (e.g. Spark Connect): the paths still identify the input
+            parts.append(name)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
 def table_exists(spark: SparkSession, ref: TableRef) -> bool:
     """True when ``ref`` names an existing Delta table."""
     from delta.tables import DeltaTable
@@ -185,11 +207,13 @@ def write_delta(
     *,
     mode: Literal["append", "overwrite"] = "append",
     replace_where: str | None = None,
+    merge_schema: bool = False,
 ) -> int:
     """Write ``df`` to a Delta table in one commit and return the rows that commit wrote.
 
     ``replace_where`` (with ``mode="overwrite"``) atomically replaces only the rows matching the
-    predicate. The row count is read from the commit's own metrics (found by a unique commit tag),
+    predicate. ``merge_schema`` lets new columns (e.g. a new pass-through id) extend the table.
+    The row count is read from the commit's own metrics (found by a unique commit tag),
     so counting costs no extra pass over the data.
     """
     if ref.kind in ("csv", "parquet"):
@@ -199,6 +223,8 @@ def write_delta(
     writer = df.write.format("delta").mode(mode).option("userMetadata", tag)
     if replace_where is not None:
         writer = writer.option("replaceWhere", replace_where)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     if ref.kind == "table":
         writer.saveAsTable(ref.location)
     else:

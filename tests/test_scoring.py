@@ -1,0 +1,195 @@
+"""Batch scoring: predictions, lineage, idempotent writes, rejects, monitoring, errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import mlflow
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from mlflow.tracking import MlflowClient
+from pyspark.sql import functions as F
+
+from diabetes_spark import cli, jobs, registry, schemas, scoring, storage
+from diabetes_spark.errors import RegistryError, SchemaError
+from diabetes_spark.params import ScoreParams, TrainParams
+
+MODEL = "score_model"
+INPUT = schemas.load_schema("scoring_input")
+
+
+@pytest.fixture(scope="module")
+def trained(spark, mlflow_home: Path) -> dict:
+    params = TrainParams(training_data="sample:diabetes.csv", experiment="scoring-tests", model_name=MODEL)
+    return jobs.run_training(spark, params, home=mlflow_home)
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return registry.load_model(registry.resolve_version(MODEL, alias="champion"))
+
+
+def _score(spark, mlflow_home: Path, **kw) -> dict:
+    params = ScoreParams(model_name=MODEL, experiment="scoring-tests", **kw)
+    return jobs.run_batch_scoring(spark, params, home=mlflow_home)
+
+
+def _plain(df):
+    """``df`` without column metadata (comments, ML attributes), for value comparisons."""
+    return df.select(*[F.col(c).alias(c, metadata={}) for c in df.columns])
+
+
+def _snapshot(spark, df):
+    """``df`` as it is now: a Delta read is lazy and would otherwise see later writes."""
+    return spark.createDataFrame(df.collect(), df.schema)
+
+
+def _sample_valid(spark):
+    raw = storage.read_table(spark, storage.resolve("sample:scoring_batch.csv"))
+    valid, _ = schemas.split_valid(raw, INPUT, source="s", batch_id="b")
+    return valid
+
+
+def test_compiled_expression_equals_the_pipeline_transform(spark, model) -> None:
+    valid = _sample_valid(spark).union(
+        _sample_valid(spark).limit(3).withColumn("BMI", F.lit(None).cast("double")).withColumn("SEX", F.lit(None))
+    )
+    compiled = scoring.compile_linear(model)
+    assert compiled is not None
+    by_expression = scoring.predict(valid, model, compiled=compiled)
+    by_transform = scoring.predict(valid, model)
+    assert by_expression.filter("SEX = 'X' OR SEX IS NULL").count() == 4
+    assert_approx_df_equality(_plain(by_expression), _plain(by_transform), precision=1e-9, ignore_nullable=True)
+
+
+def test_tree_models_are_not_compiled(spark, sample_valid_training=None) -> None:
+    from diabetes_spark import training
+
+    raw = storage.read_table(spark, storage.resolve("sample:diabetes.csv"))
+    valid, _ = schemas.split_valid(raw, schemas.load_schema("training_raw"), required=("Y",), source="s", batch_id="b")
+    result = training.fit(valid, TrainParams(training_data="x", estimator="random_forest", num_trees=5, max_depth=3))
+    assert scoring.compile_linear(result.model) is None
+
+
+def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home: Path, model, trained, tmp_path: Path) -> None:
+    rows = [
+        ("p1", 59.0, "F", 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0),
+        ("p2", 48.0, "M", None, 87.0, 183.0, 103.2, 70.0, 3.0, 3.8918, 69.0),
+        ("p3", 30.0, "Z", 22.0, 80.0, 150.0, 90.0, 50.0, 3.0, 4.0, 80.0),
+    ]
+    inline = spark.createDataFrame(rows, "patient string, " + ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in INPUT))
+    source = str(tmp_path / "in")
+    storage.write_delta(inline, storage.resolve(source))
+    summary = _score(spark, mlflow_home, input=source, output=str(tmp_path / "out"), batch_id="b-1")
+    assert {k: summary[k] for k in ("rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "unseen_sex")} == {
+        "rows_in": 3, "rows_scored": 3, "rows_rejected": 0, "model_version": trained["model_version"], "batch_id": "b-1", "unseen_sex": 1
+    }
+    got = storage.read_table(spark, storage.resolve(str(tmp_path / "out")))
+    (scored_at,) = [r[0] for r in got.select("scored_at").distinct().collect()]
+    assert abs(scored_at - datetime.utcnow()) < timedelta(minutes=10)
+
+    own = model.transform(inline).select("patient", "prediction")
+    expected = (
+        inline.join(own, "patient")
+        .withColumns(
+            {
+                "model_name": F.lit(MODEL),
+                "model_version": F.lit(trained["model_version"]),
+                "batch_id": F.lit("b-1"),
+                "scored_at": F.lit(scored_at),
+                "mlflow_run_id": F.lit(summary["run_id"]),
+            }
+        )
+        .select(*schemas.load_schema("predictions").fieldNames(), "patient")
+    )
+    assert_approx_df_equality(_plain(got), _plain(expected), precision=1e-9, ignore_row_order=True, ignore_nullable=True)
+    assert got.columns == [*schemas.load_schema("predictions").fieldNames(), "patient"]
+
+
+def test_rerun_replaces_its_batch_and_other_batches_stay(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
+    out = str(tmp_path / "preds")
+    first = _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=out, batch_id="day-1")
+    before = _snapshot(spark, storage.read_table(spark, storage.resolve(out)).drop("scored_at", "mlflow_run_id"))
+    rejects_before = _snapshot(spark, storage.read_table(spark, storage.resolve(out + "_rejects")).drop("rejected_at"))
+    again = _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=out, batch_id="day-1")
+    assert (again["rows_scored"], again["rows_rejected"]) == (first["rows_scored"], first["rows_rejected"]) == (38, 2)
+    after = storage.read_table(spark, storage.resolve(out)).drop("scored_at", "mlflow_run_id")
+    assert_df_equality(after, before, ignore_row_order=True)
+    rejects_after = storage.read_table(spark, storage.resolve(out + "_rejects")).drop("rejected_at")
+    assert_df_equality(rejects_after, rejects_before, ignore_row_order=True)
+
+    _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=out, batch_id="day-2")
+    both = storage.read_table(spark, storage.resolve(out))
+    counts = {r["batch_id"]: r["count"] for r in both.groupBy("batch_id").count().collect()}
+    assert counts == {"day-1": 38, "day-2": 38}
+    day1 = both.filter("batch_id = 'day-1'").drop("scored_at", "mlflow_run_id")
+    assert_df_equality(day1, before, ignore_row_order=True)
+
+
+def test_rejects_carry_reasons_and_ids(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
+    out = str(tmp_path / "preds")
+    summary = _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=out, batch_id="r-1")
+    rejects = storage.read_table(spark, storage.resolve(summary["rejects_table"]))
+    got = rejects.select(F.get_json_object("record", "$.patient_id").alias("patient_id"), "reason", "batch_id")
+    expected = spark.createDataFrame(
+        [("P0028", "BMI: cannot parse '??' as double", "r-1"), ("P0105", "S2: cannot parse 'abc' as double", "r-1")],
+        "patient_id string, reason string, batch_id string",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    ids = {r[0] for r in storage.read_table(spark, storage.resolve(out)).select("patient_id").collect()}
+    assert len(ids) == 38 and not ids & {"P0028", "P0105"}
+
+
+def test_monitoring_is_logged_and_drift_flags_a_shift(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
+    training_like = str(tmp_path / "like")
+    raw = storage.read_table(spark, storage.resolve("sample:diabetes.csv"))
+    valid, _ = schemas.split_valid(raw, schemas.load_schema("training_raw"), required=("Y",), source="s", batch_id="b")
+    storage.write_delta(valid.drop("Y"), storage.resolve(training_like))
+    shifted = str(tmp_path / "shifted")
+    storage.write_delta(valid.drop("Y").withColumn("BMI", F.col("BMI") * 1.5), storage.resolve(shifted))
+
+    like = _score(spark, mlflow_home, input=training_like, output=str(tmp_path / "o1"))
+    assert like["batch_id"] == "like-v0"
+    assert max(like["drift"].values()) < 0.1 and like["drifted_features"] == []
+    moved = _score(spark, mlflow_home, input=shifted, output=str(tmp_path / "o2"))
+    assert moved["drift"]["BMI"] > 1.0 and moved["drifted_features"] == ["BMI"]
+
+    run = MlflowClient().get_run(moved["run_id"])
+    assert run.data.tags["drifted_features"] == "BMI"
+    assert run.data.metrics["rows_scored"] == 437 and run.data.metrics["unseen_sex"] == 0
+    preds = storage.read_table(spark, storage.resolve(str(tmp_path / "o2"))).agg(F.mean("prediction")).first()[0]
+    assert run.data.metrics["prediction_mean"] == pytest.approx(preds)
+    assert run.data.metrics["psi_BMI"] == pytest.approx(moved["drift"]["BMI"])
+
+
+def test_cli_score_prints_the_contract_and_default_batch_id_is_stable(spark, mlflow_home: Path, trained, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "batch.csv"
+    source.write_text(storage.resolve("sample:scoring_batch.csv").location and Path(storage.resolve("sample:scoring_batch.csv").location).read_text())
+    args = ["score", "--input", str(source), "--output", str(tmp_path / "p"), "--model-name", MODEL, "--experiment", "scoring-tests", "--json"]
+    summaries = []
+    for _ in range(2):
+        assert cli.main(args) == 0
+        summaries.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    first, second = summaries
+    assert set(first) >= {"rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "output"}
+    assert first["batch_id"] == second["batch_id"] and first["batch_id"].startswith("batch.csv-")
+    assert storage.read_table(spark, storage.resolve(str(tmp_path / "p"))).count() == 38
+
+
+def test_missing_column_fails_and_writes_nothing(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("AGE,SEX\n1,M\n")
+    with pytest.raises(SchemaError, match=r"missing required column\(s\) \['BMI'"):
+        _score(spark, mlflow_home, input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_model_version_or_alias_names_what_exists(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match=rf"registered model 'nope' does not exist; registered models: .*'{MODEL}'"):
+        registry.resolve_version("nope")
+    with pytest.raises(RegistryError, match=r"version 99 of model 'score_model' does not exist; versions: \['1'\]"):
+        registry.resolve_version(MODEL, version="99")
+    with pytest.raises(RegistryError, match=r"alias 'gold' of model 'score_model' does not exist; .*'champion': '1'"):
+        _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=str(tmp_path / "o"), model_alias="gold")
+    assert not (tmp_path / "o").exists()
