@@ -1,0 +1,452 @@
+"""Application Insights telemetry of one job run through OpenCensus (``opencensus-ext-azure``).
+
+:func:`start` returns a :class:`Telemetry` for a component (``Train_Orchestrator``,
+``Batch_Score_Orchestrator``). With a connection string it sends, all under one operation id:
+
+* logs of the component logger and its per-step children (``AzureLogHandler``): messages, and
+  exceptions with their stack trace, each with the run's custom dimensions and trace/span ids;
+* a request for the run and a dependency per step (``AzureExporter``), success or failure;
+* custom metrics (the OpenCensus metrics exporter): row counts, model metrics, step durations.
+
+Without one, everything goes to standard logging only: no exporter, no thread, no network.
+
+Telemetry never fails a job: the configuration is checked once, at :func:`start` (a bad key is a
+:class:`~diabetes_spark.errors.ConfigurationError` there, before any work); later, an endpoint that
+is down, slow or answering errors only costs records, which :meth:`Telemetry.close` reports in one
+warning after at most ``flush_timeout`` seconds. Nothing is spooled to disk and the SDK's own
+usage statistics (statsbeat) are off. Secret values are replaced by ``[REDACTED]`` in every
+message, dimension and attribute, also in their URL-encoded and base64 forms.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from diabetes_spark import __version__
+from diabetes_spark._telemetry_config import Redactor, parse_connection_string
+
+if TYPE_CHECKING:
+    from diabetes_spark._appinsights import Exporters
+
+__all__ = [
+    "start",
+    "Telemetry",
+    "COMPONENT_TRAIN",
+    "COMPONENT_SCORE",
+    "COMPONENT_INGEST",
+    "ENV_CONNECTION_STRING",
+    "STEP_DURATION_METRIC",
+]
+
+COMPONENT_TRAIN = "Train_Orchestrator"
+COMPONENT_SCORE = "Batch_Score_Orchestrator"
+COMPONENT_INGEST = "Ingest_Orchestrator"
+#: Where :func:`start` reads the connection string when none is passed (the SDKs' own convention).
+ENV_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+#: Custom metric recorded for every step, with the step's name in dimension ``step``.
+STEP_DURATION_METRIC = "step_duration_seconds"
+RUN_DURATION_METRIC = "run_duration_seconds"
+VERSION_DIMENSION = "diabetes_spark_version"
+
+_log = logging.getLogger(__name__)
+_OK, _UNKNOWN = 0, 2  # google.rpc status codes, as OpenCensus spans use them
+_SKIP_CONSOLE = "_telemetry_skip_console"  # on step-failure records: the caller reports the error itself
+
+
+def start(
+    component: str,
+    *,
+    connection_string: str | None = None,
+    secrets: Iterable[str] = (),
+    dimensions: Mapping[str, str] | None = None,
+    flush_timeout: float = 10.0,
+) -> Telemetry:
+    """Start the telemetry of one job run; close it (or use it as a context manager) at the end.
+
+    Args:
+        component: The component, also the cloud role name and the logger name
+            (:data:`COMPONENT_TRAIN`, :data:`COMPONENT_SCORE`).
+        connection_string: ``InstrumentationKey=...;IngestionEndpoint=...`` or a bare instrumentation
+            key (a GUID; it becomes ``InstrumentationKey=<key>``). ``None`` reads
+            ``$APPLICATIONINSIGHTS_CONNECTION_STRING``; empty means console only.
+        secrets: Values to redact from everything sent or logged (the connection string itself is
+            always redacted).
+        dimensions: Custom dimensions for every record, e.g. ``databricks_job_id``.
+        flush_timeout: The most seconds :meth:`Telemetry.close` spends delivering what is buffered.
+
+    Raises:
+        ConfigurationError: The connection string or key is malformed (the message names the
+            problem, never the value).
+    """
+    source = "passed to telemetry.start"
+    if connection_string is None:
+        connection_string, source = os.environ.get(ENV_CONNECTION_STRING), f"${ENV_CONNECTION_STRING}"
+    telemetry = Telemetry(component, secrets=secrets, dimensions=dimensions, flush_timeout=flush_timeout)
+    if connection_string and connection_string.strip():
+        key, endpoint = parse_connection_string(connection_string, source)
+        telemetry.add_secrets([connection_string])
+        telemetry._export_to(key, endpoint)
+    telemetry._install_logging()
+    return telemetry
+
+
+class Telemetry:
+    """Logs, spans and metrics of one job run; see :func:`start`.
+
+    A step is a :meth:`span`; records logged inside it carry its span id and ``step`` dimension.
+    An exception is sent once with its stack trace: a record logging an exception already sent
+    (a notebook re-logging what a step logged) keeps its message and drops the repeated trace.
+    """
+
+    def __init__(
+        self,
+        component: str,
+        *,
+        secrets: Iterable[str] = (),
+        dimensions: Mapping[str, str] | None = None,
+        flush_timeout: float = 10.0,
+    ) -> None:
+        self.component = component
+        self.flush_timeout = max(float(flush_timeout), 0.0)
+        #: The operation id of every record of this run (W3C trace id: 32 hex digits).
+        self.trace_id: str = uuid.uuid4().hex
+        self._root_span_id = _new_span_id()
+        self._started = (datetime.now(timezone.utc), time.perf_counter())
+        self._redactor = Redactor(secrets)
+        self._dimensions: dict[str, str] = {VERSION_DIMENSION: __version__}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._sent_errors: list[BaseException] = []
+        self._failed = False
+        self._closed = False
+        self._sdk: Exporters | None = None
+        self._endpoint = ""
+        self._logging_state: tuple[logging.Logger, int, bool, list[logging.Handler]] | None = None
+        self.set_dimensions(**(dimensions or {}))
+
+    @property
+    def exporting(self) -> bool:
+        """True when records go to Application Insights (False: console only)."""
+        return self._sdk is not None
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def logger(self, step: str | None = None) -> logging.Logger:
+        """The component logger, or the child logger of ``step`` (``<component>.<step>``)."""
+        return logging.getLogger(self.component if step is None else f"{self.component}.{step}")
+
+    @contextmanager
+    def span(self, step: str, **attributes: Any) -> Iterator[logging.Logger]:
+        """Time one step as a span (an App Insights dependency) and a duration metric.
+
+        Yields the step's logger. An exception is logged with ``logger.exception`` (stack trace
+        included), marks the span and the run failed, and propagates.
+        """
+        log = self.logger(step)
+        span_id, begun, clock = _new_span_id(), datetime.now(timezone.utc), time.perf_counter()
+        stack = self._stack()
+        stack.append(span_id)
+        ok = True
+        try:
+            yield log
+            log.info("step %s done in %.2f s", step, time.perf_counter() - clock)
+        except BaseException as error:
+            ok = False
+            self._failed = True
+            if isinstance(error, Exception) and not self._was_sent(error):
+                log.exception("step %s failed after %.2f s", step, time.perf_counter() - clock, extra={_SKIP_CONSOLE: True})
+            raise
+        finally:
+            stack.pop()
+            self._record({STEP_DURATION_METRIC: time.perf_counter() - clock}, {"step": step})
+            self._export_span(step, span_id, self._root_span_id, begun, ok, {**attributes, "step": step}, server=False)
+
+    def set_dimensions(self, **dimensions: str) -> None:
+        """Add custom dimensions to every later record (``None`` removes one)."""
+        with self._lock:
+            for name, value in dimensions.items():
+                if value is None:
+                    self._dimensions.pop(name, None)
+                else:
+                    self._dimensions[name] = self._redactor(str(value))
+
+    def add_secrets(self, values: Iterable[str]) -> None:
+        """Redact ``values`` (and their URL-encoded and base64 forms) from everything from now on."""
+        self._redactor.add(values)
+        with self._lock:
+            self._dimensions = {k: self._redactor(v) for k, v in self._dimensions.items()}
+
+    def record(self, metrics: Mapping[str, float]) -> None:
+        """Send custom metrics (``rows_in``, ``rmse``, ...) with the current dimensions.
+
+        Values that are not finite numbers are skipped (App Insights rejects NaN and infinity).
+        """
+        self._record(metrics, {})
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the run failed and send ``error`` with its stack trace, unless a step already did."""
+        self._failed = True
+        if isinstance(error, Exception) and not self._was_sent(error):
+            log = self.logger()
+            name = type(error).__name__
+            log.error("%s failed: %s: %s", self.component, name, error, exc_info=error, extra={_SKIP_CONSOLE: True})
+
+    def close(self) -> None:
+        """End the run's request and deliver everything buffered, within ``flush_timeout`` seconds.
+
+        Never raises and never waits longer; records that could not be delivered are reported in
+        one warning. Calling it again does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._close()
+        except Exception as e:  # telemetry must never be why a job fails
+            _log.warning("telemetry of %s could not be closed cleanly: %s", self.component, self._redactor(str(e)))
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            self.fail(exc)
+        self.close()
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _stack(self) -> list[str]:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    def _current_span_id(self) -> str:
+        stack = self._stack()
+        return stack[-1] if stack else self._root_span_id
+
+    def _snapshot(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._dimensions)
+
+    def _was_sent(self, error: BaseException) -> bool:
+        """True if ``error`` was logged already; otherwise remember it as logged now."""
+        with self._lock:
+            if any(error is sent for sent in self._sent_errors):
+                return True
+            self._sent_errors.append(error)
+            return False
+
+    def _prepare(self, record: logging.LogRecord) -> None:
+        """Redact the record and attach dimensions, step and trace ids (once per record)."""
+        if getattr(record, "_telemetry_prepared", False):
+            return
+        record._telemetry_prepared = True  # type: ignore[attr-defined]
+        redact = self._redactor
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            if not getattr(record, _SKIP_CONSOLE, False) and self._was_sent(error):
+                record.exc_info, record.exc_text = None, None  # sent already: keep the message only
+            elif not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        dimensions = self._snapshot()
+        if record.name.startswith(self.component + "."):
+            dimensions["step"] = record.name[len(self.component) + 1 :]
+        own = getattr(record, "custom_dimensions", None)
+        if isinstance(own, Mapping):
+            dimensions.update({str(k): str(v) for k, v in own.items()})
+        record.custom_dimensions = redact.scrub(dimensions)  # type: ignore[attr-defined]
+        record.traceId, record.spanId = self.trace_id, self._current_span_id()  # type: ignore[attr-defined]
+
+    def _record(self, metrics: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+        if self._sdk is None:
+            return
+        good = {}
+        for name, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if math.isfinite(number):
+                good[name] = number
+            else:
+                _log.debug("metric %s=%r is not a finite number: not sent", name, value)
+        if good:
+            self._sdk.metrics.add(good, {**self._snapshot(), **labels})
+
+    def _export_span(
+        self,
+        name: str,
+        span_id: str,
+        parent: str | None,
+        begun: datetime,
+        ok: bool,
+        attributes: Mapping[str, Any],
+        *,
+        server: bool,
+    ) -> None:
+        if self._sdk is None:
+            return
+        from opencensus.common.utils import to_iso_str
+        from opencensus.trace.span import SpanKind
+        from opencensus.trace.span_context import SpanContext
+        from opencensus.trace.span_data import SpanData
+        from opencensus.trace.status import Status
+
+        values: dict[str, Any] = self._snapshot()
+        values.update({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in attributes.items()})
+        data = SpanData(
+            name=name,
+            context=SpanContext(trace_id=self.trace_id),
+            span_id=span_id,
+            parent_span_id=parent,
+            attributes=values,
+            start_time=to_iso_str(begun.replace(tzinfo=None)),
+            end_time=to_iso_str(datetime.now(timezone.utc).replace(tzinfo=None)),
+            child_span_count=0,
+            stack_trace=None,
+            annotations=[],
+            message_events=[],
+            links=[],
+            status=Status(_OK) if ok else Status(_UNKNOWN, "failed"),
+            same_process_as_parent_span=None,
+            # SERVER becomes a request (the run); CLIENT a dependency whose success follows the status.
+            span_kind=SpanKind.SERVER if server else SpanKind.CLIENT,
+        )
+        self._sdk.export_span(data)
+
+    def _shape(self, envelope: Any) -> bool:
+        """Telemetry processor: role and operation names, operation id, step type; redaction."""
+        tags = envelope.tags
+        tags["ai.cloud.role"] = self.component
+        tags["ai.operation.name"] = self.component
+        if not tags.get("ai.operation.id") or set(tags["ai.operation.id"]) == {"0"}:
+            tags["ai.operation.id"] = self.trace_id
+        parent = tags.get("ai.operation.parentId", "")
+        if parent.startswith("|"):  # the log exporter's legacy "|<trace>.<span>." form: the span id, as spans use
+            tags["ai.operation.parentId"] = parent.strip("|.").rpartition(".")[2]
+        data = envelope.data
+        if data.baseType == "RequestData":
+            data.baseData.name = self.component
+        elif data.baseType == "RemoteDependencyData" and not data.baseData.get("type"):
+            data.baseData.type = "InProc"
+        for key in list(envelope):
+            if key != "iKey":  # the key must stay readable for ingestion; it is no secret on its own
+                envelope[key] = self._redactor.scrub(envelope[key])
+        return True
+
+    # -- set-up and shut-down -------------------------------------------------------------------
+
+    def _export_to(self, key: str, endpoint: str) -> None:
+        """Create the three exporters (one of each kind for this run); console only if the SDK fails."""
+        from diabetes_spark import _appinsights
+
+        self._endpoint = endpoint
+        timeout = max(min(self.flush_timeout, 10.0), 0.5)
+        try:
+            connection = f"InstrumentationKey={key};IngestionEndpoint={endpoint}"
+            self._sdk = _appinsights.build(connection, timeout=timeout, processor=self._shape)
+        except Exception as e:  # the configuration was valid: an SDK problem must not stop the job
+            _log.warning(
+                "telemetry of %s goes to the console only: the Application Insights exporters could not start (%s: %s)",
+                self.component, type(e).__name__, self._redactor(str(e)),
+            )
+
+    def _install_logging(self) -> None:
+        """Route the component's loggers through redaction to App Insights and the console."""
+        logger = self.logger()
+        context = _Context(self)
+        relay = _ConsoleRelay(logger.level)
+        relay.addFilter(context)
+        handlers: list[logging.Handler] = [relay]
+        if self._sdk is not None:
+            self._sdk.log_handler.addFilter(context)
+            handlers.insert(0, self._sdk.log_handler)
+        self._logging_state = (logger, logger.level, logger.propagate, handlers)
+        for handler in handlers:
+            logger.addHandler(handler)
+        if self._sdk is not None and (logger.level == logging.NOTSET or logger.level > logging.INFO):
+            logger.setLevel(logging.INFO)  # App Insights gets INFO; the relay keeps the console's level
+        logger.propagate = False  # the relay hands records on to the root logger's handlers
+
+    def _close(self) -> None:
+        begun, clock = self._started
+        try:
+            self._record({RUN_DURATION_METRIC: time.perf_counter() - clock}, {})
+            self._export_span(self.component, self._root_span_id, None, begun, not self._failed, {}, server=True)
+        finally:
+            if self._logging_state is not None:
+                logger, level, propagate, handlers = self._logging_state
+                for handler in handlers:
+                    logger.removeHandler(handler)
+                logger.setLevel(level)
+                logger.propagate = propagate
+            with self._lock:
+                self._sent_errors.clear()
+        if self._sdk is not None:
+            self._shutdown(self._sdk)
+
+    def _shutdown(self, sdk: Exporters) -> None:
+        from diabetes_spark import _appinsights
+
+        handed, lost, error = _appinsights.stop(sdk, self.flush_timeout)
+        if lost > 0:
+            # Nothing is retried (no local storage): the SDK's "Retrying" wording would mislead.
+            error = error.removeprefix("Retrying due to ").removesuffix(" Retrying.").strip()
+            cause = f"last error: {self._redactor(error)[:300]}" if error else f"no answer within {self.flush_timeout:g} s"
+            _log.warning(
+                "telemetry of %s: %d of %d records were lost, not delivered to Application Insights at %s (%s); "
+                "the job itself is not affected",
+                self.component, lost, handed, self._endpoint, cause,
+            )
+
+
+def _new_span_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class _Context(logging.Filter):
+    """Handler filter: prepares every record that reaches the component's handlers."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        super().__init__()
+        self._telemetry = telemetry
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._telemetry._prepare(record)
+        except Exception:  # a record that cannot be formatted fails in its handler as it would anyway
+            pass
+        return True
+
+
+class _ConsoleRelay(logging.Handler):
+    """Hands the component's records to the root logger's handlers, as propagation would.
+
+    It applies the level the component logger had before telemetry raised it to INFO, and skips
+    step failures: the exception propagates and its caller (CLI, notebook) reports it.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._level = level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        root = logging.getLogger()
+        threshold = self._level or root.getEffectiveLevel()
+        if record.levelno >= threshold and not getattr(record, _SKIP_CONSOLE, False):
+            root.handle(record)
