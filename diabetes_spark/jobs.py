@@ -8,6 +8,8 @@ import logging
 import re
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,13 +21,13 @@ from diabetes_spark import __version__, evaluation, registry, schemas, scoring, 
 from diabetes_spark.errors import InputError, ReconciliationError, RejectThresholdError
 from diabetes_spark.params import IngestParams, ScoreParams, TrainParams
 from diabetes_spark.platform import local_home
+from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN, Telemetry
+from diabetes_spark.telemetry import start as start_telemetry
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = ["run_ingest", "run_training", "run_batch_scoring", "check_reject_fraction", "default_batch_id"]
-
-_log = logging.getLogger(__name__)
 
 #: Batches smaller than this get a drift score but no drift warning: with ten bins per feature, the
 #: population stability index of a few dozen rows is mostly sampling noise.
@@ -51,12 +53,29 @@ def check_reject_fraction(annotated: DataFrame, rows_in: int, rows_rejected: int
         )
 
 
+@contextmanager
+def _job_telemetry(given: Telemetry | None, component: str) -> Iterator[Telemetry]:
+    """The run's telemetry: the caller's (it closes it), or one from the environment, closed here.
+
+    Either way a failure is sent with its stack trace (once) and marks the run failed.
+    """
+    if given is None:
+        with start_telemetry(component) as own:
+            yield own
+        return
+    try:
+        yield given
+    except BaseException as error:
+        given.fail(error)
+        raise
+
+
 def _reconcile(what: str, expected: int, written: int) -> None:
     if expected != written:
         raise ReconciliationError(f"{what}: expected to write {expected} rows but the Delta commit wrote {written}")
 
 
-def run_ingest(spark: SparkSession, params: IngestParams) -> dict[str, Any]:
+def run_ingest(spark: SparkSession, params: IngestParams, *, telemetry: Telemetry | None = None) -> dict[str, Any]:
     """Land a raw CSV (or any readable table) in a Delta table with schema enforcement.
 
     Valid rows go to ``params.table``; rejected rows, each with its reason, to ``params.rejects``
@@ -70,25 +89,36 @@ def run_ingest(spark: SparkSession, params: IngestParams) -> dict[str, Any]:
         SchemaError: A required column is missing (nothing is written).
         RejectThresholdError: Too many rejected rows (nothing is written).
     """
+    with _job_telemetry(telemetry, COMPONENT_INGEST) as tel:
+        return _ingest(spark, params, tel)
+
+
+def _ingest(spark: SparkSession, params: IngestParams, tel: Telemetry) -> dict[str, Any]:
     source = storage.resolve(params.source)
     target = storage.resolve(params.table)
     rejects = storage.resolve(params.rejects) if params.rejects else target.sibling("_rejects")
     ingest_id = f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    tel.set_dimensions(batch_id=ingest_id)
 
-    annotated = _read_annotated(spark, source, "training_raw", (schemas.LABEL,))
+    with tel.span("read"):
+        annotated = _read_annotated(spark, source, "training_raw", (schemas.LABEL,))
     try:
-        rows_in, rows_rejected = schemas.reject_summary(annotated)
-        check_reject_fraction(
-            annotated, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source)
-        )
-        written = storage.write_delta(schemas.valid_rows(annotated), target, mode=params.mode)  # type: ignore[arg-type]
-        _reconcile(str(target), rows_in - rows_rejected, written)
-        rejected = schemas.rejected_rows(annotated, source=str(source), batch_id=ingest_id)
-        rejects_written = storage.write_delta(rejected, rejects, mode=params.mode)  # type: ignore[arg-type]
-        _reconcile(str(rejects), rows_rejected, rejects_written)
+        with tel.span("validate"):
+            rows_in, rows_rejected = schemas.reject_summary(annotated)
+            tel.record({"rows_in": rows_in, "rows_rejected": rows_rejected})
+            check_reject_fraction(
+                annotated, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source)
+            )
+        with tel.span("write"):
+            written = storage.write_delta(schemas.valid_rows(annotated), target, mode=params.mode)  # type: ignore[arg-type]
+            _reconcile(str(target), rows_in - rows_rejected, written)
+            rejected = schemas.rejected_rows(annotated, source=str(source), batch_id=ingest_id)
+            rejects_written = storage.write_delta(rejected, rejects, mode=params.mode)  # type: ignore[arg-type]
+            _reconcile(str(rejects), rows_rejected, rejects_written)
     finally:
         annotated.unpersist()
-    _log.info("ingested %s: %d in, %d written, %d rejected", source, rows_in, written, rows_rejected)
+    tel.record({"rows_written": written})
+    tel.logger().info("ingested %s: %d in, %d written, %d rejected", source, rows_in, written, rows_rejected)
     return {
         "rows_in": rows_in,
         "rows_written": written,
@@ -113,7 +143,9 @@ def _champion_score(name: str, champion: str, test: DataFrame, metric: str) -> f
     return evaluation.regression_metrics(predictions, label=schemas.LABEL, prediction=training.PREDICTION)[metric]
 
 
-def run_training(spark: SparkSession, params: TrainParams, *, home: Path | None = None) -> dict[str, Any]:
+def run_training(
+    spark: SparkSession, params: TrainParams, *, home: Path | None = None, telemetry: Telemetry | None = None
+) -> dict[str, Any]:
     """Train, evaluate, log, register and (if better) promote a model, in one MLflow run.
 
     The run logs every parameter, the data shape, the held-out metrics, the reports (feature
@@ -126,37 +158,59 @@ def run_training(spark: SparkSession, params: TrainParams, *, home: Path | None 
         spark: The session.
         params: Validated training parameters.
         home: Local workspace folder for the default MLflow store (default: :func:`local_home`).
+        telemetry: The run's telemetry, owned (and closed) by the caller; default: one started
+            from ``$APPLICATIONINSIGHTS_CONNECTION_STRING`` and closed before returning or raising.
+            Steps ``read``, ``validate``, ``fit``, ``evaluate`` and ``register`` are its spans.
 
     Returns:
         ``{"run_id", "experiment_id", "model_name", "model_version", "metrics": {rmse, mae, r2},
         "promoted", "champion_version", "rows_in", "rows_rejected"}``.
+
+    Raises:
+        ConfigurationError: The Application Insights connection string is malformed (before any work).
     """
+    with _job_telemetry(telemetry, COMPONENT_TRAIN) as tel:
+        return _train(spark, params, home or local_home(), tel)
+
+
+def _train(spark: SparkSession, params: TrainParams, home: Path, tel: Telemetry) -> dict[str, Any]:
     import mlflow
 
-    home = home or local_home()
     registry.configure_mlflow(home)
     experiment_id = registry.ensure_experiment(params.experiment, artifact_root=home / "mlartifacts")
     source = storage.resolve(params.training_data)
+    tel.set_dimensions(mlflow_experiment_id=experiment_id, model_name=params.model_name)
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
+        tel.set_dimensions(mlflow_run_id=run.info.run_id)
         mlflow.set_tags({"job": "train", "diabetes_spark_version": __version__, "training_data": str(source)})
         mlflow.log_params(dataclasses.asdict(params))
-        annotated = _read_annotated(spark, source, "training_raw", (schemas.LABEL,))
+        with tel.span("read", source=str(source)):
+            annotated = _read_annotated(spark, source, "training_raw", (schemas.LABEL,))
         try:
-            rows_in, rows_rejected = schemas.reject_summary(annotated)
-            check_reject_fraction(annotated, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source))
-            mlflow.log_metrics({"rows_in": rows_in, "rows_rejected": rows_rejected, "rows_valid": rows_in - rows_rejected})
-            mlflow.log_param("input_columns", len(annotated.columns) - 2)
-            valid = schemas.valid_rows(annotated).select(*schemas.load_schema("training_raw").fieldNames())
-            result = training.fit(valid, params)
-            mlflow.log_metrics({"rows_train": result.train.count(), "rows_test": result.test.count()})
-            mlflow.log_metrics(result.metrics)
-            if result.best_params:
-                mlflow.log_params({f"best_{k}": v for k, v in result.best_params.items()})
-            _log_reports(annotated, rows_in, rows_rejected, result)
-            info = registry.log_model(result.model, example=valid.select(*schemas.feature_names()))
-            version = registry.register(info.model_uri, params.model_name)
-            registry.set_alias(params.model_name, registry.CHALLENGER, version)
-            promoted, champion = _gate(params, version, result)
+            with tel.span("validate"):
+                rows_in, rows_rejected = schemas.reject_summary(annotated)
+                tel.record({"rows_in": rows_in, "rows_rejected": rows_rejected, "rows_valid": rows_in - rows_rejected})
+                check_reject_fraction(annotated, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source))
+                mlflow.log_metrics({"rows_in": rows_in, "rows_rejected": rows_rejected, "rows_valid": rows_in - rows_rejected})
+                mlflow.log_param("input_columns", len(annotated.columns) - 2)
+            with tel.span("fit", estimator=params.estimator):
+                valid = schemas.valid_rows(annotated).select(*schemas.load_schema("training_raw").fieldNames())
+                result = training.fit(valid, params)
+                sizes = {"rows_train": result.train.count(), "rows_test": result.test.count()}
+                mlflow.log_metrics(sizes)
+            with tel.span("evaluate"):
+                mlflow.log_metrics(result.metrics)
+                if result.best_params:
+                    mlflow.log_params({f"best_{k}": v for k, v in result.best_params.items()})
+                tel.record({**sizes, **result.metrics})
+                _log_reports(annotated, rows_in, rows_rejected, result)
+            with tel.span("register") as log:
+                info = registry.log_model(result.model, example=valid.select(*schemas.feature_names()))
+                version = registry.register(info.model_uri, params.model_name)
+                tel.set_dimensions(model_version=version)
+                registry.set_alias(params.model_name, registry.CHALLENGER, version)
+                promoted, champion = _gate(params, version, result, log)
+                tel.record({"promoted": promoted})
         finally:
             annotated.unpersist()
     return {
@@ -192,7 +246,7 @@ def _log_reports(annotated: DataFrame, rows_in: int, rows_rejected: int, result:
     mlflow.log_dict(json.loads(schemas.load_schema("training_raw").json()), "schema/training_raw.json")
 
 
-def _gate(params: TrainParams, version: str, result: training.TrainResult) -> tuple[bool, str]:
+def _gate(params: TrainParams, version: str, result: training.TrainResult, log: logging.Logger) -> tuple[bool, str]:
     """Move ``champion`` to ``version`` if there is none or it is beaten; record the decision."""
     import mlflow
 
@@ -213,7 +267,7 @@ def _gate(params: TrainParams, version: str, result: training.TrainResult) -> tu
         champion = version
     mlflow.set_tags({"champion_decision": "promoted" if promoted else "kept", "champion_reason": reason})
     registry.version_tags(params.model_name, version, {metric: challenger_score, "promoted": promoted})
-    _log.info("model %s v%s: %s", params.model_name, version, reason)
+    log.info("model %s v%s: %s", params.model_name, version, reason)
     return promoted, champion
 
 
@@ -245,18 +299,20 @@ def _monitoring_columns(scored: DataFrame, model: Any, profile: dict[str, Any] |
     return columns
 
 
-def _training_profile(resolved: registry.ResolvedModel) -> dict[str, Any] | None:
+def _training_profile(resolved: registry.ResolvedModel, log: logging.Logger) -> dict[str, Any] | None:
     """The feature profile logged with the model's training run, if there is one."""
     import mlflow
 
     try:
         return mlflow.artifacts.load_dict(f"runs:/{resolved.run_id}/reports/feature_profile.json")
     except Exception as e:  # a model trained elsewhere may have none: drift is then not scored
-        _log.warning("no feature profile for %s (training run %s): drift not scored (%s)", resolved.uri, resolved.run_id, e)
+        log.warning("no feature profile for %s (training run %s): drift not scored (%s)", resolved.uri, resolved.run_id, e)
         return None
 
 
-def run_batch_scoring(spark: SparkSession, params: ScoreParams, *, home: Path | None = None) -> dict[str, Any]:
+def run_batch_scoring(
+    spark: SparkSession, params: ScoreParams, *, home: Path | None = None, telemetry: Telemetry | None = None
+) -> dict[str, Any]:
     """Score a table with a registered model and write predictions with lineage, once per batch.
 
     The model version is resolved once (by number, or by alias, default ``champion``). Input rows
@@ -267,67 +323,98 @@ def run_batch_scoring(spark: SparkSession, params: ScoreParams, *, home: Path | 
     in one pass and ``rows_in == rows_scored + rows_rejected`` is checked before anything is written;
     everything is logged to an MLflow run of ``params.experiment``.
 
+    Args:
+        spark: The session.
+        params: Validated scoring parameters.
+        home: Local workspace folder for the default MLflow store (default: :func:`local_home`).
+        telemetry: The run's telemetry, owned (and closed) by the caller; default: one started
+            from ``$APPLICATIONINSIGHTS_CONNECTION_STRING`` and closed before returning or raising.
+            Steps ``load_model``, ``read``, ``validate``, ``score`` and ``write`` are its spans.
+
     Returns:
         ``{"rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "output",
         "rejects_table", "run_id", "drift", "drifted_features", "unseen_sex"}``.
+
+    Raises:
+        ConfigurationError: The Application Insights connection string is malformed (before any work).
     """
+    with _job_telemetry(telemetry, COMPONENT_SCORE) as tel:
+        return _score(spark, params, home or local_home(), tel)
+
+
+def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry) -> dict[str, Any]:
     import mlflow
 
-    home = home or local_home()
     registry.configure_mlflow(home)
     source = storage.resolve(params.input)
     output = storage.resolve(params.output)
     rejects = storage.resolve(params.rejects) if params.rejects else output.sibling("_rejects")
+    tel.set_dimensions(model_name=params.model_name)
     resolved = registry.resolve_version(params.model_name, version=params.model_version, alias=params.model_alias)
+    tel.set_dimensions(model_version=resolved.version)
     experiment_id = registry.ensure_experiment(params.experiment, artifact_root=home / "mlartifacts")
-    raw = storage.read_table(spark, source)
-    batch_id = params.batch_id or default_batch_id(spark, source, raw)
+    tel.set_dimensions(mlflow_experiment_id=experiment_id)
+    with tel.span("read", source=str(source)):
+        raw = storage.read_table(spark, source)
+        batch_id = params.batch_id or default_batch_id(spark, source, raw)
+    tel.set_dimensions(batch_id=batch_id)
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"score-{batch_id}") as run:
+        tel.set_dimensions(mlflow_run_id=run.info.run_id)
         mlflow.set_tags({"job": "batch_score", "diabetes_spark_version": __version__, "batch_id": batch_id})
         mlflow.log_params({**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version})
-        model = registry.load_model(resolved)
-        compiled = scoring.compile_linear(model)
-        mlflow.set_tag("scoring_path", "column_expression" if compiled is not None else "pipeline_transform")
-        annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
+        with tel.span("load_model", model_uri=resolved.uri):
+            model = registry.load_model(resolved)
+            compiled = scoring.compile_linear(model)
+            mlflow.set_tag("scoring_path", "column_expression" if compiled is not None else "pipeline_transform")
+        with tel.span("validate"):
+            annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
         scored = scoring.predict(annotated, model, compiled=compiled).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            profile = _training_profile(resolved)
-            stats = scored.agg(*_monitoring_columns(scored, model, profile)).first().asDict()
-            rows_in, rows_scored, rows_rejected = stats.pop("rows_in"), stats.pop("rows_scored"), stats.pop("rows_rejected")
-            if rows_in != rows_scored + rows_rejected:
-                raise ReconciliationError(
-                    f"{rows_in} rows in but {rows_scored} scored + {rows_rejected} rejected; nothing was written"
+            # One pass scores, validates and counts (Spark is lazy): rejects are known here.
+            with tel.span("score") as log:
+                profile = _training_profile(resolved, log)
+                stats = scored.agg(*_monitoring_columns(scored, model, profile)).first().asDict()
+                rows_in, rows_scored, rows_rejected = stats.pop("rows_in"), stats.pop("rows_scored"), stats.pop("rows_rejected")
+                tel.record({"rows_in": rows_in, "rows_scored": rows_scored, "rows_rejected": rows_rejected})
+                if rows_in != rows_scored + rows_rejected:
+                    raise ReconciliationError(
+                        f"{rows_in} rows in but {rows_scored} scored + {rows_rejected} rejected; nothing was written"
+                    )
+                check_reject_fraction(scored, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source))
+                drift = (
+                    evaluation.psi_from_counts(profile, {k: stats.pop(k) for k in list(stats) if "__" in k}) if profile else {}
                 )
-            check_reject_fraction(scored, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source))
-            drift = evaluation.psi_from_counts(profile, {k: stats.pop(k) for k in list(stats) if "__" in k}) if profile else {}
-            judged = rows_scored >= DRIFT_MIN_ROWS
-            drifted = sorted(f for f, v in drift.items() if v > params.drift_threshold) if judged else []
-            if drift and not judged:
-                _log.info("drift not judged: %d scored rows, fewer than %d", rows_scored, DRIFT_MIN_ROWS)
-            lineage = scoring.Lineage(
-                model_name=resolved.name,
-                model_version=resolved.version,
-                batch_id=batch_id,
-                scored_at=datetime.now(timezone.utc).replace(tzinfo=None),
-                mlflow_run_id=run.info.run_id,
-            )
-            predictions = scoring.with_lineage(schemas.valid_rows(scored), lineage)
-            replace = f"batch_id = '{batch_id}'"
-            written = storage.write_delta(predictions, output, mode="overwrite", replace_where=replace, merge_schema=True)
-            _reconcile(str(output), rows_scored, written)
-            rejected = schemas.rejected_rows(scored, source=str(source), batch_id=batch_id)
-            rejects_written = storage.write_delta(rejected, rejects, mode="overwrite", replace_where=replace)
-            _reconcile(str(rejects), rows_rejected, rejects_written)
+                judged = rows_scored >= DRIFT_MIN_ROWS
+                drifted = sorted(f for f, v in drift.items() if v > params.drift_threshold) if judged else []
+                if drift and not judged:
+                    log.info("drift not judged: %d scored rows, fewer than %d", rows_scored, DRIFT_MIN_ROWS)
+            with tel.span("write", output=str(output)):
+                lineage = scoring.Lineage(
+                    model_name=resolved.name,
+                    model_version=resolved.version,
+                    batch_id=batch_id,
+                    scored_at=datetime.now(timezone.utc).replace(tzinfo=None),
+                    mlflow_run_id=run.info.run_id,
+                )
+                predictions = scoring.with_lineage(schemas.valid_rows(scored), lineage)
+                replace = f"batch_id = '{batch_id}'"
+                written = storage.write_delta(predictions, output, mode="overwrite", replace_where=replace, merge_schema=True)
+                _reconcile(str(output), rows_scored, written)
+                rejected = schemas.rejected_rows(scored, source=str(source), batch_id=batch_id)
+                rejects_written = storage.write_delta(rejected, rejects, mode="overwrite", replace_where=replace)
+                _reconcile(str(rejects), rows_rejected, rejects_written)
         finally:
             scored.unpersist()
         metrics = {"rows_in": rows_in, "rows_scored": rows_scored, "rows_rejected": rows_rejected}
         metrics.update({k: v for k, v in stats.items() if v is not None})
         metrics.update({f"psi_{f}": v for f, v in drift.items()})
         mlflow.log_metrics(metrics)
+        tel.record({k: v for k, v in metrics.items() if k not in ("rows_in", "rows_scored", "rows_rejected")})
+        tel.record({"rows_written": written})
         mlflow.set_tag("drifted_features", ",".join(drifted) or "none")
         if drifted:
-            _log.warning(
+            tel.logger().warning(
                 "drift: population stability index above %g for %s (%s)",
                 params.drift_threshold,
                 ", ".join(drifted),
