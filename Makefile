@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LAKEHOUSE ?= lakehouse
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: run test test-fast wheel clean
+.PHONY: run test test-fast bench wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +20,10 @@ $(VENV)/.installed-test: setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[local,test]"
 	touch $@ $(VENV)/.installed-local
 
-## run: ingest the shipped sample data into a local lakehouse folder (Delta tables), train, batch score
+## run: the whole loop on the embedded default, through the two notebooks: ingest the shipped sample
+## into a local lakehouse folder (Delta tables), train and register a champion, batch score
 run: $(VENV)/.installed-local
-	$(BIN)/diabetes-spark ingest --source sample:diabetes.csv \
-		--table $(LAKEHOUSE)/diabetes_raw --mode overwrite
-	DIABETES_SPARK_HOME=$(LAKEHOUSE) $(BIN)/diabetes-spark train --training-data $(LAKEHOUSE)/diabetes_raw
-	DIABETES_SPARK_HOME=$(LAKEHOUSE) $(BIN)/diabetes-spark score --input sample:scoring_batch.csv \
-		--output $(LAKEHOUSE)/diabetes_predictions
+	DIABETES_SPARK_HOME=$(LAKEHOUSE) $(BIN)/diabetes-spark demo
 
 ## test: the whole test suite, slow end-to-end tests included
 test: $(VENV)/.installed-test
@@ -34,6 +32,10 @@ test: $(VENV)/.installed-test
 ## test-fast: skip the tests marked slow
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## bench: the performance runs (not part of make test); writes BENCHMARKS.md and benchmarks/out/
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 ## wheel: build dist/diabetes_spark-<version>-py3-none-any.whl
 wheel: $(VENV)/.installed-test

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from diabetes_spark import __version__, params
-from diabetes_spark.errors import DiabetesSparkError
+from diabetes_spark.errors import DiabetesSparkError, ParamError
 
 __all__ = ["main", "build_parser"]
 
@@ -65,6 +65,39 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
     return jobs.run_batch_scoring(get_spark(), job_params)
 
 
+def _notebook(args: argparse.Namespace) -> dict[str, Any]:
+    from diabetes_spark.notebook import run_notebook
+    from diabetes_spark.platform import get_spark
+
+    widgets = {}
+    for item in args.widget:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ParamError(f"--widget takes name=value; got {item!r}")
+        widgets[name] = value
+    value = run_notebook(args.path, spark=get_spark(), widgets=widgets)
+    try:
+        parsed = json.loads(value) if value is not None else None
+    except json.JSONDecodeError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"notebook": args.path, "exit_value": value}
+
+
+def _demo(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from diabetes_spark.notebook import run_demo
+    from diabetes_spark.platform import get_spark
+
+    return run_demo(get_spark(), notebooks=Path(args.notebooks))
+
+
+def _setup_secrets(args: argparse.Namespace) -> dict[str, Any]:
+    from diabetes_spark import deploy
+
+    return deploy.run_setup_secrets(args)
+
+
 def _values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The flags the user gave (others keep the dataclass defaults)."""
     names = [name for name, *_ in params.describe(cls)]
@@ -78,6 +111,14 @@ _JOBS: dict[str, tuple[type, Callable[[argparse.Namespace], dict[str, Any]], tup
 }
 
 
+_COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    **{name: spec[1] for name, spec in _JOBS.items()},
+    "notebook": _notebook,
+    "demo": _demo,
+    "setup-secrets": _setup_secrets,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the console script."""
     parser = argparse.ArgumentParser(prog="diabetes-spark", description=__doc__.split("\n\n")[0])
@@ -87,6 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command, help=help_text, description=help_text)
         _add_params(p, cls, required=required)
         p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+
+    p = sub.add_parser("notebook", help="run a Databricks source notebook locally, cell by cell")
+    p.add_argument("path", help="the notebook (.py, Databricks source format)")
+    p.add_argument("--widget", action="append", default=[], metavar="NAME=VALUE", help="set a widget (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the notebook's exit value as one JSON line")
+
+    p = sub.add_parser("demo", help="the whole loop on the sample data through the two notebooks")
+    p.add_argument("--notebooks", default="notebooks", help="folder holding the two notebooks (default: notebooks)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+
+    from diabetes_spark import deploy
+
+    p = sub.add_parser("setup-secrets", help="create the Databricks secret scope and put the project's secrets")
+    deploy.add_setup_secrets_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     return parser
 
 
@@ -103,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if os.environ.get(ENV_DEBUG) else logging.WARNING, stream=sys.stderr)
-    _, run, _, _ = _JOBS[args.command]
+    run = _COMMANDS[args.command]
     try:
         summary = run(args)
     except DiabetesSparkError as e:

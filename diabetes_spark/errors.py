@@ -12,6 +12,7 @@ __all__ = [
     "RegistryError",
     "ConfigurationError",
     "RejectThresholdError",
+    "NotebookError",
 ]
 
 
@@ -49,3 +50,7 @@ class RegistryError(DiabetesSparkError):
 
 class ConfigurationError(DiabetesSparkError):
     """The environment or a secret is misconfigured (bad connection string, missing secret)."""
+
+
+class NotebookError(DiabetesSparkError):
+    """A cell of a notebook run locally failed; the message names the cell."""

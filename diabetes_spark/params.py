@@ -19,6 +19,8 @@ __all__ = [
     "IngestParams",
     "TrainParams",
     "ScoreParams",
+    "NotebookParams",
+    "notebook_widgets",
     "from_strings",
     "widget_defaults",
     "describe",
@@ -164,6 +166,36 @@ class ScoreParams(_Common):
             raise ParamError(
                 f"batch_id may hold letters, digits and . _ : @ - (at most 128); got {self.batch_id!r}"
             )
+
+
+@dataclass(frozen=True)
+class NotebookParams(_Common):
+    """What a Databricks notebook needs beyond its job's parameters: the wheel, secrets, job ids.
+
+    The secret widgets hold secret *key names* in ``secret_scope``, never values. An empty
+    ``storage_account_secret`` means no ADLS Gen2 (local paths or catalog tables only).
+    """
+
+    wheel: str = _param("", "wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed")
+    secret_scope: str = _param("diabetes-spark", "Databricks secret scope holding the secrets below")
+    appinsights_secret: str = _param(
+        "appinsights-connection-string",
+        "secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)",
+    )
+    storage_account_secret: str = _param("adls-account-name", "secret key: ADLS Gen2 storage account name (empty: no ADLS)")
+    storage_container_secret: str = _param("adls-container-name", "secret key: ADLS Gen2 container name")
+    storage_key_secret: str = _param("adls-account-key", "secret key: ADLS Gen2 shared access key")
+    databricks_job_id: str = _param("", "Databricks job id, for telemetry (the job sets {{job.id}})")
+    databricks_run_id: str = _param("", "Databricks job run id, for telemetry (the job sets {{job.run_id}})")
+
+    def __post_init__(self) -> None:
+        _check_required("secret_scope", self.secret_scope)
+        self._check_common()
+
+
+def notebook_widgets(job_params: type) -> dict[str, str]:
+    """Every widget a notebook running ``job_params`` declares: name -> default, in order."""
+    return {**widget_defaults(NotebookParams), **widget_defaults(job_params)}
 
 
 def _convert(name: str, raw: Any, kind: Any) -> Any:

@@ -219,6 +219,7 @@ def write_delta(
     if ref.kind in ("csv", "parquet"):
         raise InputError(f"cannot write Delta to the {ref.kind} file {ref.location}; give a Delta path or table name")
     spark = df.sparkSession
+    before = delta_version(spark, ref)
     tag = f"diabetes-spark:{uuid.uuid4()}"
     writer = df.write.format("delta").mode(mode).option("userMetadata", tag)
     if replace_where is not None:
@@ -231,6 +232,8 @@ def write_delta(
         writer.save(ref.location)
     history = _delta(spark, ref).history(20).filter(f"userMetadata = '{tag}'").select("operationMetrics").first()
     if history is None:
+        if before is not None and delta_version(spark, ref) == before:
+            return 0  # Delta makes no commit for an empty replaceWhere that matched nothing
         raise InputError(f"the commit just written to {ref.location} is not in its history")
     metrics = history[0]
     # A replaceWhere on non-partition columns rewrites the other rows of touched files: not ours.

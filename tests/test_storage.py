@@ -100,3 +100,12 @@ def test_sample_references_resolve_to_the_shipped_files() -> None:
     assert ref.kind == "csv" and Path(ref.location).read_text().startswith("patient_id,AGE,SEX")
     with pytest.raises(InputError, match="no sample named 'nope.csv'; shipped samples: diabetes.csv, scoring_batch.csv"):
         storage.resolve("sample:nope.csv")
+
+
+def test_an_empty_replace_where_that_changes_nothing_counts_zero(spark, tmp_path: Path) -> None:
+    ref = storage.resolve(str(tmp_path / "t"))
+    storage.write_delta(spark.createDataFrame([("a", 1)], "batch string, v int"), ref)
+    empty = spark.createDataFrame([], "batch string, v int")
+    assert storage.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'b'") == 0
+    assert storage.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'a'") == 0
+    assert storage.read_table(spark, ref).count() == 0

@@ -1,0 +1,238 @@
+"""What the two Databricks notebooks share, and a runner for them off Databricks.
+
+:class:`NotebookContext` turns widgets into params objects, reads the secret scope (ADLS Gen2
+credentials into the Spark conf, the App Insights connection string into telemetry) and resolves
+table references relative to the ADLS container root. :func:`run_notebook` executes a Databricks
+source-format notebook cell by cell with ``spark`` and a ``dbutils`` stand-in (``%pip`` cells are
+skipped: the package is installed already), and :func:`run_demo` runs the whole loop through both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from diabetes_spark import params as job_params
+from diabetes_spark import storage, telemetry
+from diabetes_spark.errors import ConfigurationError, NotebookError
+from diabetes_spark.platform import LocalDbutils, NotebookExit, local_home
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["NotebookContext", "Cell", "parse_notebook", "run_notebook", "run_demo", "TABLE_FIELDS", "NOTEBOOKS"]
+
+_log = logging.getLogger(__name__)
+P = TypeVar("P")
+
+#: Params fields that hold table references (resolved relative to the ADLS container root).
+TABLE_FIELDS = ("training_data", "input", "output", "rejects", "source", "table")
+NOTEBOOKS = {"train": "diabetes_orchestrator_train.py", "score": "diabetes_orchestrator_batch_score.py"}
+_HEADER = "# Databricks notebook source"
+_SEPARATOR = "# COMMAND ----------"
+
+
+def _secret(dbutils: Any, scope: str, key: str) -> str:
+    """A required secret, or a :class:`ConfigurationError` naming scope and key."""
+    try:
+        value = dbutils.secrets.get(scope=scope, key=key)
+    except Exception as e:  # Databricks raises a py4j error, LocalDbutils a KeyError
+        raise ConfigurationError(
+            f"secret {key!r} is missing from secret scope {scope!r}: {' '.join(str(e).split())[:300]}. "
+            "Create it with 'diabetes-spark setup-secrets', or empty the widget that names it."
+        ) from e
+    if not value:
+        raise ConfigurationError(f"secret {key!r} in scope {scope!r} is empty")
+    return value
+
+
+def _optional_secret(dbutils: Any, scope: str, key: str) -> str | None:
+    """An optional secret: ``None`` when the key is empty or the secret does not exist."""
+    if not key:
+        return None
+    try:
+        return dbutils.secrets.get(scope=scope, key=key) or None
+    except Exception:  # a missing telemetry secret means console-only telemetry, by design
+        _log.info("no secret %r in scope %r: telemetry goes to the console only", key, scope)
+        return None
+
+
+@dataclass
+class NotebookContext:
+    """A notebook run's settings, secrets-derived configuration and telemetry."""
+
+    spark: Any
+    dbutils: Any
+    settings: job_params.NotebookParams
+    telemetry: Any
+    storage_root: str | None = None
+    secret_values: list[str] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def open(cls, spark: SparkSession, dbutils: Any, *, component: str) -> NotebookContext:
+        """Read the notebook widgets and secrets, configure ADLS Gen2 and start telemetry.
+
+        Raises:
+            ParamError: A widget has a bad value.
+            ConfigurationError: A required secret is missing or a connection string is invalid.
+        """
+        names = job_params.widget_defaults(job_params.NotebookParams)
+        settings = job_params.from_strings(job_params.NotebookParams, {n: dbutils.widgets.get(n) for n in names})
+        scope = settings.secret_scope
+        secret_values: list[str] = []
+        root = None
+        if settings.storage_account_secret:
+            account = _secret(dbutils, scope, settings.storage_account_secret)
+            container = _secret(dbutils, scope, settings.storage_container_secret)
+            key = _secret(dbutils, scope, settings.storage_key_secret)
+            secret_values.append(key)
+            storage.configure_adls(spark, account, key)
+            root = storage.abfss_uri(account, container)
+        connection = _optional_secret(dbutils, scope, settings.appinsights_secret)
+        if connection:
+            secret_values.append(connection)
+        dimensions = {
+            name: value
+            for name, value in (
+                ("databricks_job_id", settings.databricks_job_id),
+                ("databricks_run_id", settings.databricks_run_id),
+            )
+            if value
+        }
+        tel = telemetry.start(component, connection_string=connection, secrets=secret_values, dimensions=dimensions)
+        if root:
+            tel.logger().info("ADLS Gen2 container root: %s", root)
+        return cls(spark, dbutils, settings, tel, root, secret_values)
+
+    def params(self, cls: type[P]) -> P:
+        """The job's params from the widgets, table references resolved against the container root."""
+        names = job_params.widget_defaults(cls)
+        values = {n: self.dbutils.widgets.get(n) for n in names}
+        built = job_params.from_strings(cls, values)
+        changes = {}
+        for name in TABLE_FIELDS:
+            value = getattr(built, name, "")
+            if value and self.storage_root:
+                changes[name] = storage.resolve(value, base=self.storage_root).location
+        resolved = dataclasses.replace(built, **changes) if changes else built  # type: ignore[type-var]
+        for name in TABLE_FIELDS:
+            if getattr(resolved, name, ""):
+                self.telemetry.logger().info("%s: %s", name, getattr(resolved, name))
+        return resolved
+
+    def close(self) -> None:
+        """Flush and stop telemetry (bounded; never raises)."""
+        self.telemetry.close()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a Databricks source notebook."""
+
+    number: int
+    line: int
+    source: str
+
+    @property
+    def magic(self) -> str | None:
+        """The magic command of a ``# MAGIC`` cell (``%pip``, ``%md``, ...), else ``None``."""
+        lines = [ln for ln in self.source.strip().splitlines() if ln.strip()]
+        if lines and all(ln.startswith("# MAGIC") for ln in lines):
+            match = re.match(r"# MAGIC\s*(%\w+)", lines[0])
+            return match.group(1) if match else "%md"
+        return None
+
+
+def parse_notebook(text: str) -> list[Cell]:
+    """Split a Databricks source-format notebook into cells.
+
+    Raises:
+        NotebookError: The text does not start with ``# Databricks notebook source``.
+    """
+    if not text.startswith(_HEADER):
+        raise NotebookError(f"not a Databricks source notebook: the first line must be {_HEADER!r}")
+    cells, line = [], 1
+    for number, chunk in enumerate(text[len(_HEADER) :].split(_SEPARATOR), start=1):
+        cells.append(Cell(number, line, chunk))  # the chunk starts on the header/separator line
+        line += chunk.count("\n")
+    return cells
+
+
+def _failing_line(error: BaseException, filename: str, cell: Cell) -> int:
+    """The notebook line of the innermost frame of ``error`` inside ``cell``."""
+    import traceback
+
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if f.filename == filename and f.lineno]
+    return cell.line + lines[-1] - 1 if lines else cell.line
+
+
+def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, str] | None = None) -> str | None:
+    """Run a source notebook locally, cell by cell, with ``spark`` and a :class:`LocalDbutils`.
+
+    ``%pip`` cells are skipped (the package is installed locally), other magic cells too;
+    ``dbutils.notebook.exit(value)`` ends the run.
+
+    Returns:
+        The value passed to ``dbutils.notebook.exit``, or ``None`` if the notebook did not exit.
+
+    Raises:
+        NotebookError: A cell failed; the message names the cell, its first line and the error,
+            and the original exception is chained.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise NotebookError(f"cannot read notebook {path}: {e.strerror}") from e
+    dbutils = LocalDbutils(widgets)
+    namespace: dict[str, Any] = {"spark": spark, "dbutils": dbutils, "__name__": "__main__", "display": _log.info}
+    for cell in parse_notebook(text):
+        if cell.magic:
+            _log.info("%s cell %d: skipped %s cell", path.name, cell.number, cell.magic)
+            continue
+        filename = f"{path}:cell {cell.number}"
+        try:
+            exec(compile(cell.source, filename, "exec"), namespace)  # noqa: S102 - running a notebook is the point
+        except NotebookExit as done:
+            return done.value
+        except Exception as e:
+            message = " ".join(str(e).split())[:1000]
+            raise NotebookError(
+                f"{path.name} cell {cell.number} (line {_failing_line(e, filename, cell)}) failed: "
+                f"{type(e).__name__}: {message}"
+            ) from e
+    return None
+
+
+def run_demo(spark: SparkSession, *, notebooks: Path, home: Path | None = None) -> dict[str, Any]:
+    """The whole loop on the shipped sample through the two notebooks: ingest, train, batch score.
+
+    Returns:
+        The three summaries, where the tables are, and the command that opens the MLflow UI.
+    """
+    from diabetes_spark import jobs
+
+    home = home or local_home()
+    raw, predictions = str(home / "diabetes_raw"), str(home / "diabetes_predictions")
+    ingest = jobs.run_ingest(
+        spark, job_params.IngestParams(source="sample:diabetes.csv", table=raw, mode="overwrite", max_reject_fraction=0.2)
+    )
+    no_adls = {"storage_account_secret": ""}
+    train = run_notebook(notebooks / NOTEBOOKS["train"], spark=spark, widgets={**no_adls, "training_data": raw})
+    score = run_notebook(
+        notebooks / NOTEBOOKS["score"],
+        spark=spark,
+        widgets={**no_adls, "input": "sample:scoring_batch.csv", "output": predictions},
+    )
+    return {
+        "ingest": ingest,
+        "train": json.loads(train or "{}"),
+        "score": json.loads(score or "{}"),
+        "tables": {"raw": raw, "raw_rejects": raw + "_rejects", "predictions": predictions, "prediction_rejects": predictions + "_rejects"},
+        "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{(home / 'mlflow.db').resolve()}",
+    }

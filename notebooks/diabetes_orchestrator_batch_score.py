@@ -1,0 +1,94 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # Diabetes progression: batch-scoring orchestrator
+# MAGIC
+# MAGIC Reads a scoring table, validates it (rejects with reasons), loads the registered model (version or alias),
+# MAGIC scores it and replaces this batch's rows of the predictions Delta table, with lineage and drift monitoring.
+# MAGIC
+# MAGIC Run by the Databricks Job `diabetes-batch-scoring` (see `resources/`). Parameters (widgets; names and defaults
+# MAGIC are those of `diabetes_spark.params.NotebookParams` and `ScoreParams`, and a test keeps them equal):
+# MAGIC
+# MAGIC | widget | default | meaning |
+# MAGIC |---|---|---|
+# MAGIC | `wheel` | `` | wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed |
+# MAGIC | `secret_scope` | `diabetes-spark` | Databricks secret scope holding the secrets below |
+# MAGIC | `appinsights_secret` | `appinsights-connection-string` | secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry) |
+# MAGIC | `storage_account_secret` | `adls-account-name` | secret key: ADLS Gen2 storage account name (empty: no ADLS) |
+# MAGIC | `storage_container_secret` | `adls-container-name` | secret key: ADLS Gen2 container name |
+# MAGIC | `storage_key_secret` | `adls-account-key` | secret key: ADLS Gen2 shared access key |
+# MAGIC | `databricks_job_id` | `` | Databricks job id, for telemetry (the job sets {{job.id}}) |
+# MAGIC | `databricks_run_id` | `` | Databricks job run id, for telemetry (the job sets {{job.run_id}}) |
+# MAGIC | `input` | `` | table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet) |
+# MAGIC | `output` | `` | predictions Delta table (path, abfss:// URI or catalog.schema.table) |
+# MAGIC | `model_name` | `diabetes_progression` | registered model name |
+# MAGIC | `model_version` | `` | model version to use (overrides model_alias) |
+# MAGIC | `model_alias` | `champion` | model alias to use when no version is given |
+# MAGIC | `batch_id` | `` | batch identifier (default: derived from the input, e.g. its Delta version) |
+# MAGIC | `rejects` | `` | Delta table for rejected rows (default: <output>_rejects) |
+# MAGIC | `experiment` | `diabetes-progression` | MLflow experiment for the scoring run |
+# MAGIC | `max_reject_fraction` | `0.2` | fail before writing if more than this share of rows is rejected |
+# MAGIC | `drift_threshold` | `0.2` | population stability index above which a feature is flagged as drifted |
+# MAGIC
+# MAGIC Off Databricks: `diabetes-spark notebook notebooks/diabetes_orchestrator_batch_score.py --widget name=value ...`
+
+# COMMAND ----------
+
+# Widgets: every parameter, declared once.
+dbutils.widgets.text("wheel", "")  # wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
+dbutils.widgets.text("secret_scope", "diabetes-spark")  # Databricks secret scope holding the secrets below
+dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")  # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
+dbutils.widgets.text("storage_account_secret", "adls-account-name")  # secret key: ADLS Gen2 storage account name (empty: no ADLS)
+dbutils.widgets.text("storage_container_secret", "adls-container-name")  # secret key: ADLS Gen2 container name
+dbutils.widgets.text("storage_key_secret", "adls-account-key")  # secret key: ADLS Gen2 shared access key
+dbutils.widgets.text("databricks_job_id", "")  # Databricks job id, for telemetry (the job sets {{job.id}})
+dbutils.widgets.text("databricks_run_id", "")  # Databricks job run id, for telemetry (the job sets {{job.run_id}})
+dbutils.widgets.text("input", "")  # table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
+dbutils.widgets.text("output", "")  # predictions Delta table (path, abfss:// URI or catalog.schema.table)
+dbutils.widgets.text("model_name", "diabetes_progression")  # registered model name
+dbutils.widgets.text("model_version", "")  # model version to use (overrides model_alias)
+dbutils.widgets.text("model_alias", "champion")  # model alias to use when no version is given
+dbutils.widgets.text("batch_id", "")  # batch identifier (default: derived from the input, e.g. its Delta version)
+dbutils.widgets.text("rejects", "")  # Delta table for rejected rows (default: <output>_rejects)
+dbutils.widgets.text("experiment", "diabetes-progression")  # MLflow experiment for the scoring run
+dbutils.widgets.text("max_reject_fraction", "0.2")  # fail before writing if more than this share of rows is rejected
+dbutils.widgets.text("drift_threshold", "0.2")  # population stability index above which a feature is flagged as drifted
+
+# COMMAND ----------
+
+# The wheel to install as a notebook-scoped library ("pip" when empty: a no-op, the wheel is already there).
+wheel = dbutils.widgets.get("wheel").strip().replace("dbfs:/", "/dbfs/", 1) or "pip"
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet $wheel
+
+# COMMAND ----------
+
+dbutils.library.restartPython()
+
+# COMMAND ----------
+
+import json
+
+from diabetes_spark import jobs
+from diabetes_spark.notebook import NotebookContext
+from diabetes_spark.params import ScoreParams
+
+# Secrets (ADLS Gen2 key, App Insights connection string) come from the secret scope; telemetry starts here.
+context = NotebookContext.open(spark, dbutils, component="Batch_Score_Orchestrator")
+params = context.params(ScoreParams)
+
+# COMMAND ----------
+
+try:
+    summary = jobs.run_batch_scoring(spark, params, telemetry=context.telemetry)
+except Exception as error:
+    # Log to Application Insights (with the stack trace), then fail the job run.
+    context.telemetry.logger().exception("batch scoring failed: %s", error)
+    context.close()
+    raise
+context.close()
+
+# COMMAND ----------
+
+dbutils.notebook.exit(json.dumps(summary, default=str))

@@ -1,0 +1,108 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # Diabetes progression: training orchestrator
+# MAGIC
+# MAGIC Reads the training table, validates it, fits the Spark ML pipeline, evaluates it, logs params, metrics,
+# MAGIC reports and the model to MLflow, registers a version and promotes it to `champion` only if it is better.
+# MAGIC
+# MAGIC Run by the Databricks Job `diabetes-retraining` (see `resources/`). Parameters (widgets; names and defaults
+# MAGIC are those of `diabetes_spark.params.NotebookParams` and `TrainParams`, and a test keeps them equal):
+# MAGIC
+# MAGIC | widget | default | meaning |
+# MAGIC |---|---|---|
+# MAGIC | `wheel` | `` | wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed |
+# MAGIC | `secret_scope` | `diabetes-spark` | Databricks secret scope holding the secrets below |
+# MAGIC | `appinsights_secret` | `appinsights-connection-string` | secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry) |
+# MAGIC | `storage_account_secret` | `adls-account-name` | secret key: ADLS Gen2 storage account name (empty: no ADLS) |
+# MAGIC | `storage_container_secret` | `adls-container-name` | secret key: ADLS Gen2 container name |
+# MAGIC | `storage_key_secret` | `adls-account-key` | secret key: ADLS Gen2 shared access key |
+# MAGIC | `databricks_job_id` | `` | Databricks job id, for telemetry (the job sets {{job.id}}) |
+# MAGIC | `databricks_run_id` | `` | Databricks job run id, for telemetry (the job sets {{job.run_id}}) |
+# MAGIC | `training_data` | `` | training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet) |
+# MAGIC | `experiment` | `diabetes-progression` | MLflow experiment name (a /Users/... path on Databricks) |
+# MAGIC | `model_name` | `diabetes_progression` | registered model name (catalog.schema.model for Unity Catalog) |
+# MAGIC | `estimator` | `linear` | estimator to fit (linear, gbt, random_forest) |
+# MAGIC | `reg_param` | `0.01` | linear: regularisation strength (>= 0) |
+# MAGIC | `elastic_net_param` | `0.0` | linear: elastic-net mixing, 0 = ridge (L2), 1 = lasso (L1) |
+# MAGIC | `max_iter` | `100` | linear: maximum iterations |
+# MAGIC | `num_trees` | `50` | random_forest: number of trees |
+# MAGIC | `max_depth` | `4` | gbt / random_forest: maximum tree depth |
+# MAGIC | `imputer_strategy` | `mean` | how empty numeric values are imputed (mean, median) |
+# MAGIC | `train_fraction` | `0.8` | share of valid rows used for fitting; the rest is the held-out test split |
+# MAGIC | `seed` | `42` | seed of the train/test split and of the estimators |
+# MAGIC | `tuning` | `none` | hyper-parameter search over a small grid (none, train_validation_split, cross_validation) |
+# MAGIC | `num_folds` | `3` | folds for cross_validation |
+# MAGIC | `min_rows` | `30` | minimum number of valid rows required to train |
+# MAGIC | `primary_metric` | `rmse` | metric of the champion/challenger gate (rmse, mae, r2) |
+# MAGIC | `max_reject_fraction` | `0.2` | fail before training if more than this share of rows is rejected |
+# MAGIC
+# MAGIC Off Databricks: `diabetes-spark notebook notebooks/diabetes_orchestrator_train.py --widget name=value ...`
+
+# COMMAND ----------
+
+# Widgets: every parameter, declared once.
+dbutils.widgets.text("wheel", "")  # wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
+dbutils.widgets.text("secret_scope", "diabetes-spark")  # Databricks secret scope holding the secrets below
+dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")  # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
+dbutils.widgets.text("storage_account_secret", "adls-account-name")  # secret key: ADLS Gen2 storage account name (empty: no ADLS)
+dbutils.widgets.text("storage_container_secret", "adls-container-name")  # secret key: ADLS Gen2 container name
+dbutils.widgets.text("storage_key_secret", "adls-account-key")  # secret key: ADLS Gen2 shared access key
+dbutils.widgets.text("databricks_job_id", "")  # Databricks job id, for telemetry (the job sets {{job.id}})
+dbutils.widgets.text("databricks_run_id", "")  # Databricks job run id, for telemetry (the job sets {{job.run_id}})
+dbutils.widgets.text("training_data", "")  # training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
+dbutils.widgets.text("experiment", "diabetes-progression")  # MLflow experiment name (a /Users/... path on Databricks)
+dbutils.widgets.text("model_name", "diabetes_progression")  # registered model name (catalog.schema.model for Unity Catalog)
+dbutils.widgets.text("estimator", "linear")  # estimator to fit
+dbutils.widgets.text("reg_param", "0.01")  # linear: regularisation strength (>= 0)
+dbutils.widgets.text("elastic_net_param", "0.0")  # linear: elastic-net mixing, 0 = ridge (L2), 1 = lasso (L1)
+dbutils.widgets.text("max_iter", "100")  # linear: maximum iterations
+dbutils.widgets.text("num_trees", "50")  # random_forest: number of trees
+dbutils.widgets.text("max_depth", "4")  # gbt / random_forest: maximum tree depth
+dbutils.widgets.text("imputer_strategy", "mean")  # how empty numeric values are imputed
+dbutils.widgets.text("train_fraction", "0.8")  # share of valid rows used for fitting; the rest is the held-out test split
+dbutils.widgets.text("seed", "42")  # seed of the train/test split and of the estimators
+dbutils.widgets.text("tuning", "none")  # hyper-parameter search over a small grid
+dbutils.widgets.text("num_folds", "3")  # folds for cross_validation
+dbutils.widgets.text("min_rows", "30")  # minimum number of valid rows required to train
+dbutils.widgets.text("primary_metric", "rmse")  # metric of the champion/challenger gate
+dbutils.widgets.text("max_reject_fraction", "0.2")  # fail before training if more than this share of rows is rejected
+
+# COMMAND ----------
+
+# The wheel to install as a notebook-scoped library ("pip" when empty: a no-op, the wheel is already there).
+wheel = dbutils.widgets.get("wheel").strip().replace("dbfs:/", "/dbfs/", 1) or "pip"
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet $wheel
+
+# COMMAND ----------
+
+dbutils.library.restartPython()
+
+# COMMAND ----------
+
+import json
+
+from diabetes_spark import jobs
+from diabetes_spark.notebook import NotebookContext
+from diabetes_spark.params import TrainParams
+
+# Secrets (ADLS Gen2 key, App Insights connection string) come from the secret scope; telemetry starts here.
+context = NotebookContext.open(spark, dbutils, component="Train_Orchestrator")
+params = context.params(TrainParams)
+
+# COMMAND ----------
+
+try:
+    summary = jobs.run_training(spark, params, telemetry=context.telemetry)
+except Exception as error:
+    # Log to Application Insights (with the stack trace), then fail the job run.
+    context.telemetry.logger().exception("training failed: %s", error)
+    context.close()
+    raise
+context.close()
+
+# COMMAND ----------
+
+dbutils.notebook.exit(json.dumps(summary, default=str))
