@@ -32,6 +32,8 @@ __all__ = ["run_ingest", "run_training", "run_batch_scoring", "check_reject_frac
 #: Batches smaller than this get a drift score but no drift warning: with ten bins per feature, the
 #: population stability index of a few dozen rows is mostly sampling noise.
 DRIFT_MIN_ROWS = 100
+#: Key of the folded linear model (see :func:`scoring.linear_spec`) in the logged model's metadata.
+LINEAR_SPEC = "diabetes_spark_linear_spec"
 
 
 def check_reject_fraction(annotated: DataFrame, rows_in: int, rows_rejected: int, *, limit: float, source: str) -> None:
@@ -196,7 +198,7 @@ def _train(spark: SparkSession, params: TrainParams, home: Path, tel: Telemetry)
             with tel.span("fit", estimator=params.estimator):
                 valid = schemas.valid_rows(annotated).select(*schemas.load_schema("training_raw").fieldNames())
                 result = training.fit(valid, params)
-                sizes = {"rows_train": result.train.count(), "rows_test": result.test.count()}
+                sizes = {"rows_train": result.rows_train, "rows_test": result.rows_test}
                 mlflow.log_metrics(sizes)
             with tel.span("evaluate"):
                 mlflow.log_metrics(result.metrics)
@@ -205,7 +207,12 @@ def _train(spark: SparkSession, params: TrainParams, home: Path, tel: Telemetry)
                 tel.record({**sizes, **result.metrics})
                 _log_reports(annotated, rows_in, rows_rejected, result)
             with tel.span("register") as log:
-                info = registry.log_model(result.model, example=valid.select(*schemas.feature_names()))
+                spec = scoring.linear_spec(result.model)
+                info = registry.log_model(
+                    result.model,
+                    example=valid.select(*schemas.feature_names()),
+                    metadata={LINEAR_SPEC: spec} if spec else None,
+                )
                 version = registry.register(info.model_uri, params.model_name)
                 tel.set_dimensions(model_version=version)
                 registry.set_alias(params.model_name, registry.CHALLENGER, version)
@@ -280,7 +287,7 @@ def default_batch_id(spark: SparkSession, ref: storage.TableRef, raw: DataFrame)
     return f"{name}-{storage.input_fingerprint(raw)}"
 
 
-def _monitoring_columns(scored: DataFrame, model: Any, profile: dict[str, Any] | None) -> list[Any]:
+def _monitoring_columns(labels: list[str], profile: dict[str, Any] | None) -> list[Any]:
     """Every aggregate the scoring run reports, evaluated in one pass over the scored frame."""
     valid = F.col(schemas.REASON).isNull()
     prediction = F.when(valid, F.col(scoring.PREDICTION))
@@ -292,7 +299,7 @@ def _monitoring_columns(scored: DataFrame, model: Any, profile: dict[str, Any] |
         F.stddev(prediction).alias("prediction_std"),
         F.min(prediction).alias("prediction_min"),
         F.max(prediction).alias("prediction_max"),
-        F.count(F.when(valid & scoring.unseen_category(model), 1)).alias("unseen_sex"),
+        F.count(F.when(valid & scoring.unseen_category(labels), 1)).alias("unseen_sex"),
     ]
     if profile is not None:
         columns += evaluation.profile_counts_columns(profile, where=valid)
@@ -364,8 +371,11 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
         mlflow.set_tags({"job": "batch_score", "diabetes_spark_version": __version__, "batch_id": batch_id})
         mlflow.log_params({**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version})
         with tel.span("load_model", model_uri=resolved.uri):
-            model = registry.load_model(resolved)
-            compiled = scoring.compile_linear(model)
+            # A linear model's folded coefficients travel in its metadata: no PipelineModel load then.
+            spec = registry.model_metadata(resolved).get(LINEAR_SPEC)
+            model = None if spec else registry.load_model(resolved)
+            compiled = scoring.spec_column(spec) if spec else scoring.compile_linear(model)
+            labels = list(spec["sex_weights"]) if spec else scoring.category_labels(model)
             mlflow.set_tag("scoring_path", "column_expression" if compiled is not None else "pipeline_transform")
         with tel.span("validate"):
             annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
@@ -374,7 +384,7 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
             # One pass scores, validates and counts (Spark is lazy): rejects are known here.
             with tel.span("score") as log:
                 profile = _training_profile(resolved, log)
-                stats = scored.agg(*_monitoring_columns(scored, model, profile)).first().asDict()
+                stats = scored.agg(*_monitoring_columns(labels, profile)).first().asDict()
                 rows_in, rows_scored, rows_rejected = stats.pop("rows_in"), stats.pop("rows_scored"), stats.pop("rows_rejected")
                 tel.record({"rows_in": rows_in, "rows_scored": rows_scored, "rows_rejected": rows_rejected})
                 if rows_in != rows_scored + rows_rejected:

@@ -31,6 +31,7 @@ __all__ = [
     "register",
     "resolve_version",
     "load_model",
+    "model_metadata",
     "alias_version",
     "set_alias",
     "ResolvedModel",
@@ -81,11 +82,11 @@ def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:
         return experiment.experiment_id
 
 
-def log_model(model: PipelineModel, *, example: DataFrame) -> Any:
+def log_model(model: PipelineModel, *, example: DataFrame, metadata: dict[str, Any] | None = None) -> Any:
     """Log the fitted pipeline with ``mlflow.spark`` in the active run, with signature and input example.
 
     Pip requirements are given, not inferred: inference reloads the model in a subprocess with its
-    own Spark and costs ~15 s.
+    own Spark and costs ~15 s. ``metadata`` goes into the model's ``MLmodel`` file.
     """
     import mlflow
     import mlflow.spark
@@ -102,8 +103,16 @@ def log_model(model: PipelineModel, *, example: DataFrame) -> Any:
         signature=signature,
         input_example=input_example,
         pip_requirements=[f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"],
+        metadata=metadata,
         validate_serving_input=False,
     )
+
+
+def model_metadata(resolved: ResolvedModel) -> dict[str, Any]:
+    """The ``metadata`` of a registered version's ``MLmodel`` file (one small download, no Spark)."""
+    from mlflow.models import get_model_info
+
+    return dict(get_model_info(resolved.uri).metadata or {})
 
 
 def register(model_uri: str, name: str) -> str:

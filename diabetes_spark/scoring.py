@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -21,7 +21,18 @@ if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame
 
-__all__ = ["Lineage", "LINEAGE_COLUMNS", "PREDICTION", "compile_linear", "predict", "with_lineage", "unseen_category"]
+__all__ = [
+    "Lineage",
+    "LINEAGE_COLUMNS",
+    "PREDICTION",
+    "linear_spec",
+    "spec_column",
+    "compile_linear",
+    "predict",
+    "with_lineage",
+    "category_labels",
+    "unseen_category",
+]
 
 PREDICTION = "prediction"
 LINEAGE_COLUMNS = ("model_name", "model_version", "batch_id", "scored_at", "mlflow_run_id")
@@ -38,13 +49,15 @@ class Lineage:
     mlflow_run_id: str
 
 
-def compile_linear(model: PipelineModel) -> Column | None:
-    """The prediction of a fitted linear pipeline as one Column expression, or ``None`` if the
-    pipeline is not the linear shape built by :mod:`diabetes_spark.features`.
+def linear_spec(model: PipelineModel) -> dict[str, Any] | None:
+    """The fitted linear pipeline folded into plain numbers, or ``None`` if the pipeline is not the
+    linear shape built by :mod:`diabetes_spark.features`.
 
     Folding imputation, one-hot encoding and standardisation into the coefficients gives
-    ``intercept' + sum(c_i * coalesce(x_i, surrogate_i)) + c_SEX[SEX]``, exactly the model's own
-    arithmetic (unseen or empty SEX takes the "unknown" slot, as ``handleInvalid="keep"`` does).
+    ``intercept + sum(weights[c] * coalesce(x_c, surrogates[c])) + sex_weights[SEX]``, exactly the
+    model's own arithmetic (unseen or empty SEX takes ``unknown_sex_weight``, as
+    ``handleInvalid="keep"`` does). The spec is small JSON: it travels in the logged model's
+    metadata so scoring needs no ``PipelineModel`` load.
     """
     from pyspark.ml.feature import (
         ImputerModel,
@@ -73,34 +86,52 @@ def compile_linear(model: PipelineModel) -> Column | None:
         return None
 
     def factor(i: int) -> float:
-        scale = 1.0 / stds[i] if scaler.getWithStd() and stds[i] != 0.0 else (1.0 if not scaler.getWithStd() else 0.0)
-        return float(weights[i]) * scale
+        if not scaler.getWithStd():
+            return float(weights[i])
+        return float(weights[i]) / float(stds[i]) if stds[i] != 0.0 else 0.0  # Spark scales a constant to 0
 
     factors = [factor(i) for i in range(len(weights))]
-    intercept = float(regression.intercept) - sum(f * float(m) for f, m in zip(factors, means))
-    terms: list[Column] = [F.lit(intercept)]
-    for i, column in enumerate(numeric):
-        if factors[i] != 0.0:
-            terms.append(F.lit(factors[i]) * F.coalesce(F.col(column).cast("double"), F.lit(float(surrogates[column]))))
-    (sex,) = CATEGORICAL
     offset = len(numeric)
-    category = F.lit(factors[offset + len(labels)])  # the "unknown" slot
-    for j in reversed(range(len(labels))):
-        category = F.when(F.col(sex) == labels[j], F.lit(factors[offset + j])).otherwise(category)
-    terms.append(category)
-    expression = terms[0]
-    for term in terms[1:]:
-        expression = expression + term
-    return expression
+    return {
+        "intercept": float(regression.intercept) - sum(f * float(m) for f, m in zip(factors, means)),
+        "weights": {c: factors[i] for i, c in enumerate(numeric)},
+        "surrogates": {c: float(surrogates[c]) for c in numeric},
+        "sex_weights": {label: factors[offset + j] for j, label in enumerate(labels)},
+        "unknown_sex_weight": factors[offset + len(labels)],
+    }
 
 
-def predict(df: DataFrame, model: PipelineModel, *, compiled: Column | None = None) -> DataFrame:
+def spec_column(spec: dict[str, Any]) -> Column:
+    """The prediction Column of a :func:`linear_spec`."""
+    expression: Column = F.lit(spec["intercept"])
+    for column, weight in spec["weights"].items():
+        if weight != 0.0:
+            value = F.coalesce(F.col(column).cast("double"), F.lit(spec["surrogates"][column]))
+            expression = expression + F.lit(weight) * value
+    (sex,) = CATEGORICAL
+    category: Column = F.lit(spec["unknown_sex_weight"])
+    for label, weight in reversed(list(spec["sex_weights"].items())):
+        category = F.when(F.col(sex) == label, F.lit(weight)).otherwise(category)
+    return expression + category
+
+
+def compile_linear(model: PipelineModel) -> Column | None:
+    """The prediction of a fitted linear pipeline as one Column expression (see :func:`linear_spec`),
+    or ``None`` for any other pipeline."""
+    spec = linear_spec(model)
+    return None if spec is None else spec_column(spec)
+
+
+def predict(df: DataFrame, model: PipelineModel | None, *, compiled: Column | None = None) -> DataFrame:
     """``df`` with a ``prediction`` column added and nothing else changed.
 
-    Uses ``compiled`` (from :func:`compile_linear`) when given, else the pipeline's ``transform``.
+    Uses ``compiled`` (from :func:`compile_linear` or :func:`spec_column`) when given, else the
+    pipeline's ``transform``.
     """
     if compiled is not None:
         return df.withColumn(PREDICTION, compiled)
+    if model is None:
+        raise ValueError("predict needs a model or a compiled expression")
     return model.transform(df).select(*[F.col(c) for c in df.columns], F.col(PREDICTION))
 
 
@@ -119,13 +150,17 @@ def with_lineage(scored: DataFrame, lineage: Lineage) -> DataFrame:
     return scored.select(*columns, *extras)
 
 
-def unseen_category(model: PipelineModel) -> Column:
-    """True where ``SEX`` is not a category the model saw in training (null counts as unseen)."""
+def category_labels(model: PipelineModel) -> list[str]:
+    """The SEX categories a fitted pipeline saw in training."""
     from pyspark.ml.feature import StringIndexerModel
 
-    labels: list[str] = []
     for stage in model.stages:
         if isinstance(stage, StringIndexerModel):
-            labels = list(stage.labels)
+            return list(stage.labels)
+    return []
+
+
+def unseen_category(labels: list[str]) -> Column:
+    """True where ``SEX`` is not one of ``labels`` (null counts as unseen)."""
     (sex,) = CATEGORICAL
     return F.col(sex).isNull() | ~F.col(sex).isin(*labels)

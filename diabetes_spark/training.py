@@ -34,6 +34,8 @@ class TrainResult:
     train: DataFrame
     test: DataFrame
     predictions: DataFrame
+    rows_train: int = 0
+    rows_test: int = 0
     best_params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,5 +126,7 @@ def fit(valid: DataFrame, params: TrainParams) -> TrainResult:
         train=train,
         test=test,
         predictions=predictions,
+        rows_train=n_train,
+        rows_test=n_test,
         best_params=best_params,
     )

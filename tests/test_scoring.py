@@ -70,7 +70,7 @@ def test_tree_models_are_not_compiled(spark, sample_valid_training=None) -> None
     raw = storage.read_table(spark, storage.resolve("sample:diabetes.csv"))
     valid, _ = schemas.split_valid(raw, schemas.load_schema("training_raw"), required=("Y",), source="s", batch_id="b")
     result = training.fit(valid, TrainParams(training_data="x", estimator="random_forest", num_trees=5, max_depth=3))
-    assert scoring.compile_linear(result.model) is None
+    assert scoring.compile_linear(result.model) is None and scoring.linear_spec(result.model) is None
 
 
 def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home: Path, model, trained, tmp_path: Path) -> None:
@@ -106,6 +106,10 @@ def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home:
     )
     assert_approx_df_equality(_plain(got), _plain(expected), precision=1e-9, ignore_row_order=True, ignore_nullable=True)
     assert got.columns == [*schemas.load_schema("predictions").fieldNames(), "patient"]
+    # The predictions came from the folded spec in the model's metadata, not from a model load.
+    assert MlflowClient().get_run(summary["run_id"]).data.tags["scoring_path"] == "column_expression"
+    spec = registry.model_metadata(registry.resolve_version(MODEL, version=trained["model_version"]))[jobs.LINEAR_SPEC]
+    assert spec == scoring.linear_spec(model)
 
 
 def test_rerun_replaces_its_batch_and_other_batches_stay(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
