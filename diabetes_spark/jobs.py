@@ -112,10 +112,14 @@ def _ingest(spark: SparkSession, params: IngestParams, tel: Telemetry) -> dict[s
                 annotated, rows_in, rows_rejected, limit=params.max_reject_fraction, source=str(source)
             )
         with tel.span("write"):
-            written = storage.write_delta(schemas.valid_rows(annotated), target, mode=params.mode)  # type: ignore[arg-type]
+            written = storage.write_delta(
+                schemas.valid_rows(annotated), target, mode=params.mode, expected_rows=rows_in - rows_rejected  # type: ignore[arg-type]
+            )
             _reconcile(str(target), rows_in - rows_rejected, written)
             rejected = schemas.rejected_rows(annotated, source=str(source), batch_id=ingest_id)
-            rejects_written = storage.write_delta(rejected, rejects, mode=params.mode)  # type: ignore[arg-type]
+            rejects_written = storage.write_delta(
+                rejected, rejects, mode=params.mode, expected_rows=rows_rejected  # type: ignore[arg-type]
+            )
             _reconcile(str(rejects), rows_rejected, rejects_written)
     finally:
         annotated.unpersist()
@@ -140,8 +144,10 @@ def _read_annotated(spark: SparkSession, ref: storage.TableRef, schema_name: str
 
 def _champion_score(name: str, champion: str, test: DataFrame, metric: str) -> float:
     """The current champion's ``metric`` on this run's held-out rows."""
-    model = registry.load_model(registry.resolve_version(name, version=champion))
-    predictions = model.transform(test)
+    resolved = registry.resolve_version(name, version=champion)
+    spec = registry.model_metadata(resolved).get(LINEAR_SPEC)
+    model = None if spec else registry.load_model(resolved)
+    predictions = scoring.predict(test, model, compiled=scoring.spec_column(spec) if spec else None)
     return evaluation.regression_metrics(predictions, label=schemas.LABEL, prediction=training.PREDICTION)[metric]
 
 
@@ -409,10 +415,14 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
                 )
                 predictions = scoring.with_lineage(schemas.valid_rows(scored), lineage)
                 replace = f"batch_id = '{batch_id}'"
-                written = storage.write_delta(predictions, output, mode="overwrite", replace_where=replace, merge_schema=True)
+                written = storage.write_delta(
+                    predictions, output, mode="overwrite", replace_where=replace, merge_schema=True, expected_rows=rows_scored
+                )
                 _reconcile(str(output), rows_scored, written)
                 rejected = schemas.rejected_rows(scored, source=str(source), batch_id=batch_id)
-                rejects_written = storage.write_delta(rejected, rejects, mode="overwrite", replace_where=replace)
+                rejects_written = storage.write_delta(
+                    rejected, rejects, mode="overwrite", replace_where=replace, expected_rows=rows_rejected
+                )
                 _reconcile(str(rejects), rows_rejected, rejects_written)
         finally:
             scored.unpersist()

@@ -208,18 +208,19 @@ def write_delta(
     mode: Literal["append", "overwrite"] = "append",
     replace_where: str | None = None,
     merge_schema: bool = False,
+    expected_rows: int | None = None,
 ) -> int:
     """Write ``df`` to a Delta table in one commit and return the rows that commit wrote.
 
     ``replace_where`` (with ``mode="overwrite"``) atomically replaces only the rows matching the
     predicate. ``merge_schema`` lets new columns (e.g. a new pass-through id) extend the table.
+    ``expected_rows=0`` tells that ``df`` is known to be empty, where Delta may make no commit.
     The row count is read from the commit's own metrics (found by a unique commit tag),
     so counting costs no extra pass over the data.
     """
     if ref.kind in ("csv", "parquet"):
         raise InputError(f"cannot write Delta to the {ref.kind} file {ref.location}; give a Delta path or table name")
     spark = df.sparkSession
-    before = delta_version(spark, ref)
     tag = f"diabetes-spark:{uuid.uuid4()}"
     writer = df.write.format("delta").mode(mode).option("userMetadata", tag)
     if replace_where is not None:
@@ -232,8 +233,8 @@ def write_delta(
         writer.save(ref.location)
     history = _delta(spark, ref).history(20).filter(f"userMetadata = '{tag}'").select("operationMetrics").first()
     if history is None:
-        if before is not None and delta_version(spark, ref) == before:
-            return 0  # Delta makes no commit for an empty replaceWhere that matched nothing
+        if expected_rows == 0:
+            return 0  # Delta makes no commit for an empty overwrite that changes nothing
         raise InputError(f"the commit just written to {ref.location} is not in its history")
     metrics = history[0]
     # A replaceWhere on non-partition columns rewrites the other rows of touched files: not ours.

@@ -106,6 +106,6 @@ def test_an_empty_replace_where_that_changes_nothing_counts_zero(spark, tmp_path
     ref = storage.resolve(str(tmp_path / "t"))
     storage.write_delta(spark.createDataFrame([("a", 1)], "batch string, v int"), ref)
     empty = spark.createDataFrame([], "batch string, v int")
-    assert storage.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'b'") == 0
-    assert storage.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'a'") == 0
+    assert storage.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'b'", expected_rows=0) == 0
+    assert storage.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'a'", expected_rows=0) == 0
     assert storage.read_table(spark, ref).count() == 0
