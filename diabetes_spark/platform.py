@@ -54,6 +54,8 @@ LOCAL_SPARK_CONF: Mapping[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "4g",
     "spark.redaction.regex": REDACTION_REGEX,
+    # Delta rebuilds table state with 50 tasks by default: on a few local cores that dominates small writes.
+    "spark.databricks.delta.snapshotPartitions": str(max(2, os.cpu_count() or 2)),
 }
 
 

@@ -1,0 +1,224 @@
+"""Measure scoring against the Delta I/O floor, training, pandas + scikit-learn and spark_udf.
+
+Everything runs in one process and one Spark session; each measurement is repeated and reported as
+median (min-max). Ratios compare measurements of the same N in the same session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.data import generate
+from diabetes_spark import jobs, schemas, storage
+from diabetes_spark.params import ScoreParams, TrainParams
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+@dataclass
+class Series:
+    """Repeated timings of one measurement at one N."""
+
+    name: str
+    n: int
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "n": self.n, "seconds": self.seconds, "median": self.median,
+                "min": min(self.seconds), "max": max(self.seconds)}
+
+
+class PeakMemory:
+    """Samples the RSS of this Python process and of the Spark JVM (its java child) every 50 ms."""
+
+    def __init__(self) -> None:
+        self.driver = 0
+        self.jvm = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                self.driver = max(self.driver, me.memory_info().rss)
+                for child in me.children(recursive=True):
+                    if "java" in child.name():
+                        self.jvm = max(self.jvm, child.memory_info().rss)
+            except psutil.Error:
+                pass
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _timed(series: Series, reps: int, fn: Callable[[], Any]) -> Any:
+    result = None
+    for _ in range(reps):
+        start = time.perf_counter()
+        result = fn()
+        series.seconds.append(time.perf_counter() - start)
+    return result
+
+
+def io_floor(spark: Any, source: str, target: str) -> None:
+    """Read the input Delta table, add one literal column, write Delta the way scoring writes."""
+    from pyspark.sql import functions as F
+
+    df = spark.read.format("delta").load(source).withColumn("batch_id", F.lit("bench"))
+    storage.write_delta(df, storage.resolve(target), mode="overwrite", replace_where="batch_id = 'bench'", merge_schema=True)
+
+
+def _ridge(spark: Any) -> Any:
+    """scikit-learn pipeline equivalent to the default Spark one, fitted on the sample."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    raw = storage.read_table(spark, storage.resolve("sample:diabetes.csv"))
+    valid, _ = schemas.split_valid(raw, schemas.load_schema("training_raw"), required=("Y",), source="s", batch_id="b")
+    train = valid.toPandas()
+    return make_pipeline(
+        make_column_transformer(
+            (SimpleImputer(strategy="mean"), schemas.numeric_feature_names()),
+            (OneHotEncoder(handle_unknown="ignore"), ["SEX"]),
+        ),
+        Ridge(alpha=1.0),
+    ).fit(train[schemas.feature_names()], train["Y"])
+
+
+def pandas_scoring(model: Any, source: str, target: str) -> None:
+    """The same scoring in pandas + scikit-learn: read Parquet, impute, one-hot, predict, write Parquet."""
+    import pandas as pd
+
+    df = pd.read_parquet(source)
+    df["prediction"] = model.predict(df[schemas.feature_names()])
+    df.to_parquet(target, index=False)
+
+
+def spark_udf_scoring(spark: Any, model_uri: str, source: str, target: str) -> None:
+    """The common template way: ``mlflow.pyfunc.spark_udf`` over the registered model."""
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="double", env_manager="local")
+    df = spark.read.format("delta").load(source)
+    df.withColumn("prediction", udf(F.struct(*schemas.feature_names()))).write.mode("overwrite").parquet(target)
+
+
+def count_jobs(spark: Any, fn: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``fn`` and count the Spark jobs it triggered."""
+    sc = spark.sparkContext
+    group = f"bench-{time.time_ns()}"
+    sc.setJobGroup(group, group)
+    try:
+        result = fn()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    return result, len(sc.statusTracker().getJobIdsForGroup(group))
+
+
+def cold_start(home: Path) -> dict[str, float]:
+    """Train and score the sample in a fresh process (session start included), as a Job would."""
+    code = (
+        "import json,time,sys; t0=time.perf_counter();"
+        "from diabetes_spark.platform import get_spark; from diabetes_spark import jobs;"
+        "from diabetes_spark.params import TrainParams, ScoreParams; from pathlib import Path;"
+        "s=get_spark(); t1=time.perf_counter(); h=Path(sys.argv[1]);"
+        "jobs.run_training(s, TrainParams(training_data='sample:diabetes.csv', model_name='cold'), home=h); t2=time.perf_counter();"
+        "jobs.run_batch_scoring(s, ScoreParams(input='sample:scoring_batch.csv', output=str(h/'p'), model_name='cold'), home=h);"
+        "t3=time.perf_counter(); print(json.dumps({'session_start': t1-t0, 'train': t2-t1, 'score': t3-t2}))"
+    )
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": "", "DIABETES_SPARK_HOME": str(home)}).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["wall"] = time.perf_counter() - start
+    return result
+
+
+def run(sizes: list[int], *, reps: int, train_reps: int, pandas_max: int, udf_max: int, out: Path = OUT) -> dict[str, Any]:
+    """All measurements for every N; returns the results (also written as JSON by the caller)."""
+    import shutil
+
+    from diabetes_spark.platform import get_spark
+
+    out.mkdir(parents=True, exist_ok=True)
+    home = out / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(out / "cold-home", ignore_errors=True)
+    cold = cold_start(out / "cold-home")
+    spark = get_spark("diabetes-spark-benchmarks")
+    ridge = _ridge(spark)
+    series: list[Series] = []
+    jobs_per_scoring: dict[int, int] = {}
+    peaks: dict[str, dict[str, int]] = {}
+    for n in sizes:
+        with PeakMemory() as memory:
+            paths = generate(spark, n, out / "data")
+            work = out / "work" / f"n={n}"
+            shutil.rmtree(work, ignore_errors=True)
+            floor = Series("io_floor", n)
+            _timed(floor, reps, lambda: io_floor(spark, paths["delta"], str(work / "floor")))
+            name = f"bench_{n}"
+            train = Series("training", n)
+            trained = _timed(train, train_reps, lambda: jobs.run_training(
+                spark, TrainParams(training_data=paths["delta"], experiment="bench", model_name=name, max_reject_fraction=1.0), home=home))
+            score = Series("scoring", n)
+            params = ScoreParams(input=paths["delta"], output=str(work / "scored"), model_name=name,
+                                 batch_id="bench", experiment="bench", max_reject_fraction=1.0)
+            _, jobs_per_scoring[n] = count_jobs(spark, lambda: jobs.run_batch_scoring(spark, params, home=home))
+            _timed(score, reps, lambda: jobs.run_batch_scoring(spark, params, home=home))
+            series += [floor, train, score]
+            if n <= pandas_max:
+                pdser = Series("pandas_sklearn", n)
+                _timed(pdser, reps, lambda: pandas_scoring(ridge, paths["parquet"], str(work / "pandas.parquet")))
+                series.append(pdser)
+            if n <= udf_max:
+                udf = Series("spark_udf", n)
+                uri = f"models:/{name}/{trained['model_version']}"
+                _timed(udf, reps, lambda: spark_udf_scoring(spark, uri, paths["delta"], str(work / "udf")))
+                series.append(udf)
+            print(f"n={n:,}: " + ", ".join(f"{s.name} {s.median:.2f}s" for s in series if s.n == n), flush=True)
+        peaks[str(n)] = {"driver_python": memory.driver, "jvm": memory.jvm}
+    by = {(s.name, s.n): s.median for s in series}
+    ratios = {}
+    for n in sizes:
+        ratios[n] = {
+            "scoring/io_floor": by[("scoring", n)] / by[("io_floor", n)],
+            **({"pandas/scoring": by[("pandas_sklearn", n)] / by[("scoring", n)]} if ("pandas_sklearn", n) in by else {}),
+            **({"spark_udf/scoring": by[("spark_udf", n)] / by[("scoring", n)]} if ("spark_udf", n) in by else {}),
+        }
+    return {
+        "series": [s.as_dict() for s in series],
+        "ratios": {str(k): v for k, v in ratios.items()},
+        "jobs_per_scoring_run": {str(k): v for k, v in jobs_per_scoring.items()},
+        "peak_memory_bytes": peaks,
+        "cold_start_seconds": cold,
+        "reps": reps,
+        "train_reps": train_reps,
+    }
