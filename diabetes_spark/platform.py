@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "get_spark",
-    "stop_spark",
     "get_dbutils",
     "is_databricks",
     "hadoop_version",
@@ -122,12 +121,6 @@ def get_spark(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
-
-
-def stop_spark(spark: Any) -> None:
-    """Stop a local session (never the Databricks one, which the runtime owns)."""
-    if not is_databricks():
-        spark.stop()
 
 
 #: Local secrets: ``DIABETES_SPARK_SECRET__<SCOPE>__<KEY>``, scope and key upper-cased with every

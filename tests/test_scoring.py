@@ -64,7 +64,7 @@ def test_compiled_expression_equals_the_pipeline_transform(spark, model) -> None
     assert_approx_df_equality(_plain(by_expression), _plain(by_transform), precision=1e-9, ignore_nullable=True)
 
 
-def test_tree_models_are_not_compiled(spark, sample_valid_training=None) -> None:
+def test_tree_models_are_not_compiled(spark) -> None:
     from diabetes_spark import training
 
     raw = storage.read_table(spark, storage.resolve("sample:diabetes.csv"))
@@ -170,7 +170,7 @@ def test_monitoring_is_logged_and_drift_flags_a_shift(spark, mlflow_home: Path, 
 
 def test_cli_score_prints_the_contract_and_default_batch_id_is_stable(spark, mlflow_home: Path, trained, tmp_path: Path, capsys) -> None:
     source = tmp_path / "batch.csv"
-    source.write_text(storage.resolve("sample:scoring_batch.csv").location and Path(storage.resolve("sample:scoring_batch.csv").location).read_text())
+    source.write_text(Path(storage.resolve("sample:scoring_batch.csv").location).read_text())
     args = ["score", "--input", str(source), "--output", str(tmp_path / "p"), "--model-name", MODEL, "--experiment", "scoring-tests", "--json"]
     summaries = []
     for _ in range(2):
