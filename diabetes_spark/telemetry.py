@@ -403,11 +403,13 @@ class Telemetry:
     def _shutdown(self, sdk: Exporters) -> None:
         from diabetes_spark import _appinsights
 
-        handed, lost, error = _appinsights.stop(sdk, self.flush_timeout)
+        handed, lost, dropped, error = _appinsights.stop(sdk, self.flush_timeout)
         if lost > 0:
             # Nothing is retried (no local storage): the SDK's "Retrying" wording would mislead.
             error = error.removeprefix("Retrying due to ").removesuffix(" Retrying.").strip()
             cause = f"last error: {self._redactor(error)[:300]}" if error else f"no answer within {self.flush_timeout:g} s"
+            if dropped:
+                cause += f"; {dropped} dropped when more than {_appinsights.QUEUE_CAPACITY} records were waiting"
             _log.warning(
                 "telemetry of %s: %d of %d records were lost, not delivered to Application Insights at %s (%s); "
                 "the job itself is not affected",

@@ -268,6 +268,51 @@ def test_a_slow_endpoint_costs_at_most_the_flush_timeout(caplog: pytest.LogCaptu
     assert _sdk_warnings(caplog) == []
 
 
+QUICK_RECORDS = 20_000
+
+
+def _emit_quickly(tel: telemetry.Telemetry) -> None:
+    with tel.span("score") as log:
+        for i in range(QUICK_RECORDS):
+            log.info("row %d scored", i)
+    tel.record({"rows_scored": QUICK_RECORDS})
+
+
+def test_twenty_thousand_quick_records_to_a_black_hole_cost_at_most_the_flush_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A black hole: the port accepts connections (kernel backlog) but nothing ever reads or answers.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(1)
+        connection = f"InstrumentationKey={KEY};IngestionEndpoint=http://127.0.0.1:{hole.getsockname()[1]}/"
+        tel = telemetry.start(telemetry.COMPONENT_SCORE, connection_string=connection, flush_timeout=2.0)
+        _emit_quickly(tel)
+        began = time.monotonic()
+        tel.close()
+        took = time.monotonic() - began
+    assert took < 2.0 + 1.0, f"close took {took:.2f} s"
+    (warning,) = _lost_warnings(caplog)
+    lost, handed = map(int, re.search(r"(\d+) of (\d+) records were lost", warning).groups())
+    assert lost == handed and handed > QUICK_RECORDS  # every record is accounted for, none delivered
+    assert _sdk_warnings(caplog) == []  # not one SDK line per record or per batch
+    # Workers blocked in a request end with its timeout (the flush timeout): none is left behind.
+    end = time.monotonic() + 2.0 + 3.0
+    while _exporter_threads() and time.monotonic() < end:
+        time.sleep(0.1)
+    assert _exporter_threads() == []
+
+
+def test_twenty_thousand_quick_records_all_reach_a_healthy_endpoint(caplog: pytest.LogCaptureFixture) -> None:
+    with Collector() as collector:
+        tel = telemetry.start(telemetry.COMPONENT_SCORE, connection_string=collector.connection_string(), flush_timeout=60.0)
+        _emit_quickly(tel)
+        tel.close()
+        messages = [_base(m)["message"] for m in collector.of_type("Message")]
+    assert sorted(m for m in messages if m.startswith("row ")) == sorted(f"row {i} scored" for i in range(QUICK_RECORDS))
+    assert _lost_warnings(caplog) == [] and _sdk_warnings(caplog) == []
+
+
 # -- real jobs ---------------------------------------------------------------------------------
 
 
