@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.sql import functions as F
 
 from diabetes_spark.schemas import CATEGORICAL, REASON, feature_names, numeric_feature_names
@@ -27,6 +26,7 @@ __all__ = [
     "is_better",
     "feature_statistics",
     "feature_profile",
+    "profile_and_statistics",
     "profile_counts_columns",
     "psi_from_counts",
     "data_quality_report",
@@ -42,9 +42,18 @@ MISSING_BIN = "missing"
 
 
 def regression_metrics(predictions: DataFrame, *, label: str, prediction: str) -> dict[str, float]:
-    """RMSE, MAE, R2 and MSE with Spark's ``RegressionEvaluator``."""
-    evaluator = RegressionEvaluator(labelCol=label, predictionCol=prediction)
-    return {m: float(evaluator.setMetricName(m).evaluate(predictions)) for m in METRICS}
+    """RMSE, MAE, R2 and MSE in one aggregate pass.
+
+    The same definitions as Spark's ``RegressionEvaluator`` (R2 = 1 - SSE / SST, not through the
+    origin), which would run one Spark job per metric.
+    """
+    error = F.col(label) - F.col(prediction)
+    row = predictions.agg(
+        F.avg(error * error).alias("mse"), F.avg(F.abs(error)).alias("mae"), F.var_pop(label).alias("var")
+    ).first()
+    mse, mae, variance = float(row["mse"]), float(row["mae"]), float(row["var"])
+    r2 = 1.0 - mse / variance if variance > 0 else float("nan")
+    return {"rmse": math.sqrt(mse), "mae": mae, "r2": r2, "mse": mse}
 
 
 def is_better(metric: str, challenger: float, champion: float) -> bool:
@@ -52,23 +61,42 @@ def is_better(metric: str, challenger: float, champion: float) -> bool:
     return challenger > champion if metric in _LARGER_IS_BETTER else challenger < champion
 
 
-def feature_statistics(df: DataFrame) -> list[dict[str, Any]]:
-    """Count, missing %, mean, std, min, quartiles and max of each numeric feature (two passes)."""
-    numeric = numeric_feature_names()
+#: Quantiles computed per numeric feature: quartiles for the statistics, deciles for the profile.
+_QUARTILES = (0.25, 0.5, 0.75)
+
+
+def _summary(df: DataFrame, probabilities: list[float]) -> dict[str, Any]:
+    """Count, mean, std, min, max and approximate quantiles of every numeric feature, and the
+    categories of every categorical one, in one aggregate pass."""
     aggs = [F.count(F.lit(1)).alias("__n")]
-    for c in numeric:
+    for c in numeric_feature_names():
         aggs += [
             F.count(c).alias(f"{c}__count"),
             F.mean(c).alias(f"{c}__mean"),
             F.stddev(c).alias(f"{c}__std"),
             F.min(c).alias(f"{c}__min"),
             F.max(c).alias(f"{c}__max"),
+            F.percentile_approx(c, probabilities, _QUANTILE_ACCURACY).alias(f"{c}__quantiles"),
         ]
-    row = df.agg(*aggs).first().asDict()
-    quartiles = df.approxQuantile(numeric, [0.25, 0.5, 0.75], 0.001)
+    aggs += [F.collect_set(c).alias(f"{c}__categories") for c in CATEGORICAL]
+    return df.agg(*aggs).first().asDict()
+
+
+#: ``percentile_approx`` accuracy: relative error 1/accuracy = 0.001 of the rows.
+_QUANTILE_ACCURACY = 1000
+
+
+def feature_statistics(df: DataFrame) -> list[dict[str, Any]]:
+    """Count, missing %, mean, std, min, quartiles and max of each numeric feature (one pass)."""
+    return _statistics(_summary(df, list(_QUARTILES)), list(_QUARTILES))
+
+
+def _statistics(row: dict[str, Any], probabilities: list[float]) -> list[dict[str, Any]]:
+    at = {p: probabilities.index(p) for p in _QUARTILES}
     total = row["__n"] or 1
     stats = []
-    for c, q in zip(numeric, quartiles):
+    for c in numeric_feature_names():
+        q = row[f"{c}__quantiles"]
         stats.append(
             {
                 "feature": c,
@@ -77,9 +105,9 @@ def feature_statistics(df: DataFrame) -> list[dict[str, Any]]:
                 "mean": row[f"{c}__mean"],
                 "std": row[f"{c}__std"],
                 "min": row[f"{c}__min"],
-                "p25": q[0] if q else None,
-                "median": q[1] if q else None,
-                "p75": q[2] if q else None,
+                "p25": q[at[0.25]] if q else None,
+                "median": q[at[0.5]] if q else None,
+                "p75": q[at[0.75]] if q else None,
                 "max": row[f"{c}__max"],
             }
         )
@@ -92,19 +120,26 @@ def feature_profile(df: DataFrame, *, bins: int = 10) -> dict[str, Any]:
     Numeric features get quantile bin edges plus a ``missing`` bin; categorical ones their
     categories (anything else at scoring falls in ``other``). Fractions are of all rows.
     """
-    numeric = numeric_feature_names()
-    quantiles = df.approxQuantile(numeric, [i / bins for i in range(1, bins)], 0.001)
+    return profile_and_statistics(df, bins=bins)[0]
+
+
+def profile_and_statistics(df: DataFrame, *, bins: int = 10) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """:func:`feature_profile` and :func:`feature_statistics` of ``df`` in two passes (not eight):
+    one for the statistics, bin edges and categories, one for the counts per bin."""
+    deciles = [round(i / bins, 10) for i in range(1, bins)]
+    probabilities = sorted(set(deciles) | set(_QUARTILES))
+    row = _summary(df, probabilities)
     profile: dict[str, Any] = {"bins": {}, "expected": {}}
-    for c, edges in zip(numeric, quantiles):
-        profile["bins"][c] = sorted(set(edges))
+    for c in numeric_feature_names():
+        quantiles = dict(zip(probabilities, row[f"{c}__quantiles"] or []))
+        profile["bins"][c] = sorted({quantiles[p] for p in deciles if p in quantiles})
     for c in CATEGORICAL:
-        categories = [r[0] for r in df.select(c).distinct().collect() if r[0] is not None]
-        profile["bins"][c] = sorted(categories)
+        profile["bins"][c] = sorted(v for v in row[f"{c}__categories"] if v is not None)
     counts = df.agg(*profile_counts_columns(profile)).first().asDict()
     total = counts.pop("__rows")
     profile["rows"] = total
     profile["expected"] = _fractions(profile, counts, total)
-    return profile
+    return profile, _statistics(row, probabilities)
 
 
 def _bin_labels(profile: dict[str, Any], feature: str) -> list[str]:
@@ -252,7 +287,7 @@ def write_reports(
     folder: Path,
     *,
     model: PipelineModel,
-    train: DataFrame,
+    statistics: list[dict[str, Any]],
     predictions: DataFrame,
     quality: dict[str, Any],
     profile: dict[str, Any],
@@ -261,11 +296,13 @@ def write_reports(
 ) -> list[Path]:
     """Write the run's report files into ``folder`` and return their paths.
 
+    ``statistics`` and ``profile`` come from :func:`profile_and_statistics` of the training split.
+
     Files: ``feature_statistics.html``, ``predicted_vs_actual.png``, ``residuals.png``,
     ``coefficients.csv`` or ``feature_importances.csv``, ``data_quality.json``, ``feature_profile.json``.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "feature_statistics.html").write_text(_stats_html(feature_statistics(train)), encoding="utf-8")
+    (folder / "feature_statistics.html").write_text(_stats_html(statistics), encoding="utf-8")
     _plots(predictions, folder, label=label, prediction=prediction)
     linear = hasattr(model.stages[-1], "coefficients")
     weights_file = folder / ("coefficients.csv" if linear else "feature_importances.csv")

@@ -243,12 +243,12 @@ def _log_reports(annotated: DataFrame, rows_in: int, rows_rejected: int, result:
     import mlflow
 
     quality = evaluation.data_quality_report(annotated, rows_in, rows_rejected)
-    profile = evaluation.feature_profile(result.train)
+    profile, statistics = evaluation.profile_and_statistics(result.train)
     with tempfile.TemporaryDirectory() as folder:
         evaluation.write_reports(
             Path(folder),
             model=result.model,
-            train=result.train,
+            statistics=statistics,
             predictions=result.predictions,
             quality=quality,
             profile=profile,

@@ -129,6 +129,27 @@ def test_too_few_rows_is_a_clear_error(sample_valid) -> None:
         training.fit(sample_valid.limit(10), TrainParams(training_data="x"))
 
 
+def test_metrics_equal_spark_regression_evaluator(default_result) -> None:
+    from pyspark.ml.evaluation import RegressionEvaluator
+
+    evaluator = RegressionEvaluator(labelCol="Y", predictionCol="prediction")
+    want = {m: evaluator.setMetricName(m).evaluate(default_result.predictions) for m in evaluation.METRICS}
+    assert default_result.metrics == pytest.approx(want, rel=1e-9)
+
+
+def test_statistics_and_profile_edges_match_spark_quantiles(sample_valid) -> None:
+    numeric = schemas.numeric_feature_names()
+    profile, stats = evaluation.profile_and_statistics(sample_valid)
+    deciles = sample_valid.approxQuantile(numeric, [i / 10 for i in range(1, 10)], 0.001)
+    quartiles = sample_valid.approxQuantile(numeric, [0.25, 0.5, 0.75], 0.001)
+    for c, edges, q, s in zip(numeric, deciles, quartiles, stats):
+        assert profile["bins"][c] == pytest.approx(sorted(set(edges)), rel=1e-12), c
+        assert [s["p25"], s["median"], s["p75"]] == pytest.approx(q, rel=1e-12), c
+        assert s["count"] == sample_valid.filter(F.col(c).isNotNull()).count()
+    assert profile["bins"]["SEX"] == sorted(r[0] for r in sample_valid.select("SEX").distinct().collect() if r[0])
+    assert evaluation.feature_statistics(sample_valid) == stats
+
+
 def test_psi_is_near_zero_for_the_same_data_and_large_for_a_shift(spark, sample_valid) -> None:
     profile = evaluation.feature_profile(sample_valid)
     same = sample_valid.agg(*evaluation.profile_counts_columns(profile)).first().asDict()

@@ -69,6 +69,11 @@ def test_train_registers_logs_and_promotes_only_when_better(spark, mlflow_home: 
     assert_df_equality(by_version.transform(valid), by_alias.transform(valid))
     assert MlflowClient().get_model_version(name, "2").run_id == second["run_id"]
 
+    # The signature is the scoring schema's features in, one double out.
+    signature = mlflow.models.get_model_info(f"models:/{name}/2").signature
+    assert signature.inputs.input_names() == schemas.feature_names()
+    assert [c.type.name for c in signature.outputs.inputs] == ["double"]
+
 
 def _fails_without_open_run(spark, mlflow_home: Path, data: str, error: type, message: str, **kw) -> None:
     experiment = f"fail-{error.__name__}-{abs(hash(message))}"
