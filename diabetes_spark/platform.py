@@ -264,3 +264,46 @@ def get_dbutils(spark: Any, widgets: Mapping[str, str] | None = None) -> Any:
 
         return DBUtils(spark)
     return LocalDbutils(widgets)
+
+
+#: Loggers that echo call arguments: py4j logs every command it sends to the JVM at DEBUG, so
+#: ``spark.conf.set(<account key conf>, <key>)`` would print the key with the root logger at DEBUG.
+ECHOING_LOGGERS = ("py4j", "py4j.clientserver", "py4j.java_gateway")
+
+
+class _SecretLogFilter(logging.Filter):
+    """Replaces registered secrets (and their URL-encoded and base64 forms) in log records."""
+
+    def __init__(self) -> None:
+        from diabetes_spark._telemetry_config import Redactor
+
+        super().__init__()
+        self.redactor = Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's business, not ours
+            return True
+        clean = self.redactor(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_SECRET_LOG_FILTER: _SecretLogFilter | None = None
+
+
+def hide_in_logs(*secrets: str) -> None:
+    """Redact ``secrets`` from the records of :data:`ECHOING_LOGGERS` from now on, in this process.
+
+    Call it before the secret is handed to Spark: the py4j command carrying it is logged then.
+    """
+    global _SECRET_LOG_FILTER
+    if _SECRET_LOG_FILTER is None:
+        _SECRET_LOG_FILTER = _SecretLogFilter()
+    _SECRET_LOG_FILTER.redactor.add(secrets)
+    for name in ECHOING_LOGGERS:
+        logger = logging.getLogger(name)
+        if _SECRET_LOG_FILTER not in logger.filters:
+            logger.addFilter(_SECRET_LOG_FILTER)

@@ -100,9 +100,16 @@ def adls_conf_key(account: str) -> str:
 
 
 def configure_adls(spark: SparkSession, account: str, key: str) -> None:
-    """Put an ADLS Gen2 shared access key into the session's conf (no mounts: they are legacy)."""
+    """Put an ADLS Gen2 shared access key into the session's conf (no mounts: they are legacy).
+
+    The key is registered with :func:`platform.hide_in_logs` first, so a DEBUG log of the py4j
+    call that carries it shows ``[REDACTED]``.
+    """
+    from diabetes_spark.platform import hide_in_logs
+
     if not key:
         raise InputError(f"empty access key for storage account {account!r}")
+    hide_in_logs(key)
     spark.conf.set(adls_conf_key(account), key)
 
 
