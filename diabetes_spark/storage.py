@@ -48,6 +48,8 @@ _log = logging.getLogger(__name__)
 WRITE_ATTEMPTS = 5
 #: First backoff ceiling between tries, doubled each time and jittered.
 WRITE_BACKOFF_SECONDS = 0.5
+#: Latest commits searched for a write's own commit before the whole history is.
+HISTORY_WINDOW = 20
 
 Kind = Literal["delta", "table", "csv", "parquet"]
 _NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w-]*){1,2}$")
@@ -232,11 +234,11 @@ def _conflicts() -> tuple[type[BaseException], ...]:
 def _commit_metrics(spark: SparkSession, ref: TableRef, tag: str) -> dict[str, str] | None:
     """The operation metrics of the commit tagged ``tag``, or ``None`` when there is none.
 
-    The last 20 commits are searched first (cheap); the whole history only when other writers
-    committed more than that since.
+    The last :data:`HISTORY_WINDOW` commits are searched first (cheap); the whole history only
+    when other writers committed more than that since.
     """
     table = _delta(spark, ref)
-    for history in (table.history(20), table.history()):
+    for history in (table.history(HISTORY_WINDOW), table.history()):
         row = history.filter(f"userMetadata = '{tag}'").select("operationMetrics").first()
         if row is not None:
             return dict(row[0] or {})
@@ -269,8 +271,8 @@ def _save_retrying(df: DataFrame, ref: TableRef, options: dict[str, str], mode: 
             conflict = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
             if attempt == tries:
                 raise WriteConflictError(
-                    f"writing to {ref.location} conflicted with concurrent writers {tries} times "
-                    f"(last: {conflict}); nothing of this write was committed. Rerun the job (rewriting a "
+                    f"writing to {ref.location} conflicted with concurrent writers on every attempt ({tries}; "
+                    f"last: {conflict}); nothing of this write was committed. Rerun the job (rewriting a "
                     "batch is idempotent), or schedule the writers of this table so they do not overlap."
                 ) from error
             delay = _backoff(attempt)
