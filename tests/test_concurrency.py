@@ -211,6 +211,7 @@ def race(spark, mlflow_home: Path) -> dict[str, dict]:
         )
 
 
+@pytest.mark.slow
 def test_two_training_runs_at_once_register_two_versions_and_the_better_is_champion(race) -> None:
     good, bad = race["good"], race["bad"]
     assert {good["model_version"], bad["model_version"]} == {"1", "2"}
@@ -273,6 +274,7 @@ def _assert_same_rows(spark, out: Path, reference: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_two_batches_scored_at_once_into_an_empty_location_both_land(
     spark, mlflow_home: Path, reference: Path, tmp_path: Path, monkeypatch, caplog
 ) -> None:
@@ -287,6 +289,7 @@ def test_two_batches_scored_at_once_into_an_empty_location_both_land(
     _assert_same_rows(spark, out, reference)
 
 
+@pytest.mark.slow
 def test_two_runs_of_the_same_batch_at_once_leave_one_copy(
     spark, mlflow_home: Path, reference: Path, tmp_path: Path, monkeypatch, caplog
 ) -> None:
@@ -312,6 +315,7 @@ def test_two_runs_of_the_same_batch_at_once_leave_one_copy(
 # ---- the model version of a scoring run -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_moving_the_alias_mid_run_does_not_mix_versions(spark, mlflow_home: Path, race, tmp_path: Path, monkeypatch) -> None:
     resolved, other = race["good"]["model_version"], race["bad"]["model_version"]
     assert registry.alias_version(MODEL, registry.CHAMPION) == resolved

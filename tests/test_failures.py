@@ -63,6 +63,7 @@ def _fail_in_partition(df, *, partition: int, folder: Path, files: int):
     return df.repartition(3).withColumn("batch_id", udf("batch_id", F.spark_partition_id()))
 
 
+@pytest.mark.slow
 def test_a_write_that_fails_part_way_leaves_the_table_as_it_was(
     spark, mlflow_home: Path, trained, tmp_path: Path, monkeypatch
 ) -> None:
@@ -94,6 +95,7 @@ def test_a_write_that_fails_part_way_leaves_the_table_as_it_was(
     assert_df_equality(after.drop(*RUN_COLUMNS), before.drop(*RUN_COLUMNS), ignore_row_order=True)
 
 
+@pytest.mark.slow
 def test_a_run_failing_after_its_commit_reruns_to_the_same_rows(
     spark, mlflow_home: Path, trained, tmp_path: Path, monkeypatch
 ) -> None:
