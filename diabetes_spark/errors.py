@@ -6,6 +6,7 @@ __all__ = [
     "DiabetesSparkError",
     "ParamError",
     "InputError",
+    "WriteConflictError",
     "SchemaError",
     "ReconciliationError",
     "TrainingError",
@@ -26,6 +27,10 @@ class ParamError(DiabetesSparkError, ValueError):
 
 class InputError(DiabetesSparkError):
     """An input file or table is missing, empty or unreadable."""
+
+
+class WriteConflictError(DiabetesSparkError):
+    """Concurrent writers kept conflicting with a Delta write; nothing of it was committed."""
 
 
 class SchemaError(InputError):

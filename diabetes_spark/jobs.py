@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,11 @@ __all__ = ["run_ingest", "run_training", "run_batch_scoring", "check_reject_frac
 #: Batches smaller than this get a drift score but no drift warning: with ten bins per feature, the
 #: population stability index of a few dozen rows is mostly sampling noise.
 DRIFT_MIN_ROWS = 100
+#: Rounds of the champion gate's optimistic loop (see :func:`_gate`).
+GATE_ROUNDS = 5
+#: Pause between moving ``champion`` and reading it back: far longer than the gap between another
+#: run's last read of the alias and its move, so an overwritten promotion is always noticed.
+ALIAS_SETTLE_SECONDS = 1.0
 #: Key of the folded linear model (see :func:`scoring.linear_spec`) in the logged model's metadata.
 LINEAR_SPEC = "diabetes_spark_linear_spec"
 
@@ -259,28 +265,59 @@ def _log_reports(annotated: DataFrame, rows_in: int, rows_rejected: int, result:
     mlflow.log_dict(json.loads(schemas.load_schema("training_raw").json()), "schema/training_raw.json")
 
 
-def _gate(params: TrainParams, version: str, result: training.TrainResult, log: logging.Logger) -> tuple[bool, str]:
-    """Move ``champion`` to ``version`` if there is none or it is beaten; record the decision."""
+def _judge(params: TrainParams, champion: str | None, result: training.TrainResult) -> tuple[bool, str]:
+    """Whether this run's model should replace ``champion``, and why (on this run's held-out rows)."""
     import mlflow
 
+    if champion is None:
+        return True, "no champion yet"
     metric = params.primary_metric
     challenger_score = result.metrics[metric]
-    champion = registry.alias_version(params.model_name, registry.CHAMPION)
-    if champion is None:
-        promoted, reason = True, "no champion yet"
+    champion_score = _champion_score(params.model_name, champion, result.test, metric)
+    mlflow.log_metric(f"champion_{metric}", champion_score)
+    better = evaluation.is_better(metric, challenger_score, champion_score)
+    verdict = "beats" if better else "does not beat"
+    return better, f"challenger {metric} {challenger_score:.4f} {verdict} champion v{champion} {champion_score:.4f}"
+
+
+def _gate(params: TrainParams, version: str, result: training.TrainResult, log: logging.Logger) -> tuple[bool, str]:
+    """Move ``champion`` to ``version`` if there is none or it is beaten; record the decision.
+
+    MLflow aliases have no compare-and-set: two training runs at once can both read "no champion"
+    (or the same old one) and both promote, the last writer winning even when it is the worse.
+    So the gate is optimistic. It re-reads the alias just before moving it (a move made while this
+    run was comparing is judged in turn), then waits :data:`ALIAS_SETTLE_SECONDS` and reads it
+    again. If another run moved it in between, this run compares itself with that version and
+    promotes again only if it beats it. A run stops when the alias holds its own version or one it
+    lost to; the pause is longer than another run's read-to-move gap, so a run whose promotion is
+    overwritten without a comparison always sees it. At most :data:`GATE_ROUNDS` rounds (each run
+    judges on its own held-out rows, which need not agree); the version tag and run tags record
+    the final decision.
+    """
+    import mlflow
+
+    name, metric = params.model_name, params.primary_metric
+    current, reason = None, ""
+    for _ in range(GATE_ROUNDS):
+        current = registry.alias_version(name, registry.CHAMPION)
+        if current == version:
+            break
+        better, reason = _judge(params, current, result)
+        if not better:
+            break
+        if registry.alias_version(name, registry.CHAMPION) != current:
+            continue  # moved while this run was comparing: judge the new champion
+        registry.set_alias(name, registry.CHAMPION, version)
+        time.sleep(ALIAS_SETTLE_SECONDS)
     else:
-        champion_score = _champion_score(params.model_name, champion, result.test, metric)
-        mlflow.log_metric(f"champion_{metric}", champion_score)
-        promoted = evaluation.is_better(metric, challenger_score, champion_score)
-        verdict = "beats" if promoted else "does not beat"
-        reason = f"challenger {metric} {challenger_score:.4f} {verdict} champion v{champion} {champion_score:.4f}"
-    mlflow.log_metric(f"challenger_{metric}", challenger_score)
-    if promoted:
-        registry.set_alias(params.model_name, registry.CHAMPION, version)
-        champion = version
+        current = registry.alias_version(name, registry.CHAMPION)
+        reason = f"{reason}; stopped after {GATE_ROUNDS} rounds of concurrent promotions"
+        log.warning("model %s v%s: %s", name, version, reason)
+    promoted, champion = current == version, current or ""
+    mlflow.log_metric(f"challenger_{metric}", result.metrics[metric])
     mlflow.set_tags({"champion_decision": "promoted" if promoted else "kept", "champion_reason": reason})
-    registry.version_tags(params.model_name, version, {metric: challenger_score, "promoted": promoted})
-    log.info("model %s v%s: %s", params.model_name, version, reason)
+    registry.version_tags(name, version, {metric: result.metrics[metric], "promoted": promoted})
+    log.info("model %s v%s: %s; champion: v%s", name, version, reason, champion)
     return promoted, champion
 
 

@@ -44,6 +44,8 @@ CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
+#: Error codes with which registries answer a missing model or alias (SQL store, REST, Unity Catalog).
+_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 
 
 def configure_mlflow(home: Path) -> str:
@@ -129,13 +131,19 @@ def _client() -> MlflowClient:
 
 
 def alias_version(name: str, alias: str) -> str | None:
-    """The version ``alias`` points at, or ``None`` when the model or alias does not exist."""
+    """The version ``alias`` points at, or ``None`` when the model or alias does not exist.
+
+    Only a "not found" answer means ``None``: a registry that cannot be read (a locked SQLite store,
+    a network error) raises, or the champion gate would take it for "no champion" and promote.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return str(_client().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as e:
+        if e.error_code in _NOT_FOUND:
+            return None
+        raise
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
