@@ -376,7 +376,12 @@ class Telemetry:
         if self._sdk is not None:
             self._sdk.log_handler.addFilter(context)
             handlers.insert(0, self._sdk.log_handler)
-        self._logging_state = (logger, logger.level, logger.propagate, handlers)
+        with _SHARED_LOGGERS_LOCK:
+            # Two sessions of one component may overlap in a process: the logger's own settings are
+            # saved by the first and restored by the last, whatever order they close in.
+            users, saved = _SHARED_LOGGERS.get(logger.name, (0, (logger.level, logger.propagate)))
+            _SHARED_LOGGERS[logger.name] = (users + 1, saved)
+        self._logging_state = (logger, saved[0], saved[1], handlers)
         for handler in handlers:
             logger.addHandler(handler)
         if self._sdk is not None and (logger.level == logging.NOTSET or logger.level > logging.INFO):
@@ -393,8 +398,13 @@ class Telemetry:
                 logger, level, propagate, handlers = self._logging_state
                 for handler in handlers:
                     logger.removeHandler(handler)
-                logger.setLevel(level)
-                logger.propagate = propagate
+                with _SHARED_LOGGERS_LOCK:
+                    users, saved = _SHARED_LOGGERS.pop(logger.name, (1, (level, propagate)))
+                    if users > 1:
+                        _SHARED_LOGGERS[logger.name] = (users - 1, saved)
+                    else:
+                        logger.setLevel(level)
+                        logger.propagate = propagate
             with self._lock:
                 self._sent_errors.clear()
         if self._sdk is not None:
@@ -415,6 +425,11 @@ class Telemetry:
                 "the job itself is not affected",
                 self.component, lost, handed, self._endpoint, cause,
             )
+
+
+#: Loggers in use by open sessions: ``name -> (sessions, (level, propagate) before the first)``.
+_SHARED_LOGGERS: dict[str, tuple[int, tuple[int, bool]]] = {}
+_SHARED_LOGGERS_LOCK = threading.Lock()
 
 
 def _new_span_id() -> str:

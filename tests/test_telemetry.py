@@ -268,6 +268,20 @@ def test_a_slow_endpoint_costs_at_most_the_flush_timeout(caplog: pytest.LogCaptu
     assert _sdk_warnings(caplog) == []
 
 
+def test_overlapping_sessions_of_one_component_leave_its_logger_as_they_found_it(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    logger = logging.getLogger(telemetry.COMPONENT_TRAIN)
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    first = telemetry.start(telemetry.COMPONENT_TRAIN, connection_string=None)
+    second = telemetry.start(telemetry.COMPONENT_TRAIN, connection_string=None)
+    first.close()  # closed out of order: the second is still running
+    second.logger().info("second still logs")
+    second.close()
+    logger.info("after both")
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before
+    assert {"second still logs", "after both"} <= {r.getMessage() for r in caplog.records}
+
+
 QUICK_RECORDS = 20_000
 
 
