@@ -30,13 +30,13 @@ def table(results: dict[str, Any]) -> str:
     rows = {}
     for s in results["series"]:
         rows.setdefault(s["n"], {})[s["name"]] = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
-    head = "| rows | " + " | ".join(f"{n} s" for n in names) + " | scoring / io_floor | pandas / scoring | spark_udf / scoring | jobs per scoring run |"
-    lines = [head, "|" + "---|" * (len(names) + 5)]
+    head = "| rows | " + " | ".join(f"{n} s" for n in names) + " | scoring / io_floor | pandas / scoring | spark_udf / scoring | Spark jobs per scoring run | per training run |"
+    lines = [head, "|" + "---|" * (len(names) + 6)]
     for n in sorted(rows):
         r = results["ratios"][str(n)]
         ratios = [f"{r[k]:.2f}" if k in r else "—" for k in ("scoring/io_floor", "pandas/scoring", "spark_udf/scoring")]
         cells = [rows[n].get(name, "—") for name in names]
-        lines.append(f"| {n:,} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {results['jobs_per_scoring_run'][str(n)]} |")
+        lines.append(f"| {n:,} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {results['jobs_per_scoring_run'][str(n)]} | {results['jobs_per_training_run'][str(n)]} |")
     return "\n".join(lines)
 
 
@@ -62,10 +62,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def write(results: dict[str, Any], command: str, out: Path) -> str:
-    """Write results.json, time_vs_rows.png and BENCHMARKS.md; return the table."""
+    """Write ``out/results.json``, ``benchmarks/time_vs_rows.png`` and ``BENCHMARKS.md``; return the table."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(results, out / "time_vs_rows.png")
+    plot(results, ROOT / "benchmarks" / "time_vs_rows.png")
     text = table(results)
     memory = "\n".join(
         f"| {int(n):,} | {m['driver_python'] / 2**20:.0f} MiB | {m['jvm'] / 2**20:.0f} MiB |"
@@ -84,9 +84,15 @@ def write(results: dict[str, Any], command: str, out: Path) -> str:
         f"{text}\n\n"
         "Peak resident memory while measuring each N:\n\n| rows | driver (Python) | Spark JVM |\n|---|---|---|\n"
         f"{memory}\n\n"
-        f"Cold start, train + score on the 442-row sample in a fresh process: {cold['wall']:.1f} s wall "
-        f"(session start {cold['session_start']:.1f} s, training {cold['train']:.1f} s, scoring {cold['score']:.1f} s).\n\n"
-        "Plot: `benchmarks/out/time_vs_rows.png`; raw numbers: `benchmarks/out/results.json`.\n\n"
+        "Cold start, train + score on the 442-row sample in a fresh process (Python imports, Spark session "
+        "start with the jars already cached, the first jobs of a cold JVM):\n\n"
+        "| workspace | wall | session start | training | scoring |\n|---|---|---|---|---|\n"
+        + "".join(
+            f"| {name.replace('_', ' ')} | {c['wall']:.1f} s | {c['session_start']:.1f} s | {c['train']:.1f} s | {c['score']:.1f} s |\n"
+            for name, c in cold.items()
+        )
+        + "\nPlot: `benchmarks/time_vs_rows.png`; raw numbers: `benchmarks/out/results.json`.\n\n"
+        "![time vs rows](benchmarks/time_vs_rows.png)\n\n"
         f"{ANALYSIS_MARKER}{analysis}"
     )
     return text
