@@ -18,6 +18,7 @@ from typing import Any
 from diabetes_spark import jobs, storage
 from diabetes_spark.params import IngestParams, ScoreParams, TrainParams
 from diabetes_spark.platform import get_spark
+from tests.standalone import SHORT_LIVED_JVM
 
 #: The two scoring paths: a linear model scored as one Column expression from its metadata, and a
 #: tree model loaded from MLflow and scored with ``PipelineModel.transform`` (a few small trees).
@@ -36,6 +37,8 @@ SMALL_CONF = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.driver.memory": "1g",
     "spark.executor.memory": "1g",
+    "spark.driver.extraJavaOptions": SHORT_LIVED_JVM,
+    "spark.executor.extraJavaOptions": SHORT_LIVED_JVM,
 }
 
 

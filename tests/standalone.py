@@ -20,7 +20,12 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-__all__ = ["StandaloneCluster", "free_port", "spark_home", "cluster_env"]
+__all__ = ["StandaloneCluster", "free_port", "spark_home", "cluster_env", "SHORT_LIVED_JVM"]
+
+
+#: JVM options for short runs on few cores: the C1 compiler only and the serial collector. A fresh
+#: JVM otherwise spends much of a short test compiling with C2 and running parallel GC threads.
+SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def free_port() -> int:
@@ -51,6 +56,7 @@ def cluster_env() -> dict[str, str]:
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_DAEMON_MEMORY": "256m",
+        "SPARK_DAEMON_JAVA_OPTS": SHORT_LIVED_JVM,
         # The master's REST submission server would take the fixed port 6066: not needed here.
         "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
     }
