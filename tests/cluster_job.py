@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,11 @@ def main(spec_file: str) -> None:
     try:
         # As the notebooks do it: the key read from a secret scope, set in the session at run time.
         storage.configure_adls(spark, spec["runtime_account"], secrets["runtime_key"])
+        began = time.monotonic()
         summary = run_pipeline(spark, out, home=out / "mlflow")
         result = {
             "summary": summary,
+            "pipeline_seconds": time.monotonic() - began,
             "application_id": spark.sparkContext.applicationId,
             "master": spark.sparkContext.master,
             "ui_environment": _ui_environment(spark),

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-__all__ = ["StandaloneCluster", "free_port", "spark_home", "cluster_env", "SHORT_LIVED_JVM"]
+__all__ = ["StandaloneCluster", "free_port", "spark_home", "cluster_env", "signal_group", "SHORT_LIVED_JVM"]
 
 
 #: JVM options for short runs on few cores: the C1 compiler only and the serial collector. A fresh
@@ -157,14 +157,14 @@ class StandaloneCluster:
     def stop(self, grace: float = 10.0) -> None:
         """Stop every daemon and its executors: SIGTERM to each process group, SIGKILL after ``grace``."""
         for process in reversed(self.processes):
-            _signal_group(process, signal.SIGTERM)
+            signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in self.processes:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-            _signal_group(process, signal.SIGKILL)  # also executors a terminated worker left behind
+            signal_group(process, signal.SIGKILL)  # also executors a terminated worker left behind
             process.wait()
         for log in self._logs:
             log.close()
@@ -178,8 +178,9 @@ class StandaloneCluster:
         self.stop()
 
 
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    """Signal the process group this class created for ``process`` (gone already: nothing to do)."""
+def signal_group(process: subprocess.Popen, sig: int) -> None:
+    """Signal the process group of ``process``, started with ``start_new_session=True`` so that it
+    leads its own group (a group already gone: nothing to do)."""
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
