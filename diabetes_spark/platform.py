@@ -40,9 +40,20 @@ ENV_MASTER = "DIABETES_SPARK_MASTER"
 #: SQLite store and artifacts live there, and the demo's tables.
 ENV_HOME = "DIABETES_SPARK_HOME"
 
-#: Spark's default redaction pattern, extended so ADLS account keys (``fs.azure.account.key.*``)
-#: and SAS tokens never show in the UI, event logs or ``spark.conf`` dumps.
-REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|account[.]key|sas|connection[.]?string"
+#: Spark's default redaction pattern, extended so Azure storage secrets never show in the UI, the
+#: event log (History Server) or ``spark.conf`` dumps. Spark hides a setting's value when the pattern
+#: matches its key *or* its value, so both sides are covered. Keys: the ADLS account key
+#: ``fs.azure.account.key.<account>.dfs.core.windows.net`` (also as ``spark.hadoop.fs.azure...``),
+#: ``fs.azure.sas.*``, and the Azure CLI's ``AZURE_STORAGE_KEY``, ``..._SAS_TOKEN`` and
+#: ``..._CONNECTION_STRING`` handed to executors as ``spark.executorEnv.*`` (words joined by ``_``,
+#: ``.`` or ``-``). Values, under any key: a connection string's ``AccountKey=``,
+#: ``SharedAccessKey=`` or ``InstrumentationKey=``, a SAS token's signature ``sig=``. A bare ``sas``
+#: would also hide harmless settings (``...retries.on.sasl``) and any value with those letters, so
+#: SAS settings are matched by their shapes.
+REDACTION_REGEX = (
+    r"(?i)secret|password|token|access[._-]?key|account[._-]?key|storage[._-]?key|instrumentation[._-]?key"
+    r"|[.]sas[.]|sas[._-]?(key|token)|sig=|connection[._-]?string"
+)
 
 LOCAL_SPARK_CONF: Mapping[str, str] = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
