@@ -100,7 +100,12 @@ def adls_conf_key(account: str) -> str:
 
 
 def configure_adls(spark: SparkSession, account: str, key: str) -> None:
-    """Put an ADLS Gen2 shared access key into the session's conf (no mounts: they are legacy)."""
+    """Put an ADLS Gen2 shared access key into the session's conf (no mounts: they are legacy).
+
+    The key is set without the ``spark.hadoop.`` prefix on purpose: Spark copies run-time settings
+    whose names start with ``spark`` into every job's properties, and the event log records those
+    unredacted unless they were in the configuration at start-up.
+    """
     if not key:
         raise InputError(f"empty access key for storage account {account!r}")
     spark.conf.set(adls_conf_key(account), key)
