@@ -116,7 +116,10 @@ def configure_adls(spark: SparkSession, account: str, key: str) -> None:
     """Put an ADLS Gen2 shared access key into the session's conf (no mounts: they are legacy).
 
     The key is registered with :func:`platform.hide_in_logs` first, so a DEBUG log of the py4j
-    call that carries it shows ``[REDACTED]``.
+    call that carries it shows ``[REDACTED]``. It is set without the ``spark.hadoop.`` prefix on
+    purpose: Spark copies run-time settings whose names start with ``spark`` into every job's
+    properties, and the event log records those unredacted unless they were in the configuration
+    at start-up.
     """
     from diabetes_spark.platform import hide_in_logs
 

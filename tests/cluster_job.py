@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from conftest import TEST_SPARK_CONF
 from diabetes_spark import jobs, storage
 from diabetes_spark.params import IngestParams, ScoreParams, TrainParams
 from diabetes_spark.platform import get_spark
@@ -31,11 +32,9 @@ EXPERIMENT = "cluster-run"
 MODEL_PREFIX = "cluster_check"
 BATCH_ID = "cluster-batch"
 
-#: The suite's small settings (see conftest.py), so local and cluster runs partition alike.
-SMALL_CONF = {
-    "spark.sql.shuffle.partitions": "2",
-    "spark.default.parallelism": "2",
-    "spark.databricks.delta.snapshotPartitions": "2",
+#: The suite's settings (so local and cluster runs partition alike), with small driver and executors.
+CLUSTER_CONF = {
+    **TEST_SPARK_CONF,
     "spark.driver.memory": "1g",
     "spark.executor.memory": "1g",
     "spark.driver.extraJavaOptions": SHORT_LIVED_JVM,
@@ -82,7 +81,7 @@ def main(spec_file: str) -> None:
     secrets = spec["secrets"]
     account = spec["account"]
     conf = {
-        **SMALL_CONF,
+        **CLUSTER_CONF,
         "spark.ui.enabled": "true",
         "spark.ui.port": str(spec["ui_port"]),
         "spark.driver.host": "127.0.0.1",
@@ -93,7 +92,7 @@ def main(spec_file: str) -> None:
         "spark.eventLog.compress": "false",
         # Secrets as a cluster would carry them: the account key and a SAS token as Hadoop settings,
         # a storage connection string and a SAS URL handed to the executors' environment.
-        f"spark.hadoop.fs.azure.account.key.{account}.dfs.core.windows.net": secrets["account_key"],
+        f"spark.hadoop.{storage.adls_conf_key(account)}": secrets["account_key"],
         f"spark.hadoop.fs.azure.sas.fixed.token.{account}.dfs.core.windows.net": secrets["sas_token"],
         "spark.executorEnv.AZURE_STORAGE_CONNECTION_STRING": secrets["connection_string"],
         "spark.executorEnv.SCORING_INPUT_URL": secrets["sas_url"],
