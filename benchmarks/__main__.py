@@ -18,9 +18,16 @@ def main() -> int:
     parser.add_argument("--udf-max", type=int, default=1_000_000, help="largest N for mlflow.pyfunc.spark_udf")
     args = parser.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",")]
-    results = run.run(sizes, reps=args.reps, train_reps=args.train_reps, pandas_max=args.pandas_max, udf_max=args.udf_max)
-    command = "python -m benchmarks " + " ".join(sys.argv[1:])
-    print(report.write(results, command.strip(), run.OUT))
+    command = ("python -m benchmarks " + " ".join(sys.argv[1:])).strip()
+    results = run.run(
+        sizes,
+        reps=args.reps,
+        train_reps=args.train_reps,
+        pandas_max=args.pandas_max,
+        udf_max=args.udf_max,
+        on_size=lambda partial: report.write(partial, command, run.OUT),
+    )
+    print(report.write(results, command, run.OUT))
     print(json.dumps({"ratios": results["ratios"], "cold_start_seconds": results["cold_start_seconds"]}))
     return 0
 

@@ -170,8 +170,18 @@ def cold_starts(home: Path) -> dict[str, dict[str, float]]:
     return {"new_workspace": cold_start(home), "existing_workspace": cold_start(home)}
 
 
-def run(sizes: list[int], *, reps: int, train_reps: int, pandas_max: int, udf_max: int, out: Path = OUT) -> dict[str, Any]:
-    """All measurements for every N; returns the results (also written as JSON by the caller)."""
+def run(
+    sizes: list[int],
+    *,
+    reps: int,
+    train_reps: int,
+    pandas_max: int,
+    udf_max: int,
+    out: Path = OUT,
+    on_size: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """All measurements for every N; returns the results. ``on_size`` gets the results so far after
+    each N (the caller writes them), so an interrupted run still reports the sizes it finished."""
     import shutil
 
     from diabetes_spark.platform import get_spark
@@ -186,6 +196,7 @@ def run(sizes: list[int], *, reps: int, train_reps: int, pandas_max: int, udf_ma
     jobs_per_scoring: dict[int, int] = {}
     jobs_per_training: dict[int, int] = {}
     peaks: dict[str, dict[str, int]] = {}
+    results: dict[str, Any] = {}
     for n in sizes:
         with PeakMemory() as memory:
             paths = generate(spark, n, out / "data")
@@ -222,6 +233,23 @@ def run(sizes: list[int], *, reps: int, train_reps: int, pandas_max: int, udf_ma
                 series.append(udf)
             print(f"n={n:,}: " + ", ".join(f"{s.name} {s.median:.2f}s" for s in series if s.n == n), flush=True)
         peaks[str(n)] = {"driver_python": memory.driver, "jvm": memory.jvm}
+        done = [m for m in sizes if str(m) in peaks]
+        results = _results(series, done, jobs_per_scoring, jobs_per_training, peaks, cold, reps, train_reps)
+        if on_size is not None:
+            on_size(results)  # a long run keeps what it measured so far
+    return results
+
+
+def _results(
+    series: list[Series],
+    sizes: list[int],
+    jobs_per_scoring: dict[int, int],
+    jobs_per_training: dict[int, int],
+    peaks: dict[str, dict[str, int]],
+    cold: dict[str, dict[str, float]],
+    reps: int,
+    train_reps: int,
+) -> dict[str, Any]:
     by = {(s.name, s.n): s.median for s in series}
     ratios = {}
     for n in sizes:
