@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
 from diabetes_spark import cli, jobs, registry, schemas, scoring, storage
-from diabetes_spark.errors import RegistryError, SchemaError
+from diabetes_spark.errors import RegistryError, RejectThresholdError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
 
 MODEL = "score_model"
@@ -187,6 +187,19 @@ def test_missing_column_fails_and_writes_nothing(spark, mlflow_home: Path, train
     with pytest.raises(SchemaError, match=r"missing required column\(s\) \['BMI'"):
         _score(spark, mlflow_home, input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
+
+
+def test_reject_threshold_fails_before_writing_with_counts_and_reasons(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
+    header = "AGE,SEX,BMI,BP,S1,S2,S3,S4,S5,S6"
+    good = "59,F,32.1,101,157,93.2,38,4,4.8598,87"
+    rows = [good] * 7 + ["old,F,32.1,101,157,93.2,38,4,4.8598,87"] * 3  # 30% rejected, above the 20% default
+    (tmp_path / "in.csv").write_text("\n".join([header, *rows]) + "\n")
+    message = r"3 of 10 rows \(30.0%\) .* above max_reject_fraction=0.2; nothing was written. Top reasons: \"AGE: cannot parse 'old' as double\" x3"
+    with pytest.raises(RejectThresholdError, match=message):
+        _score(spark, mlflow_home, input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"), batch_id="too-bad")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o_rejects").exists()
+    summary = _score(spark, mlflow_home, input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"), max_reject_fraction=0.5)
+    assert (summary["rows_scored"], summary["rows_rejected"]) == (7, 3)
 
 
 def test_missing_model_version_or_alias_names_what_exists(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
