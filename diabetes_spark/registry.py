@@ -57,14 +57,23 @@ def configure_mlflow(home: Path) -> str:
     """
     import mlflow
 
-    if os.environ.get(ENV_TRACKING_URI) or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+    given = os.environ.get(ENV_TRACKING_URI)
+    # MLflow's set_tracking_uri also exports the URI to the environment (for subprocesses): a URI we
+    # set for an earlier home is ours, not the user's, and must not pin every later home to it.
+    if (given and given not in _OWN_URIS) or "DATABRICKS_RUNTIME_VERSION" in os.environ:
         return mlflow.get_tracking_uri()
     home.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    _OWN_URIS.add(uri)
     mlflow.set_tracking_uri(uri)
-    if not os.environ.get(ENV_REGISTRY_URI):
+    registry_given = os.environ.get(ENV_REGISTRY_URI)
+    if not registry_given or registry_given in _OWN_URIS:
         mlflow.set_registry_uri(uri)
     return uri
+
+
+#: SQLite URIs :func:`configure_mlflow` set itself in this process.
+_OWN_URIS: set[str] = set()
 
 
 def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:
