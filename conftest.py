@@ -84,3 +84,14 @@ def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop(name, None)
     configure_mlflow(home)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_points_at_the_session_home(request: pytest.FixtureRequest) -> None:
+    """Each test using ``mlflow_home`` starts with MLflow pointed at it: a test that ran a job with
+    another home (the demo, the notebooks) moves MLflow's process-wide URI, and must not move the next
+    test's."""
+    if "mlflow_home" in request.fixturenames:
+        from diabetes_spark.registry import configure_mlflow
+
+        configure_mlflow(request.getfixturevalue("mlflow_home"))

@@ -168,7 +168,10 @@ def test_monitoring_is_logged_and_drift_flags_a_shift(spark, mlflow_home: Path, 
     assert run.data.metrics["psi_BMI"] == pytest.approx(moved["drift"]["BMI"])
 
 
-def test_cli_score_prints_the_contract_and_default_batch_id_is_stable(spark, mlflow_home: Path, trained, tmp_path: Path, capsys) -> None:
+def test_cli_score_prints_the_contract_and_default_batch_id_is_stable(
+    spark, mlflow_home: Path, trained, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIABETES_SPARK_HOME", str(mlflow_home))
     source = tmp_path / "batch.csv"
     source.write_text(Path(storage.resolve("sample:scoring_batch.csv").location).read_text())
     args = ["score", "--input", str(source), "--output", str(tmp_path / "p"), "--model-name", MODEL, "--experiment", "scoring-tests", "--json"]

@@ -22,7 +22,10 @@ def _runs(experiment: str) -> list:
     return [] if exp is None else MlflowClient().search_runs([exp.experiment_id])
 
 
-def test_train_registers_logs_and_promotes_only_when_better(spark, mlflow_home: Path, capsys) -> None:
+def test_train_registers_logs_and_promotes_only_when_better(
+    spark, mlflow_home: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIABETES_SPARK_HOME", str(mlflow_home))
     name, experiment = "gate_model", "train-job"
     bad = TrainParams(training_data="sample:diabetes.csv", experiment=experiment, model_name=name, reg_param=1e4)
     first = jobs.run_training(spark, bad, home=mlflow_home)
