@@ -406,6 +406,7 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
     tel.set_dimensions(mlflow_experiment_id=experiment_id)
     with tel.span("read", source=str(source)):
         raw = storage.read_table(spark, source)
+        scoring.check_input_columns(raw.columns)
         batch_id = params.batch_id or default_batch_id(spark, source, raw)
     tel.set_dimensions(batch_id=batch_id)
 
@@ -422,7 +423,8 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
             mlflow.set_tag("scoring_path", "column_expression" if compiled is not None else "pipeline_transform")
         with tel.span("validate"):
             annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
-        scored = scoring.predict(annotated, model, compiled=compiled).persist(StorageLevel.MEMORY_AND_DISK)
+        scored = scoring.reject_non_finite(scoring.predict(annotated, model, compiled=compiled))
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             # One pass scores, validates and counts (Spark is lazy): rejects are known here.
             with tel.span("score") as log:

@@ -8,7 +8,11 @@ Validation rules, the same for ingest, training and scoring:
 * a value that cannot be parsed as its column's type, or is not a finite number, rejects the row;
 * a null label (``Y`` for training) rejects the row;
 * a malformed CSV line (wrong number of fields) rejects the row;
-* columns outside the schema pass through untouched.
+* a value of a type that is neither text nor a number (boolean, date, timestamp, binary, array...)
+  in a numeric column rejects the row;
+* columns outside the schema pass through untouched;
+* an input whose column names are empty, repeated (case-insensitively) or reserved is a
+  :class:`SchemaError`.
 
 Each rejected row carries every reason that applies, joined by ``"; "``.
 """
@@ -43,6 +47,8 @@ __all__ = [
     "top_reasons",
     "REASON",
     "RECORD",
+    "column",
+    "check_column_names",
 ]
 
 SCHEMA_NAMES = ("training_raw", "scoring_input", "predictions", "rejects")
@@ -53,7 +59,47 @@ CATEGORICAL = ("SEX",)
 #: Marker columns added by :func:`annotate`.
 REASON = "_reject_reason"
 RECORD = "_reject_record"
+#: Names of the columns :func:`annotate` adds: an input column of the same name would be ambiguous.
+RESERVED = (REASON, RECORD)
 _MAX_VALUE_CHARS = 40
+
+
+def column(name: str) -> Column:
+    """The column named exactly ``name``. ``F.col`` parses its argument (``a.b`` is field ``b`` of
+    ``a``, back-quotes quote), so an input column named ``a.b`` or ``x`y`` needs quoting to be found."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _name_key(name: str) -> str:
+    """``name`` as Spark compares column names by default: case-insensitively (``ς`` and ``σ`` too)."""
+    return name.upper().lower()
+
+
+def check_column_names(names: Sequence[str], where: str, *, reserved: Sequence[str] = ()) -> None:
+    """Fail on column names Spark would rename, refuse or resolve ambiguously, before it does so
+    half-way through a job: empty names, names repeated (case-insensitively), reserved names
+    (:data:`RESERVED` and ``reserved``).
+
+    Raises:
+        SchemaError: Naming every offending column, where it was found, and what to do.
+    """
+    keys = [_name_key(n) for n in names]
+    taken = {_name_key(n) for n in (*RESERVED, *reserved)}
+    problems = []
+    unnamed = [i + 1 for i, n in enumerate(names) if not n]
+    if unnamed:
+        problems.append(f"column(s) {unnamed} (counting from 1) have no name")
+    repeated = sorted({n for n, k in zip(names, keys) if keys.count(k) > 1})
+    if repeated:
+        problems.append(f"column name(s) {repeated} appear more than once (names match case-insensitively)")
+    clashing = sorted({n for n, k in zip(names, keys) if k in taken})
+    if clashing:
+        problems.append(f"column name(s) {clashing} are reserved for the validation's own columns")
+    if problems:
+        raise SchemaError(
+            f"{where}: {'; '.join(problems)}. Give every column its own name (rename or drop the others); "
+            f"columns: {list(names)}"
+        )
 
 
 def _schema_text(name: str) -> str:
@@ -105,7 +151,7 @@ def align_columns(df: DataFrame, schema: StructType) -> DataFrame:
 
 def _parse(name: str, source: DataType, target: DataType) -> tuple[Column, Column]:
     """(typed value, reason or null) for one column; empty text becomes null, not a reject."""
-    col = F.col(name)
+    col = column(name)
     type_name = target.simpleString()
     if isinstance(source, StringType):
         text = F.trim(col)
@@ -122,10 +168,9 @@ def _parse(name: str, source: DataType, target: DataType) -> tuple[Column, Colum
         value = col.cast(target)
         reason = F.lit(None).cast("string")
     else:
-        value = col.try_cast(target)
-        reason = F.when(
-            col.isNotNull() & value.isNull(), F.lit(f"{name}: {source.simpleString()} value is not a {type_name}")
-        )
+        # A boolean, date, timestamp, binary or array is no measurement, whatever a cast makes of it.
+        value = F.lit(None).cast(target)
+        reason = F.when(col.isNotNull(), F.lit(f"{name}: {source.simpleString()} value is not a {type_name}"))
     if isinstance(target, NumericType):
         not_finite = F.isnan(value) | value.isin(float("inf"), float("-inf"))
         reason = F.coalesce(reason, F.when(not_finite, F.lit(f"{name}: not a finite number")))
@@ -146,9 +191,16 @@ def annotate(df: DataFrame, schema: StructType, *, required: Sequence[str] = ())
         only for rejected rows so valid rows cost nothing).
 
     Raises:
-        SchemaError: A schema column is missing from ``df``.
+        SchemaError: A schema column is missing from ``df``; a column name is empty, repeated or
+            reserved (see :func:`check_column_names`); ``_corrupt_record`` is not text.
     """
+    check_column_names(df.columns, "input columns")
     has_corrupt = CORRUPT_RECORD in df.columns
+    if has_corrupt and not isinstance(df.schema[CORRUPT_RECORD].dataType, StringType):
+        raise SchemaError(
+            f"input column {CORRUPT_RECORD!r} is {df.schema[CORRUPT_RECORD].dataType.simpleString()}: the name is "
+            "reserved for the text of malformed CSV lines; rename the column"
+        )
     data = align_columns(df, schema)
     input_types = {f.name: f.dataType for f in data.schema.fields}
     extras = [c for c in data.columns if c not in schema.fieldNames() and c != CORRUPT_RECORD]
@@ -169,13 +221,13 @@ def annotate(df: DataFrame, schema: StructType, *, required: Sequence[str] = ())
     joined = F.concat_ws("; ", *reasons)
     reason = F.when(joined != "", joined)
     record = F.to_json(
-        F.struct(*[F.col(c) for c in data.columns if c != CORRUPT_RECORD]), {"ignoreNullFields": "false"}
+        F.struct(*[column(c) for c in data.columns if c != CORRUPT_RECORD]), {"ignoreNullFields": "false"}
     )
     if has_corrupt:
         record = F.coalesce(F.col(CORRUPT_RECORD), record)
     return data.select(
         *typed,
-        *[F.col(c) for c in extras],
+        *[column(c) for c in extras],
         reason.alias(REASON),
         F.when(reason.isNotNull(), record).alias(RECORD),
     )

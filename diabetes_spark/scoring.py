@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from diabetes_spark.schemas import CATEGORICAL, load_schema, numeric_feature_names
+from diabetes_spark.errors import SchemaError
+from diabetes_spark.schemas import CATEGORICAL, REASON, RECORD, column, load_schema, numeric_feature_names
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -32,6 +34,8 @@ __all__ = [
     "with_lineage",
     "category_labels",
     "unseen_category",
+    "check_input_columns",
+    "reject_non_finite",
 ]
 
 PREDICTION = "prediction"
@@ -132,7 +136,28 @@ def predict(df: DataFrame, model: PipelineModel | None, *, compiled: Column | No
         return df.withColumn(PREDICTION, compiled)
     if model is None:
         raise ValueError("predict needs a model or a compiled expression")
-    return model.transform(df).select(*[F.col(c) for c in df.columns], F.col(PREDICTION))
+    return model.transform(df).select(*[column(c) for c in df.columns], F.col(PREDICTION))
+
+
+def reject_non_finite(scored: DataFrame) -> DataFrame:
+    """Reject the rows of a scored :func:`~diabetes_spark.schemas.annotate` result whose prediction
+    is not a finite number, so no Infinity or NaN is ever written as a prediction.
+
+    Every input value may be finite and still overflow the model's arithmetic (``BMI`` 1e308 times
+    its weight is Infinity; Infinity minus Infinity is NaN). Such a row gets the reason
+    ``prediction: not a finite number`` and its parsed values as its record, like any other reject.
+    """
+    prediction = F.col(PREDICTION)
+    overflow = prediction.isNull() | F.isnan(prediction) | prediction.isin(float("inf"), float("-inf"))
+    inputs = [column(c) for c in scored.columns if c not in (PREDICTION, REASON, RECORD)]
+    record = F.to_json(F.struct(*inputs), {"ignoreNullFields": "false"})
+    reason = F.when(overflow, F.concat_ws("; ", F.col(REASON), F.lit("prediction: not a finite number (input values too large)")))
+    return scored.withColumns(
+        {
+            REASON: F.coalesce(reason, F.col(REASON)),
+            RECORD: F.when(overflow & F.col(RECORD).isNull(), record).otherwise(F.col(RECORD)),
+        }
+    )
 
 
 def with_lineage(scored: DataFrame, lineage: Lineage) -> DataFrame:
@@ -146,7 +171,7 @@ def with_lineage(scored: DataFrame, lineage: Lineage) -> DataFrame:
         "mlflow_run_id": F.lit(lineage.mlflow_run_id),
     }
     columns = [literals[f.name].alias(f.name) if f.name in literals else F.col(f.name) for f in schema.fields]
-    extras = [F.col(c) for c in scored.columns if c not in schema.fieldNames()]
+    extras = [column(c) for c in scored.columns if c not in schema.fieldNames()]
     return scored.select(*columns, *extras)
 
 
@@ -164,3 +189,19 @@ def unseen_category(labels: list[str]) -> Column:
     """True where ``SEX`` is not one of ``labels`` (null counts as unseen)."""
     (sex,) = CATEGORICAL
     return F.col(sex).isNull() | ~F.col(sex).isin(*labels)
+
+
+def check_input_columns(columns: Sequence[str]) -> None:
+    """Fail when an input column has the name of a column scoring adds (``prediction``, lineage):
+    the output would silently replace its values.
+
+    Raises:
+        SchemaError: Naming the clashing columns.
+    """
+    added = (PREDICTION, *LINEAGE_COLUMNS)
+    clashing = [c for c in columns if c.lower() in {a.lower() for a in added}]
+    if clashing:
+        raise SchemaError(
+            f"input column(s) {clashing} have the name of a column scoring adds ({', '.join(added)}): "
+            "their values would be replaced. Rename or drop them."
+        )

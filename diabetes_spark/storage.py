@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from diabetes_spark.data import SAMPLE_PREFIX, sample_path
-from diabetes_spark.errors import InputError, WriteConflictError
-from diabetes_spark.schemas import CORRUPT_RECORD
+from diabetes_spark.errors import InputError, SchemaError, WriteConflictError
+from diabetes_spark.schemas import CORRUPT_RECORD, check_column_names
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -139,8 +139,11 @@ def read_table(spark: SparkSession, ref: TableRef) -> DataFrame:
     column), so validation can reject unparseable values instead of Spark silently nulling them.
 
     Raises:
-        InputError: The file or table does not exist, is empty or has no header.
+        InputError: The file or table does not exist, is empty, has no header, or Spark cannot
+            read its schema (e.g. Parquet files whose columns contradict each other).
+        SchemaError: Column names are empty, repeated (case-insensitively) or reserved.
     """
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import AnalysisException
 
     try:
@@ -154,19 +157,56 @@ def read_table(spark: SparkSession, ref: TableRef) -> DataFrame:
     except AnalysisException as e:
         if _is_missing_path(e) or "TABLE_OR_VIEW_NOT_FOUND" in str(e):
             raise InputError(f"input {ref.location} does not exist (or is not a {ref.kind} table)") from e
+        if _error_condition(e) == "COLUMN_ALREADY_EXISTS":
+            raise SchemaError(
+                f"input {ref.location} has two columns of the same name (names match case-insensitively): "
+                f"{_one_line(e)} Rename or drop one of them."
+            ) from e
         raise
+    except Py4JJavaError as e:  # a Spark job reading the schema failed: the files are not readable as one table
+        raise InputError(f"cannot read the columns of {ref.kind} input {ref.location}: {_one_line(e)}") from e
+
+
+def _one_line(error: Exception) -> str:
+    """The gist of a Spark error: its message without the JVM stack trace, on one line."""
+    java = getattr(error, "java_exception", None)
+    text = str(java.getMessage()) if java is not None else str(error)
+    return " ".join(text.split("Driver stacktrace:")[0].split())[:1000]
+
+
+def _csv_reader(spark: SparkSession):  # noqa: ANN202 - DataFrameReader
+    """A CSV reader for RFC 4180 files, as Python's ``csv`` module and spreadsheets write them: a
+    quoted field may hold line breaks (one record over several lines) and ``""`` is a quote inside
+    a quoted field. Spark's defaults split such a record into malformed pieces and read ``""``
+    literally. (A multi-line file is read by one task: correctness before parallelism here.)"""
+    return spark.read.option("multiLine", True).option("escape", '"')
+
+
+def _csv_header(spark: SparkSession, path: str) -> list[str]:
+    """The header's column names exactly as written, checked before Spark uses them.
+
+    Raises:
+        InputError: The file is empty.
+        SchemaError: A name is empty, repeated (case-insensitively) or reserved; Spark would
+            otherwise rename it or fail half-way through reading.
+    """
+    first = _csv_reader(spark).option("header", False).csv(path).first()
+    if first is None:
+        raise InputError(f"CSV file {path} is empty: expected a header line and data rows")
+    names = ["" if value is None else value for value in first]
+    check_column_names(names, f"the header of CSV file {path}", reserved=(CORRUPT_RECORD,))
+    return names
 
 
 def _read_csv(spark: SparkSession, path: str) -> DataFrame:
     """Read a CSV with a header, all columns as strings, malformed lines kept in a corrupt column."""
     from pyspark.sql.types import StringType, StructField, StructType
 
-    header = spark.read.option("header", True).option("inferSchema", False).csv(path).columns
-    if not header:
-        raise InputError(f"CSV file {path} is empty: expected a header line and data rows")
+    header = _csv_header(spark, path)
     schema = StructType([StructField(c, StringType()) for c in header] + [StructField(CORRUPT_RECORD, StringType())])
     return (
-        spark.read.option("header", True)
+        _csv_reader(spark)
+        .option("header", True)
         .option("mode", "PERMISSIVE")
         .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
         .option("enforceSchema", False)
@@ -206,6 +246,21 @@ def table_exists(spark: SparkSession, ref: TableRef) -> bool:
         return DeltaTable.isDeltaTable(spark, ref.location)
     except Exception:  # an unreachable or nonexistent path is simply "not a table" here
         return False
+
+
+#: Delta's refusals of a frame's columns (Delta checks them before it commits anything): names it
+#: cannot store without column mapping, columns or types that do not match the existing table.
+_DELTA_COLUMN_ERRORS = (
+    "DELTA_INVALID_CHARACTERS_IN_COLUMN_NAME",
+    "DELTA_METADATA_MISMATCH",
+    "DELTA_FAILED_TO_MERGE_FIELDS",
+)
+
+
+def _error_condition(error: Exception) -> str:
+    """The error class of a Spark or Delta exception ('' when it has none)."""
+    condition = getattr(error, "getCondition", None) or getattr(error, "getErrorClass", None)
+    return (condition() if condition else None) or ""
 
 
 def _delta(spark: SparkSession, ref: TableRef):  # noqa: ANN202 - DeltaTable is imported lazily
@@ -261,11 +316,27 @@ def _backoff(attempt: int) -> float:
 
 
 def _save(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str) -> None:
+    """Write ``df`` into ``ref`` once; Delta refusing the columns is a :class:`SchemaError`.
+
+    Raises:
+        SchemaError: Delta refused the frame's column names or its schema (nothing was committed).
+    """
+    from pyspark.errors import AnalysisException
+
     writer = df.write.format("delta").mode(mode).options(**options)
-    if ref.kind == "table":
-        writer.saveAsTable(ref.location)
-    else:
-        writer.save(ref.location)
+    try:
+        if ref.kind == "table":
+            writer.saveAsTable(ref.location)
+        else:
+            writer.save(ref.location)
+    except AnalysisException as e:
+        if not _error_condition(e).startswith(_DELTA_COLUMN_ERRORS):
+            raise
+        raise SchemaError(
+            f"Delta table {ref.location} refused the columns to write: {_one_line(e)} "
+            "Rename the input's columns (Delta allows no ' ,;{}()=', tab or newline in a name unless the table "
+            "uses column mapping), or write to a table whose columns match."
+        ) from e
 
 
 def _save_retrying(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, tries: int) -> None:
@@ -327,6 +398,8 @@ def write_delta(
     Raises:
         InputError: ``ref`` is a CSV or Parquet file.
         WriteConflictError: Every attempt conflicted; nothing of this write was committed.
+        SchemaError: Delta refused the columns (invalid names, a mismatch with the table); nothing
+            was committed.
     """
     if ref.kind in ("csv", "parquet"):
         raise InputError(f"cannot write Delta to the {ref.kind} file {ref.location}; give a Delta path or table name")
