@@ -29,6 +29,7 @@ __all__ = [
     "LocalDbutils",
     "NotebookExit",
     "LOCAL_SPARK_CONF",
+    "CODEGEN_SPARK_CONF",
     "REDACTION_REGEX",
 ]
 
@@ -55,6 +56,9 @@ REDACTION_REGEX = (
     r"|[.]sas[.]|sas[._-]?(key|token)|sig=|connection[._-]?string"
 )
 
+#: Settings the jobs need on any cluster (also in the job clusters' ``spark_conf``, ``resources/``).
+CODEGEN_SPARK_CONF: Mapping[str, str] = {"spark.sql.codegen.hugeMethodLimit": "8000"}
+
 LOCAL_SPARK_CONF: Mapping[str, str] = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -66,6 +70,10 @@ LOCAL_SPARK_CONF: Mapping[str, str] = {
     "spark.redaction.regex": REDACTION_REGEX,
     # Delta rebuilds table state with 50 tasks by default: on a few local cores that dominates small writes.
     "spark.databricks.delta.snapshotPartitions": str(max(2, os.cpu_count() or 2)),
+    # Validation and scoring make one wide expression per row; whole-stage codegen turns it into a Java
+    # method HotSpot will not JIT past 8000 bytes of bytecode, and the stage then runs interpreted (4-5x
+    # slower). At Spark's recommended HotSpot limit such a stage falls back to split, compiled code.
+    **CODEGEN_SPARK_CONF,
 }
 
 

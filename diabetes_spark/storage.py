@@ -38,6 +38,7 @@ __all__ = [
     "write_delta",
     "delta_version",
     "table_exists",
+    "holds_rows",
     "input_fingerprint",
     "WRITE_ATTEMPTS",
 ]
@@ -134,9 +135,12 @@ def _is_missing_path(error: Exception) -> bool:
     return "PATH_NOT_FOUND" in text or "Path does not exist" in text or "is not a Delta table" in text
 
 
-def read_table(spark: SparkSession, ref: TableRef) -> DataFrame:
+def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> DataFrame:
     """Read a table reference. CSV is read with every column as a string (plus the malformed-line
     column), so validation can reject unparseable values instead of Spark silently nulling them.
+
+    ``pinned`` reads a Delta table at its current version, so every pass over the frame sees the
+    same rows even while other jobs commit to the table.
 
     Raises:
         InputError: The file or table does not exist, is empty, has no header, or Spark cannot
@@ -151,9 +155,11 @@ def read_table(spark: SparkSession, ref: TableRef) -> DataFrame:
             return _read_csv(spark, ref.location)
         if ref.kind == "parquet":
             return spark.read.parquet(ref.location)
+        version = delta_version(spark, ref) if pinned else None
+        reader = spark.read if version is None else spark.read.option("versionAsOf", version)
         if ref.kind == "table":
-            return spark.read.table(ref.location)
-        return spark.read.format("delta").load(ref.location)
+            return reader.table(ref.location)
+        return reader.format("delta").load(ref.location)
     except AnalysisException as e:
         if _is_missing_path(e) or "TABLE_OR_VIEW_NOT_FOUND" in str(e):
             raise InputError(f"input {ref.location} does not exist (or is not a {ref.kind} table)") from e
@@ -246,6 +252,12 @@ def table_exists(spark: SparkSession, ref: TableRef) -> bool:
         return DeltaTable.isDeltaTable(spark, ref.location)
     except Exception:  # an unreachable or nonexistent path is simply "not a table" here
         return False
+
+
+def holds_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
+    """True when the existing Delta table ``ref`` has a row matching the SQL ``predicate`` (one
+    small job: Delta skips the files whose column statistics rule the predicate out)."""
+    return bool(read_table(spark, ref).where(predicate).limit(1).count())
 
 
 #: Delta's refusals of a frame's columns (Delta checks them before it commits anything): names it

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import bisect
 import math
 
 import pytest
@@ -150,11 +151,36 @@ def test_statistics_and_profile_edges_match_spark_quantiles(sample_valid) -> Non
     assert evaluation.feature_statistics(sample_valid) == stats
 
 
+def test_profile_counts_equal_binning_each_row_in_python(sample_valid) -> None:
+    profile = evaluation.feature_profile(sample_valid)
+    frame = (
+        sample_valid.withColumn("BMI", F.col("BMI") * 1.4)
+        .withColumn("SEX", F.when(F.col("AGE") > 60, F.lit("X")).otherwise(F.col("SEX")))
+        .withColumn("S1", F.when(F.col("AGE") < 30, F.lit(None)).otherwise(F.col("S1")))
+    )
+    rows = frame.filter(F.col("S3") > 40).select(*profile["bins"]).collect()
+    expected = dict.fromkeys(evaluation.bin_names(profile), 0)
+    expected["__rows"] = len(rows)
+    for row in rows:
+        for feature, edges in profile["bins"].items():
+            value = row[feature]
+            if value is None:
+                label = "missing"
+            elif feature in schemas.CATEGORICAL:
+                label = value if value in edges else "other"
+            else:
+                label = str(bisect.bisect_right(edges, value))  # bins are [lower, upper)
+            expected[f"{feature}__{label}"] += 1
+    assert evaluation.profile_counts(frame, profile, where=F.col("S3") > 40) == expected
+    top_bmi = f"BMI__{len(profile['bins']['BMI'])}"  # above the last edge: the shift moved rows there
+    assert expected["SEX__other"] > 0 and expected["S1__missing"] > 0 and expected[top_bmi] > 0
+
+
 def test_psi_is_near_zero_for_the_same_data_and_large_for_a_shift(spark, sample_valid) -> None:
     profile = evaluation.feature_profile(sample_valid)
-    same = sample_valid.agg(*evaluation.profile_counts_columns(profile)).first().asDict()
+    same = evaluation.profile_counts(sample_valid, profile)
     shifted_df = sample_valid.withColumn("BMI", F.col("BMI") * 1.4).withColumn("SEX", F.lit("X"))
-    shifted = shifted_df.agg(*evaluation.profile_counts_columns(profile)).first().asDict()
+    shifted = evaluation.profile_counts(shifted_df, profile)
     assert max(evaluation.psi_from_counts(profile, same).values()) < 0.01
     psi = evaluation.psi_from_counts(profile, shifted)
     assert psi["BMI"] > 1.0 and psi["SEX"] > 1.0 and psi["AGE"] < 0.01
