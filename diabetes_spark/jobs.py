@@ -439,7 +439,7 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
         with tel.span("validate"):
             annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
         # Not cached: re-reading the (pinned) input and re-scoring it is cheaper than building a cache
-        # of the scored frame (benchmarks/: scoring / io_floor 1.8 instead of 2.0 at 1e6 rows).
+        # of the scored frame (BENCHMARKS.md: scoring / io_floor 1.75 at 1e6 rows, 2.0 with the cache).
         scored = scoring.reject_non_finite(scoring.predict(annotated, model, compiled=compiled))
         # One pass validates, scores and counts (Spark is lazy): rejects are known before any write.
         with tel.span("score") as log:

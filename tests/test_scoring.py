@@ -12,7 +12,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
-from diabetes_spark import cli, jobs, registry, schemas, scoring, storage
+from diabetes_spark import cli, evaluation, jobs, registry, schemas, scoring, storage
 from diabetes_spark.errors import RegistryError, RejectThresholdError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
 
@@ -163,9 +163,15 @@ def test_monitoring_is_logged_and_drift_flags_a_shift(spark, mlflow_home: Path, 
     run = MlflowClient().get_run(moved["run_id"])
     assert run.data.tags["drifted_features"] == "BMI"
     assert run.data.metrics["rows_scored"] == 437 and run.data.metrics["unseen_sex"] == 0
-    preds = storage.read_table(spark, storage.resolve(str(tmp_path / "o2"))).agg(F.mean("prediction")).first()[0]
-    assert run.data.metrics["prediction_mean"] == pytest.approx(preds)
+    written = storage.read_table(spark, storage.resolve(str(tmp_path / "o2")))
+    summary = written.agg(*[fn("prediction") for fn in (F.mean, F.stddev, F.min, F.max)]).first()
+    logged = [run.data.metrics[f"prediction_{s}"] for s in ("mean", "std", "min", "max")]
+    assert logged == pytest.approx(list(summary), rel=1e-9)
     assert run.data.metrics["psi_BMI"] == pytest.approx(moved["drift"]["BMI"])
+    # The run's one grouped pass agrees with counting the input's bins on their own.
+    profile = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/reports/feature_profile.json")
+    counts = evaluation.profile_counts(storage.read_table(spark, storage.resolve(shifted)), profile)
+    assert moved["drift"] == pytest.approx(evaluation.psi_from_counts(profile, counts), rel=1e-9)
 
 
 def test_cli_score_prints_the_contract_and_default_batch_id_is_stable(
