@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
-from diabetes_spark.schemas import CATEGORICAL, REASON, feature_names, numeric_feature_names
+from diabetes_spark.schemas import CATEGORICAL, REASON, feature_names, numeric_feature_names, quoted
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -168,7 +168,7 @@ def bin_codes(profile: dict[str, Any], *, offset: int = 0) -> list[Any]:
     position = offset
     for feature, edges in profile["bins"].items():
         labels = _bin_labels(profile, feature)
-        name = "`" + feature.replace("`", "``") + "`"
+        name = quoted(feature)
         cases = [f"WHEN {name} IS NULL THEN {position + labels.index(MISSING_BIN)}"]
         if feature in CATEGORICAL:
             cases += [f"WHEN {name} = {_sql_string(v)} THEN {position + i}" for i, v in enumerate(edges)]

@@ -48,6 +48,7 @@ __all__ = [
     "REASON",
     "RECORD",
     "column",
+    "quoted",
     "check_column_names",
 ]
 
@@ -64,10 +65,15 @@ RESERVED = (REASON, RECORD)
 _MAX_VALUE_CHARS = 40
 
 
+def quoted(name: str) -> str:
+    """``name`` as a back-quoted Spark identifier, for ``F.col`` and SQL expressions."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 def column(name: str) -> Column:
     """The column named exactly ``name``. ``F.col`` parses its argument (``a.b`` is field ``b`` of
     ``a``, back-quotes quote), so an input column named ``a.b`` or ``x`y`` needs quoting to be found."""
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(quoted(name))
 
 
 def _name_key(name: str) -> str:
