@@ -12,11 +12,14 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from diabetes_spark.schemas import CATEGORICAL, REASON, feature_names, numeric_feature_names, quoted
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame
 
@@ -28,7 +31,8 @@ __all__ = [
     "feature_profile",
     "profile_and_statistics",
     "bin_names",
-    "bin_codes",
+    "JOINT_CODES",
+    "BinCodes",
     "count_codes",
     "profile_counts",
     "psi_from_counts",
@@ -153,32 +157,88 @@ def _bin_labels(profile: dict[str, Any], feature: str) -> list[str]:
 
 
 def bin_names(profile: dict[str, Any]) -> list[str]:
-    """``feature__label`` for every bin of every profiled feature, in the order of :func:`bin_codes`."""
+    """``feature__label`` for every bin of every profiled feature."""
     return [f"{feature}__{label}" for feature in profile["bins"] for label in _bin_labels(profile, feature)]
 
 
-def bin_codes(profile: dict[str, Any], *, offset: int = 0) -> list[Any]:
-    """One integer Column per profiled feature: ``offset`` plus the position, in
-    :func:`bin_names`, of the bin the row's value falls in (numeric bins are ``[lower, upper)``).
+#: The most codes one joint bin code takes (see :class:`BinCodes`).
+JOINT_CODES = 8192
 
-    Each is one SQL ``CASE`` (doubles as exact ``D`` literals), built in one call rather than a
-    ``when`` per bin: the Python-to-JVM round trips of 114 ``when`` calls cost more than the pass.
+
+def _bin_index(profile: dict[str, Any], feature: str) -> str:
+    """SQL for the position, in ``_bin_labels``, of the bin a row's value of ``feature`` falls in.
+
+    Numeric bins are ``[lower, upper)`` and found by binary search over the (sorted, distinct) edges,
+    written as nested ``IF``s with doubles as exact ``D`` literals: about four comparisons a row.
     """
-    codes = []
-    position = offset
-    for feature, edges in profile["bins"].items():
-        labels = _bin_labels(profile, feature)
-        name = quoted(feature)
-        cases = [f"WHEN {name} IS NULL THEN {position + labels.index(MISSING_BIN)}"]
-        if feature in CATEGORICAL:
-            cases += [f"WHEN {name} = {_sql_string(v)} THEN {position + i}" for i, v in enumerate(edges)]
-            last = position + labels.index("other")
-        else:
-            cases += [f"WHEN {name} < {float(e)!r}D THEN {position + i}" for i, e in enumerate(edges)]
-            last = position + len(edges)
-        codes.append(F.expr(f"CASE {' '.join(cases)} ELSE {last} END"))
-        position += len(labels)
-    return codes
+    edges = profile["bins"][feature]
+    labels = _bin_labels(profile, feature)
+    name = quoted(feature)
+    if feature in CATEGORICAL:
+        cases = " ".join(f"WHEN {name} = {_sql_string(v)} THEN {i}" for i, v in enumerate(edges))
+        return f"CASE WHEN {name} IS NULL THEN {labels.index(MISSING_BIN)} {cases} ELSE {labels.index('other')} END"
+
+    def search(low: int, high: int) -> str:  # the first i in [low, high] with value < edges[i], else high
+        if low == high:
+            return str(low)
+        middle = (low + high) // 2
+        return f"IF({name} < {float(edges[middle])!r}D, {search(low, middle)}, {search(middle + 1, high)})"
+
+    return f"IF({name} IS NULL, {labels.index(MISSING_BIN)}, {search(0, len(edges))})"
+
+
+class BinCodes:
+    """Integer codes that count the rows in every bin of every profiled feature with one grouped
+    aggregate, and the way back from a code to the bins it counts.
+
+    Consecutive features are coded jointly while the product of their bin counts stays within
+    :data:`JOINT_CODES`: the code of a group is ``start + i1 + n1 * (i2 + n2 * i3)`` for bin positions
+    ``i`` and bin counts ``n``, and one row of the grouped result counts one combination, so the
+    marginal count of each bin is the sum over the combinations it is in. A row thus explodes into
+    three or four codes instead of one per feature, and the grouped result stays within a few
+    thousand rows. One ``count`` per bin instead would exceed Spark's whole-stage code generation
+    limit (``spark.sql.codegen.maxFields``, 100) and run the aggregate interpreted, about 3x slower.
+
+    Args:
+        profile: A :func:`feature_profile`.
+        offset: The first code: smaller ones are the caller's own.
+    """
+
+    def __init__(self, profile: dict[str, Any], *, offset: int = 0) -> None:
+        groups: list[list[str]] = []
+        size = 0
+        for feature in profile["bins"]:
+            bins = len(_bin_labels(profile, feature))
+            if groups and size * bins <= JOINT_CODES:
+                groups[-1].append(feature)
+                size *= bins
+            else:
+                groups.append([feature])
+                size = bins
+        self.columns: list[Column] = []
+        self._groups: list[tuple[int, int, list[list[str]]]] = []
+        start = offset
+        for group in groups:
+            terms, weight, names = [], 1, []
+            for feature in group:
+                terms.append(f"{weight} * ({_bin_index(profile, feature)})")
+                names.append([f"{feature}__{label}" for label in _bin_labels(profile, feature)])
+                weight *= len(names[-1])
+            self.columns.append(F.expr(f"{start} + {' + '.join(terms)}"))
+            self._groups.append((start, weight, names))
+            start += weight
+        self.end = start
+
+    def bins_of(self, code: int) -> list[str]:
+        """The bins (``feature__label``) one code counts a row in."""
+        for start, size, names in self._groups:
+            if start <= code < start + size:
+                rest, bins = code - start, []
+                for labels in names:
+                    rest, position = divmod(rest, len(labels))
+                    bins.append(labels[position])
+                return bins
+        raise ValueError(f"code {code} is not a bin code (codes {self._groups[0][0]} to {self.end - 1})")
 
 
 def _sql_string(value: str) -> str:
@@ -186,18 +246,15 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def count_codes(df: DataFrame, codes: Any, names: list[str]) -> dict[str, int]:
-    """How many times each of ``names`` is coded in the integer-array Column ``codes`` (position
-    ``i`` codes ``names[i]``; nulls are skipped): every name, zero included, in one pass.
-
-    One row per code, grouped by code, keeps the aggregate at a handful of fields whatever the
-    number of bins: one ``count`` per bin would exceed Spark's whole-stage code generation limit
-    (``spark.sql.codegen.maxFields``, 100) and run the whole aggregate interpreted, about 3x slower.
-    """
+def count_codes(df: DataFrame, codes: Column, names_of: Callable[[int], Sequence[str]], names: Sequence[str]) -> dict[str, int]:
+    """How many rows each of ``names`` counts, where the integer-array Column ``codes`` gives each
+    row's codes (nulls skipped) and ``names_of(code)`` the names one code counts: every name, zero
+    included, from one grouped aggregate (see :class:`BinCodes`)."""
     counted = df.select(F.explode(codes).alias("code")).where(F.col("code").isNotNull()).groupBy("code").count()
     counts = dict.fromkeys(names, 0)
     for code, count in counted.collect():
-        counts[names[code]] = count
+        for name in names_of(code):
+            counts[name] += count
     return counts
 
 
@@ -206,11 +263,11 @@ def profile_counts(df: DataFrame, profile: dict[str, Any], *, where: Any = None)
 
     ``where`` (a boolean Column) restricts the counts to matching rows.
     """
-    names = ["__rows", *bin_names(profile)]
-    codes = F.array(F.lit(0), *bin_codes(profile, offset=1))
+    bins = BinCodes(profile, offset=1)
+    codes = F.array(F.lit(0), *bins.columns)
     if where is not None:
         codes = F.when(where, codes)
-    return count_codes(df, codes, names)
+    return count_codes(df, codes, lambda code: ["__rows"] if code == 0 else bins.bins_of(code), ["__rows", *bin_names(profile)])
 
 
 def _fractions(profile: dict[str, Any], counts: dict[str, int], total: int) -> dict[str, dict[str, float]]:

@@ -330,8 +330,8 @@ def default_batch_id(spark: SparkSession, ref: storage.TableRef, raw: DataFrame)
     return f"{name}-{storage.input_fingerprint(raw)}"
 
 
-#: What :func:`_monitor` counts besides the drift bins, by code (0, 1, 2, 3).
-_COUNTED = ("rows_in", "rows_scored", "rows_rejected", "unseen_sex")
+#: What :func:`_monitor`'s own codes count: a scored row, a scored row of unseen SEX, a rejected row.
+_STATUS = (("rows_in", "rows_scored"), ("unseen_sex",), ("rows_in", "rows_rejected"))
 _PREDICTION_STATS = {"prediction_mean": F.mean, "prediction_std": F.stddev, "prediction_min": F.min, "prediction_max": F.max}
 
 
@@ -339,28 +339,28 @@ def _monitor(scored: DataFrame, labels: list[str], profile: dict[str, Any] | Non
     """Everything the scoring run reports about its rows, in one pass over the scored frame:
     (counts and prediction statistics, rows per drift bin of every profiled feature).
 
-    Each row is coded as counted in ``rows_in``, then in ``rows_scored`` or ``rows_rejected``,
-    in ``unseen_sex`` and, when valid, in one bin per profiled feature; one aggregate grouped by
-    code counts the codes and summarises the predictions of the scored ones. That keeps the
-    aggregate at five fields whatever the number of bins (one ``count`` per bin would exceed
-    ``spark.sql.codegen.maxFields`` and run interpreted: see :func:`evaluation.count_codes`).
+    Each row gets the codes it counts in (:data:`_STATUS`, then, when scored, the joint drift bin codes
+    of :class:`evaluation.BinCodes`); one aggregate grouped by code counts them and summarises the
+    predictions of the scored rows, five fields whatever the number of bins.
     """
     valid = F.col(schemas.REASON).isNull()
-    names = [*_COUNTED, *(evaluation.bin_names(profile) if profile else [])]
-    bins = evaluation.bin_codes(profile, offset=len(_COUNTED)) if profile else []
-    unseen = F.when(scoring.unseen_category(labels), F.lit(3))
-    codes = F.when(valid, F.array(F.lit(0), F.lit(1), unseen, *bins)).otherwise(F.array(F.lit(0), F.lit(2)))
+    profile = profile or {"bins": {}}  # no profile: no drift bins
+    bins = evaluation.BinCodes(profile, offset=len(_STATUS))
+    unseen = F.when(scoring.unseen_category(labels), F.lit(1))
+    codes = F.when(valid, F.array(F.lit(0), unseen, *bins.columns)).otherwise(F.array(F.lit(2)))
     code = F.col("code")
-    prediction = F.when(code == 1, F.col(scoring.PREDICTION))
+    prediction = F.when(code == 0, F.col(scoring.PREDICTION))
     summaries = [fn(prediction).alias(name) for name, fn in _PREDICTION_STATS.items()]
     coded = scored.select(F.explode(codes).alias("code"), scoring.PREDICTION).where(code.isNotNull())
-    counts = dict.fromkeys(names, 0)
+    counted = list(dict.fromkeys(name for names in _STATUS for name in names))
+    counts = dict.fromkeys([*counted, *evaluation.bin_names(profile)], 0)
     stats: dict[str, Any] = dict.fromkeys(_PREDICTION_STATS)
     for row in coded.groupBy("code").agg(F.count(F.lit(1)).alias("rows"), *summaries).collect():
-        counts[names[row["code"]]] = row["rows"]
-        if row["code"] == 1:
+        for name in _STATUS[row["code"]] if row["code"] < len(_STATUS) else bins.bins_of(row["code"]):
+            counts[name] += row["rows"]
+        if row["code"] == 0:
             stats.update({name: row[name] for name in _PREDICTION_STATS})
-    stats.update({name: counts.pop(name) for name in _COUNTED})
+    stats.update({name: counts.pop(name) for name in counted})
     return stats, {"__rows": stats["rows_scored"], **counts}
 
 
@@ -465,10 +465,19 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
                 scored_at=datetime.now(timezone.utc).replace(tzinfo=None),
                 mlflow_run_id=run.info.run_id,
             )
-            predictions = scoring.with_lineage(schemas.valid_rows(scored), lineage)
+            # With no rejects counted in the (pinned) input, every row is written: the validity of each
+            # row is not evaluated again.
+            valid = scored.drop(schemas.REASON, schemas.RECORD) if rows_rejected == 0 else schemas.valid_rows(scored)
+            predictions = scoring.with_lineage(valid, lineage)
             replace = f"batch_id = '{batch_id}'"
             written = storage.write_delta(
-                predictions, output, mode="overwrite", replace_where=replace, merge_schema=True, expected_rows=rows_scored
+                predictions,
+                output,
+                mode="overwrite",
+                replace_where=replace,
+                merge_schema=True,
+                expected_rows=rows_scored,
+                table_properties=scoring.PREDICTIONS_TABLE_PROPERTIES,
             )
             _reconcile(str(output), rows_scored, written)
             if rows_rejected == 0 and storage.table_exists(spark, rejects) and not storage.holds_rows(spark, rejects, replace):

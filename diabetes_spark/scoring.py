@@ -17,7 +17,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from diabetes_spark.errors import SchemaError
-from diabetes_spark.schemas import CATEGORICAL, REASON, RECORD, column, load_schema, numeric_feature_names
+from diabetes_spark.schemas import CATEGORICAL, REASON, RECORD, column, finite, load_schema, numeric_feature_names
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Lineage",
     "LINEAGE_COLUMNS",
+    "PREDICTIONS_TABLE_PROPERTIES",
     "PREDICTION",
     "linear_spec",
     "spec_column",
@@ -40,6 +41,12 @@ __all__ = [
 
 PREDICTION = "prediction"
 LINEAGE_COLUMNS = ("model_name", "model_version", "batch_id", "scored_at", "mlflow_run_id")
+#: Properties of a predictions table this job creates. Delta keeps min/max statistics per file for
+#: the columns readers filter on (the batch, model, time, prediction) instead of the first 32:
+#: statistics of the input features skip no file in practice and cost about a sixth of the write.
+PREDICTIONS_TABLE_PROPERTIES = {
+    "delta.dataSkippingStatsColumns": ",".join(("batch_id", "model_name", "model_version", "scored_at", PREDICTION)),
+}
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ def reject_non_finite(scored: DataFrame) -> DataFrame:
     ``prediction: not a finite number`` and its parsed values as its record, like any other reject.
     """
     prediction = F.col(PREDICTION)
-    overflow = prediction.isNull() | F.isnan(prediction) | prediction.isin(float("inf"), float("-inf"))
+    overflow = ~F.coalesce(finite(prediction), F.lit(False))
     inputs = [column(c) for c in scored.columns if c not in (PREDICTION, REASON, RECORD)]
     record = F.to_json(F.struct(*inputs), {"ignoreNullFields": "false"})
     reason = F.when(overflow, F.concat_ws("; ", F.col(REASON), F.lit("prediction: not a finite number (input values too large)")))

@@ -26,6 +26,8 @@ from diabetes_spark.errors import InputError, SchemaError, WriteConflictError
 from diabetes_spark.schemas import CORRUPT_RECORD, check_column_names
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
@@ -388,6 +390,7 @@ def write_delta(
     replace_where: str | None = None,
     merge_schema: bool = False,
     expected_rows: int | None = None,
+    table_properties: Mapping[str, str] | None = None,
     attempts: int = WRITE_ATTEMPTS,
 ) -> int:
     """Write ``df`` to a Delta table in one commit and return the rows that commit wrote.
@@ -395,6 +398,8 @@ def write_delta(
     ``replace_where`` (with ``mode="overwrite"``) atomically replaces only the rows matching the
     predicate. ``merge_schema`` lets new columns (e.g. a new pass-through id) extend the table.
     ``expected_rows=0`` tells that ``df`` is known to be empty, where Delta may make no commit.
+    ``table_properties`` (``delta.*``) are set when this write creates the table; an existing table
+    keeps its own.
     The row count is read from the commit's own metrics (found by a unique commit tag, however
     many other writers committed since), so counting costs no extra pass over the data.
 
@@ -421,6 +426,7 @@ def write_delta(
         options["replaceWhere"] = replace_where
     if merge_schema:
         options["mergeSchema"] = "true"
+    options.update(table_properties or {})
     _save_retrying(df, ref, options, mode, attempts)
     metrics = _commit_metrics(df.sparkSession, ref, tag)
     if metrics is None:

@@ -19,7 +19,7 @@ import yaml
 
 from diabetes_spark import __version__, deploy, params
 from diabetes_spark.errors import ConfigurationError
-from diabetes_spark.platform import CODEGEN_SPARK_CONF, REDACTION_REGEX
+from diabetes_spark.platform import JOB_SPARK_CONF, REDACTION_REGEX
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "deployer@example.com"
@@ -199,7 +199,7 @@ def test_job_clusters_are_single_node_on_an_ml_lts_runtime(
             "spark.master": "local[*, 4]",
             "spark.databricks.conda.condaMagic.enabled": "true",
             "spark.redaction.regex": REDACTION_REGEX,
-            **CODEGEN_SPARK_CONF,
+            **JOB_SPARK_CONF,
         }, key
         assert new["custom_tags"] == {"ResourceClass": "SingleNode"}
 

@@ -151,8 +151,12 @@ def test_statistics_and_profile_edges_match_spark_quantiles(sample_valid) -> Non
     assert evaluation.feature_statistics(sample_valid) == stats
 
 
-def test_profile_counts_equal_binning_each_row_in_python(sample_valid) -> None:
+@pytest.mark.parametrize("joint_codes", [1, 200, evaluation.JOINT_CODES])  # one feature a code, two, three or four
+def test_profile_counts_equal_binning_each_row_in_python(sample_valid, monkeypatch, joint_codes) -> None:
+    monkeypatch.setattr(evaluation, "JOINT_CODES", joint_codes)
     profile = evaluation.feature_profile(sample_valid)
+    codes_per_row = len(evaluation.BinCodes(profile).columns)
+    assert codes_per_row == len(profile["bins"]) if joint_codes == 1 else codes_per_row < len(profile["bins"])
     frame = (
         sample_valid.withColumn("BMI", F.col("BMI") * 1.4)
         .withColumn("SEX", F.when(F.col("AGE") > 60, F.lit("X")).otherwise(F.col("SEX")))

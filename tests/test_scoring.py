@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import mlflow
+import pyarrow.parquet
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from mlflow.tracking import MlflowClient
@@ -106,6 +107,11 @@ def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home:
     )
     assert_approx_df_equality(_plain(got), _plain(expected), precision=1e-9, ignore_row_order=True, ignore_nullable=True)
     assert got.columns == [*schemas.load_schema("predictions").fieldNames(), "patient"]
+    # The table keeps statistics for the lineage and the prediction only; scored_at is INT64 microseconds.
+    out = tmp_path / "out"
+    assert spark.sql(f"DESCRIBE DETAIL delta.`{out}`").first()["properties"] == scoring.PREDICTIONS_TABLE_PROPERTIES
+    files = list(out.glob("*.parquet"))
+    assert files and all(pyarrow.parquet.read_schema(f).field("scored_at").type.unit == "us" for f in files)
     # The predictions came from the folded spec in the model's metadata, not from a model load.
     assert MlflowClient().get_run(summary["run_id"]).data.tags["scoring_path"] == "column_expression"
     spec = registry.model_metadata(registry.resolve_version(MODEL, version=trained["model_version"]))[jobs.LINEAR_SPEC]

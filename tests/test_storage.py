@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,19 @@ def test_write_delta_counts_from_the_commit_and_replaces_where(spark, tmp_path: 
     expected = spark.createDataFrame([("a", 9), ("b", 3)], "batch string, v int")
     assert_df_equality(storage.read_table(spark, ref), expected, ignore_row_order=True, ignore_nullable=True)
     assert storage.delta_version(spark, ref) == 1
+
+
+def test_table_properties_are_set_when_a_write_creates_the_table(spark, tmp_path: Path) -> None:
+    ref = storage.resolve(str(tmp_path / "t"))
+    df = spark.createDataFrame([("a", 1, "x"), ("b", 2, "y")], "batch string, v int, note string")
+    storage.write_delta(df, ref, table_properties={"delta.dataSkippingStatsColumns": "batch,v"})
+    storage.write_delta(df, ref, table_properties={"delta.dataSkippingStatsColumns": "note"})  # exists: kept as it is
+    assert spark.sql(f"DESCRIBE DETAIL delta.`{ref.location}`").first()["properties"] == {
+        "delta.dataSkippingStatsColumns": "batch,v"
+    }
+    log = spark.read.json(str(tmp_path / "t" / "_delta_log" / "*.json")).where("add IS NOT NULL")
+    stats = [json.loads(s) for (s,) in log.select("add.stats").collect()]
+    assert len(stats) >= 2 and all(set(s["minValues"]) == {"batch", "v"} for s in stats)
 
 
 def test_catalog_table_names_round_trip(spark) -> None:
