@@ -61,7 +61,7 @@ REDACTION_REGEX = (
 #: method HotSpot will not JIT past 8000 bytes of bytecode, and the stage then runs interpreted (4-5x
 #: slower). At Spark's recommended HotSpot limit such a stage falls back to split, compiled code.
 #: Timestamps (``scored_at``) are written as Parquet's standard INT64 microseconds rather than the
-#: legacy INT96, which costs a Julian-day conversion per row (about 15% of a 1e7-row predictions write).
+#: legacy INT96, which costs a Julian-day conversion per row (about 13% of a 1e7-row predictions write).
 JOB_SPARK_CONF: Mapping[str, str] = {
     "spark.sql.codegen.hugeMethodLimit": "8000",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
