@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from diabetes_spark.platform import get_spark
+from diabetes_spark.platform import ENV_JVM_CACHE, get_spark
+
+# Tests neither record nor map the JVM class-data archive of this machine (tests/test_class_archive.py
+# records its own): the suite writes nothing outside its temporary folders.
+os.environ[ENV_JVM_CACHE] = "off"
 
 #: Small settings for 2 cores: two local threads, few shuffle partitions, UI off (see platform.py).
 TEST_SPARK_CONF = {

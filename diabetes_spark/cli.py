@@ -14,10 +14,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from diabetes_spark import __version__, params
 from diabetes_spark.errors import DiabetesSparkError, ParamError
+from diabetes_spark.platform import recording_class_archive
 
 __all__ = ["main", "build_parser"]
 
@@ -111,6 +113,9 @@ _JOBS: dict[str, tuple[type, Callable[[argparse.Namespace], dict[str, Any]], tup
 }
 
 
+#: The commands that start a local Spark session.
+_STARTS_SPARK = (*_JOBS, "notebook", "demo")
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     **{name: spec[1] for name, spec in _JOBS.items()},
     "notebook": _notebook,
@@ -152,6 +157,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         return
     for key, value in summary.items():
         print(f"{key}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}")
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,18 +166,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if os.environ.get(ENV_DEBUG) else logging.WARNING, stream=sys.stderr)
     run = _COMMANDS[args.command]
-    try:
-        summary = run(args)
-    except DiabetesSparkError as e:
-        print(f"diabetes-spark {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Exception as e:  # the last line of defence: one line, full trace only on request
-        if os.environ.get(ENV_DEBUG):
-            raise
-        print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
-        return EXIT_UNEXPECTED
-    _print_summary(summary, args.json)
-    return 0
+    # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
+    with recording_class_archive() if args.command in _STARTS_SPARK else nullcontext():
+        try:
+            summary = run(args)
+        except DiabetesSparkError as e:
+            print(f"diabetes-spark {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except Exception as e:  # the last line of defence: one line, full trace only on request
+            if os.environ.get(ENV_DEBUG):
+                raise
+            print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+            return EXIT_UNEXPECTED
+        _print_summary(summary, args.json)
+        return 0
 
 
 def _one_line(error: BaseException) -> str:

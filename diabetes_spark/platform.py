@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ __all__ = [
     "NotebookExit",
     "LOCAL_SPARK_CONF",
     "JOB_SPARK_CONF",
+    "class_archive",
+    "recording_class_archive",
     "REDACTION_REGEX",
 ]
 
@@ -37,6 +40,14 @@ _log = logging.getLogger(__name__)
 
 #: Environment variable naming the Spark master for local runs (default ``local[*]``).
 ENV_MASTER = "DIABETES_SPARK_MASTER"
+#: Environment variable naming the folder of the local JVM's class-data archive (default
+#: ``$XDG_CACHE_HOME/diabetes-spark``, else ``~/.cache/diabetes-spark``); ``off`` starts the JVM without one.
+ENV_JVM_CACHE = "DIABETES_SPARK_JVM_CACHE"
+#: Set by :func:`recording_class_archive` for the session it starts: the archive file to record into.
+_ENV_RECORD = "DIABETES_SPARK_JVM_RECORD"
+#: JVM options with any class-data archive: a missing or stale archive only means a slower start, so
+#: the JVM's notes about it (printed on stdout, where the CLI's JSON goes) are turned off.
+_QUIET_CDS = "-Xlog:cds*=off"
 #: Environment variable naming the local workspace folder (default ``./lakehouse``): the MLflow
 #: SQLite store and artifacts live there, and the demo's tables.
 ENV_HOME = "DIABETES_SPARK_HOME"
@@ -137,7 +148,12 @@ def get_spark(
     # Python workers must run this interpreter (with its packages), not whatever python3 is on PATH;
     # pyspark reads the worker executable from the environment when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    for key, value in {**LOCAL_SPARK_CONF, **(conf or {})}.items():
+    settings = {**LOCAL_SPARK_CONF, **(conf or {})}
+    archive_options = _class_archive_options()
+    if archive_options:
+        given = settings.get("spark.driver.extraJavaOptions", "")
+        settings["spark.driver.extraJavaOptions"] = f"{given} {archive_options}".strip()
+    for key, value in settings.items():
         builder = builder.config(key, value)
     azure = f"org.apache.hadoop:hadoop-azure:{hadoop_version()}"
     builder = configure_spark_with_delta_pip(builder, extra_packages=[azure])
@@ -145,6 +161,106 @@ def get_spark(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _java() -> str | None:
+    """The java that ``spark-submit`` starts: ``$JAVA_HOME/bin/java``, else the one on ``PATH``."""
+    import shutil
+
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    return os.path.realpath(java) if java and os.path.isfile(java) else None
+
+
+def class_archive() -> Path | None:
+    """The class-data archive file of this installation (it may not exist yet), or ``None`` when off.
+
+    A local Spark start spends most of its time loading and verifying some 10,000 JVM classes. An
+    archive of them (the JVM's own AppCDS, ``-XX:SharedArchiveFile``) is mapped instead, which cuts
+    the start and the first queries by several seconds. It is only valid for the same java and the
+    same jars, so its name is a digest of them: an upgrade gets a new archive. The archive is
+    recorded once, by the first ``diabetes-spark`` command run locally (:func:`recording_class_archive`).
+    """
+    import hashlib
+    from importlib import metadata
+
+    import pyspark
+
+    folder = os.environ.get(ENV_JVM_CACHE) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "diabetes-spark"
+    )
+    java = _java()
+    if folder == "off" or java is None:
+        return None
+    jars = os.path.join(os.path.dirname(pyspark.__file__), "jars")
+    parts = [java, str(os.stat(java).st_mtime_ns), pyspark.__version__, metadata.version("delta-spark"), *sorted(os.listdir(jars))]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return Path(folder) / f"jvm-classes-{digest}.jsa"
+
+
+def _class_archive_options() -> str:
+    """The JVM options for the class-data archive: record it, map it, or none."""
+    recording = os.environ.get(_ENV_RECORD)
+    if recording:
+        return f"-XX:ArchiveClassesAtExit={recording} {_QUIET_CDS}"
+    archive = class_archive()
+    if archive is None or not archive.is_file():
+        return ""
+    return f"-XX:SharedArchiveFile={archive} {_QUIET_CDS}"
+
+
+@contextmanager
+def recording_class_archive() -> Iterator[None]:
+    """Record the class-data archive (:func:`class_archive`) from a local session started in the block.
+
+    Nothing happens on Databricks, with the archive off or already there, or when a session is
+    already running. Otherwise the JVM the block starts writes the classes it loaded to a file of
+    its own when it exits; on leaving the block that JVM is stopped and waited for (the session is
+    unusable afterwards), and only a complete archive, from a JVM that exited cleanly, is moved into
+    place atomically. The JVM refuses an archive made by another java or for other jars; a partial
+    one could crash it, so it is never put in place.
+    """
+    from pyspark.sql import SparkSession
+
+    target = class_archive()
+    if is_databricks() or target is None or target.exists() or SparkSession.getActiveSession() is not None:
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    os.environ[_ENV_RECORD] = str(partial)
+    try:
+        yield
+    finally:
+        del os.environ[_ENV_RECORD]
+        _finish_recording(partial, target)
+
+
+def _finish_recording(partial: Path, target: Path) -> None:
+    """Stop the JVM this process started (it writes ``partial`` as it exits); keep a complete archive."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    process = getattr(gateway, "proc", None)
+    if process is None:  # no JVM was started: nothing was recorded
+        partial.unlink(missing_ok=True)
+        return
+    _log.warning("recording the JVM's class-data archive %s (once; later local starts are faster)", target)
+    context = SparkContext._active_spark_context
+    if context is not None:
+        context.stop()
+    gateway.shutdown()
+    if process.stdin is not None:
+        process.stdin.close()  # the JVM exits when its stdin closes (PythonGatewayServer)
+    try:
+        code = process.wait(timeout=600)
+    except Exception:  # still writing after ten minutes: leave it, keep nothing
+        code = None
+    if code == 0 and partial.is_file() and partial.stat().st_size > 0:
+        os.replace(partial, target)
+    else:
+        _log.warning("the JVM exited with %s: no class-data archive recorded", code)
+        partial.unlink(missing_ok=True)
 
 
 #: Local secrets: ``DIABETES_SPARK_SECRET__<SCOPE>__<KEY>``, scope and key upper-cased with every

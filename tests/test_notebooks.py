@@ -182,7 +182,7 @@ def test_training_notebook_runs_against_the_installed_wheel(wheel_venv: Path, tm
     notebook.parent.mkdir()
     notebook.write_text((NB / NOTEBOOKS["train"]).read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DIABETES_SPARK_", "PYTHONPATH"))}
-    env.update({"DIABETES_SPARK_MASTER": "local[1]", "DIABETES_SPARK_HOME": str(tmp_path / "home")})
+    env.update({"DIABETES_SPARK_MASTER": "local[1]", "DIABETES_SPARK_HOME": str(tmp_path / "home"), "DIABETES_SPARK_JVM_CACHE": "off"})
     result = subprocess.run(
         [
             str(wheel_venv / "bin" / "diabetes-spark"), "notebook", str(notebook), "--json",

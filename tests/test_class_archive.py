@@ -1,0 +1,61 @@
+"""The JVM class-data archive: the first local command records it, later sessions map it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diabetes_spark import platform
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Started in a fresh interpreter: a session, one query, and the JVM's options, as JSON on stdout.
+PROBE = """
+import json, sys
+from diabetes_spark.platform import get_spark
+spark = get_spark(master="local[1]", conf={"spark.driver.extraJavaOptions": f"-Xlog:class+load=info:file={sys.argv[1]}"})
+spark.range(3).count()
+args = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+print(json.dumps([str(a) for a in args]))
+"""
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, platform.ENV_JVM_CACHE: str(cache), "DIABETES_SPARK_MASTER": "local[1]", "PYTHONPATH": str(ROOT)}
+
+
+def test_the_archive_is_named_for_its_folder_java_and_jars_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(platform.ENV_JVM_CACHE, str(tmp_path))
+    archive = platform.class_archive()
+    assert archive is not None and archive.parent == tmp_path and archive.suffix == ".jsa"
+    assert platform._class_archive_options() == ""  # not recorded yet: the JVM starts without one
+    monkeypatch.setenv(platform.ENV_JVM_CACHE, "off")
+    assert platform.class_archive() is None
+    assert platform._class_archive_options() == ""
+
+
+@pytest.mark.slow
+def test_the_first_command_records_the_archive_and_later_sessions_map_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "jvm"
+    ingest = [sys.executable, "-m", "diabetes_spark", "ingest", "--source", "sample:diabetes.csv", "--table", "lake/raw", "--json"]
+    done = subprocess.run(ingest, cwd=tmp_path, env=_env(cache), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # stdout is the summary alone: the JVM's notes about the archive are off
+    assert [json.loads(line)["rows_written"] for line in done.stdout.splitlines()] == [437]
+    monkeypatch.setenv(platform.ENV_JVM_CACHE, str(cache))
+    archive = platform.class_archive()
+    assert archive is not None
+    assert sorted(p.name for p in cache.iterdir()) == [archive.name]  # complete, in place, no partial left
+
+    log = tmp_path / "classes.log"
+    probe = subprocess.run([sys.executable, "-c", PROBE, str(log)], cwd=tmp_path, env=_env(cache), capture_output=True, text=True, timeout=600)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert f"-XX:SharedArchiveFile={archive}" in json.loads(probe.stdout.splitlines()[-1])
+    # classes mapped from the recorded (top-layer) archive rather than loaded from the jars
+    mapped = sum("source: shared objects file (top)" in line for line in log.read_text().splitlines())
+    assert mapped > 1000, mapped
