@@ -1,8 +1,9 @@
 """Where we run: Databricks (its own session and dbutils) or the embedded local default.
 
 Only this module creates a SparkSession. Locally it is ``local[*]`` with Delta Lake (jars resolved
-from Maven Central on first start by ``configure_spark_with_delta_pip`` and cached by Ivy) and the
-``hadoop-azure`` jar so ``abfss://`` paths resolve.
+from Maven Central on first start by ``configure_spark_with_delta_pip`` and cached by Ivy; later
+starts take the resolved files from a list and skip Ivy) and the ``hadoop-azure`` jar so
+``abfss://`` paths resolve. Its JVM maps a class-data archive once one is recorded (:func:`class_archive`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ _log = logging.getLogger(__name__)
 
 #: Environment variable naming the Spark master for local runs (default ``local[*]``).
 ENV_MASTER = "DIABETES_SPARK_MASTER"
-#: Environment variable naming the folder of the local JVM's class-data archive (default
-#: ``$XDG_CACHE_HOME/diabetes-spark``, else ``~/.cache/diabetes-spark``); ``off`` starts the JVM without one.
+#: Environment variable naming the folder of the local JVM's class-data archive and of the list of
+#: jars Ivy resolved (default ``$XDG_CACHE_HOME/diabetes-spark``, else ``~/.cache/diabetes-spark``);
+#: ``off``: neither, every start resolves the jars and loads the classes.
 ENV_JVM_CACHE = "DIABETES_SPARK_JVM_CACHE"
 #: Set by :func:`recording_class_archive` for the session it starts: the archive file to record into.
 _ENV_RECORD = "DIABETES_SPARK_JVM_RECORD"
@@ -155,10 +157,16 @@ def get_spark(
         settings["spark.driver.extraJavaOptions"] = f"{given} {archive_options}".strip()
     for key, value in settings.items():
         builder = builder.config(key, value)
-    azure = f"org.apache.hadoop:hadoop-azure:{hadoop_version()}"
-    builder = configure_spark_with_delta_pip(builder, extra_packages=[azure])
+    jars = None if {"spark.jars", "spark.jars.packages"} & settings.keys() else _resolved_jars()
+    if jars:  # resolved by an earlier start: Ivy need not resolve them again
+        builder = builder.config("spark.jars", ",".join(jars))
+    else:
+        azure = f"org.apache.hadoop:hadoop-azure:{hadoop_version()}"
+        builder = configure_spark_with_delta_pip(builder, extra_packages=[azure])
     _log.info("starting local Spark with Delta (first start downloads jars from Maven Central)")
     spark = builder.getOrCreate()
+    if jars is None:
+        _remember_jars(spark.conf.get("spark.jars", ""))
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -196,6 +204,39 @@ def class_archive() -> Path | None:
     parts = [java, str(os.stat(java).st_mtime_ns), pyspark.__version__, metadata.version("delta-spark"), *sorted(os.listdir(jars))]
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return Path(folder) / f"jvm-classes-{digest}.jsa"
+
+
+def _jar_list() -> Path | None:
+    """Where the jars Ivy resolved for Delta and ``hadoop-azure`` are listed, or ``None`` when off."""
+    archive = class_archive()
+    if archive is None:
+        return None
+    from importlib import metadata
+
+    return archive.with_name(f"jars-delta-{metadata.version('delta-spark')}-hadoop-{hadoop_version()}.txt")
+
+
+def _resolved_jars() -> list[str] | None:
+    """The jar files an earlier start resolved, when every one of them is still there."""
+    listing = _jar_list()
+    if listing is None or not listing.is_file():
+        return None
+    jars = listing.read_text(encoding="utf-8").split()
+    return jars if jars and all(os.path.isfile(jar) for jar in jars) else None
+
+
+def _remember_jars(resolved: str) -> None:
+    """Keep the list of jars Ivy just resolved (``spark.jars``: ``file:`` URIs) for later starts."""
+    from urllib.parse import unquote, urlparse
+
+    listing = _jar_list()
+    jars = [unquote(urlparse(uri).path) for uri in resolved.split(",") if uri.startswith("file:")]
+    if listing is None or not jars:
+        return
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    partial = listing.with_name(f"{listing.name}.{os.getpid()}.partial")
+    partial.write_text("\n".join(jars) + "\n", encoding="utf-8")
+    os.replace(partial, listing)
 
 
 def _class_archive_options() -> str:

@@ -1,4 +1,5 @@
-"""The JVM class-data archive: the first local command records it, later sessions map it."""
+"""The JVM cache: the first local command records the class-data archive and the resolved jars;
+later sessions map the archive and take the jars without resolving them again."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from diabetes_spark.platform import get_spark
 spark = get_spark(master="local[1]", conf={"spark.driver.extraJavaOptions": f"-Xlog:class+load=info:file={sys.argv[1]}"})
 spark.range(3).count()
 args = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
-print(json.dumps([str(a) for a in args]))
+conf = spark.sparkContext.getConf()
+print(json.dumps({"args": [str(a) for a in args], "jars": conf.get("spark.jars"), "packages": conf.get("spark.jars.packages")}))
 """
 
 
@@ -29,13 +31,14 @@ def _env(cache: Path) -> dict[str, str]:
     return {**os.environ, platform.ENV_JVM_CACHE: str(cache), "DIABETES_SPARK_MASTER": "local[1]", "PYTHONPATH": str(ROOT)}
 
 
-def test_the_archive_is_named_for_its_folder_java_and_jars_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_cache_is_named_for_its_folder_java_and_jars_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(platform.ENV_JVM_CACHE, str(tmp_path))
     archive = platform.class_archive()
     assert archive is not None and archive.parent == tmp_path and archive.suffix == ".jsa"
     assert platform._class_archive_options() == ""  # not recorded yet: the JVM starts without one
+    assert platform._resolved_jars() is None  # nor resolved: Ivy resolves the packages
     monkeypatch.setenv(platform.ENV_JVM_CACHE, "off")
-    assert platform.class_archive() is None
+    assert platform.class_archive() is None and platform._jar_list() is None
     assert platform._class_archive_options() == ""
 
 
@@ -48,14 +51,18 @@ def test_the_first_command_records_the_archive_and_later_sessions_map_it(tmp_pat
     # stdout is the summary alone: the JVM's notes about the archive are off
     assert [json.loads(line)["rows_written"] for line in done.stdout.splitlines()] == [437]
     monkeypatch.setenv(platform.ENV_JVM_CACHE, str(cache))
-    archive = platform.class_archive()
-    assert archive is not None
-    assert sorted(p.name for p in cache.iterdir()) == [archive.name]  # complete, in place, no partial left
+    archive, listing = platform.class_archive(), platform._jar_list()
+    assert archive is not None and listing is not None
+    assert sorted(p.name for p in cache.iterdir()) == sorted([archive.name, listing.name])  # complete, no partial left
+    jars = listing.read_text().split()
+    assert any(Path(jar).name.startswith("io.delta_delta-spark") for jar in jars) and all(Path(jar).is_file() for jar in jars)
 
     log = tmp_path / "classes.log"
     probe = subprocess.run([sys.executable, "-c", PROBE, str(log)], cwd=tmp_path, env=_env(cache), capture_output=True, text=True, timeout=600)
     assert probe.returncode == 0, probe.stderr[-3000:]
-    assert f"-XX:SharedArchiveFile={archive}" in json.loads(probe.stdout.splitlines()[-1])
+    started = json.loads(probe.stdout.splitlines()[-1])
+    assert f"-XX:SharedArchiveFile={archive}" in started["args"]
+    assert (started["jars"].split(","), started["packages"]) == (jars, None)  # no Ivy resolution
     # classes mapped from the recorded (top-layer) archive rather than loaded from the jars
     mapped = sum("source: shared objects file (top)" in line for line in log.read_text().splitlines())
     assert mapped > 1000, mapped
