@@ -194,26 +194,29 @@ def class_archive() -> Path | None:
 
     import pyspark
 
-    folder = os.environ.get(ENV_JVM_CACHE) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "diabetes-spark"
-    )
-    java = _java()
-    if folder == "off" or java is None:
+    folder, java = _jvm_cache(), _java()
+    if folder is None or java is None:
         return None
     jars = os.path.join(os.path.dirname(pyspark.__file__), "jars")
     parts = [java, str(os.stat(java).st_mtime_ns), pyspark.__version__, metadata.version("delta-spark"), *sorted(os.listdir(jars))]
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-    return Path(folder) / f"jvm-classes-{digest}.jsa"
+    return folder / f"jvm-classes-{digest}.jsa"
+
+
+def _jvm_cache() -> Path | None:
+    """The folder of the class-data archive and the jar list (:data:`ENV_JVM_CACHE`), ``None`` when off."""
+    folder = os.environ.get(ENV_JVM_CACHE) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "diabetes-spark"
+    )
+    return None if folder == "off" else Path(folder)
 
 
 def _jar_list() -> Path | None:
     """Where the jars Ivy resolved for Delta and ``hadoop-azure`` are listed, or ``None`` when off."""
-    archive = class_archive()
-    if archive is None:
-        return None
     from importlib import metadata
 
-    return archive.with_name(f"jars-delta-{metadata.version('delta-spark')}-hadoop-{hadoop_version()}.txt")
+    folder = _jvm_cache()
+    return None if folder is None else folder / f"jars-delta-{metadata.version('delta-spark')}-hadoop-{hadoop_version()}.txt"
 
 
 def _resolved_jars() -> list[str] | None:
