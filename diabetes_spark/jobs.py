@@ -478,6 +478,7 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
                 merge_schema=True,
                 expected_rows=rows_scored,
                 table_properties=scoring.PREDICTIONS_TABLE_PROPERTIES,
+                partition_by=scoring.BATCH_PARTITIONING,
             )
             _reconcile(str(output), rows_scored, written)
             if rows_rejected == 0 and storage.table_exists(spark, rejects) and not storage.holds_rows(spark, rejects, replace):
@@ -487,7 +488,12 @@ def _score(spark: SparkSession, params: ScoreParams, home: Path, tel: Telemetry)
                 if rows_rejected == 0:  # known from the counts: no pass over the input to find none
                     rejected = rejected.limit(0)
                 rejects_written = storage.write_delta(
-                    rejected, rejects, mode="overwrite", replace_where=replace, expected_rows=rows_rejected
+                    rejected,
+                    rejects,
+                    mode="overwrite",
+                    replace_where=replace,
+                    expected_rows=rows_rejected,
+                    partition_by=scoring.BATCH_PARTITIONING,
                 )
                 _reconcile(str(rejects), rows_rejected, rejects_written)
         metrics = {"rows_in": rows_in, "rows_scored": rows_scored, "rows_rejected": rows_rejected}

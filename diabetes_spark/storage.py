@@ -26,7 +26,7 @@ from diabetes_spark.errors import InputError, SchemaError, WriteConflictError
 from diabetes_spark.schemas import CORRUPT_RECORD, check_column_names
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from pyspark.sql import DataFrame, SparkSession
 
@@ -329,8 +329,11 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0.0, WRITE_BACKOFF_SECONDS * 2 ** (attempt - 1))
 
 
-def _save(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str) -> None:
+def _save(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, partition_by: Sequence[str] = ()) -> None:
     """Write ``df`` into ``ref`` once; Delta refusing the columns is a :class:`SchemaError`.
+
+    ``partition_by`` applies only when this write creates the table: Delta refuses a partitioning
+    that differs from an existing table's, and without one it keeps the table's own.
 
     Raises:
         SchemaError: Delta refused the frame's column names or its schema (nothing was committed).
@@ -338,6 +341,8 @@ def _save(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str) -> N
     from pyspark.errors import AnalysisException
 
     writer = df.write.format("delta").mode(mode).options(**options)
+    if partition_by and not table_exists(df.sparkSession, ref):
+        writer = writer.partitionBy(*partition_by)
     try:
         if ref.kind == "table":
             writer.saveAsTable(ref.location)
@@ -353,12 +358,14 @@ def _save(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str) -> N
         ) from e
 
 
-def _save_retrying(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, tries: int) -> None:
+def _save_retrying(
+    df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, tries: int, partition_by: Sequence[str] = ()
+) -> None:
     """Save, and save again while Delta refuses the commit for a concurrent one (see :func:`write_delta`)."""
     conflicts = _conflicts()  # imported before writing: Delta converts JVM errors only once loaded
     for attempt in range(1, tries + 1):
         try:
-            _save(df, ref, options, mode)
+            _save(df, ref, options, mode, partition_by=partition_by)
             return
         except conflicts as error:
             if _commit_metrics(df.sparkSession, ref, options["userMetadata"]) is not None:
@@ -391,6 +398,7 @@ def write_delta(
     merge_schema: bool = False,
     expected_rows: int | None = None,
     table_properties: Mapping[str, str] | None = None,
+    partition_by: Sequence[str] = (),
     attempts: int = WRITE_ATTEMPTS,
 ) -> int:
     """Write ``df`` to a Delta table in one commit and return the rows that commit wrote.
@@ -398,8 +406,10 @@ def write_delta(
     ``replace_where`` (with ``mode="overwrite"``) atomically replaces only the rows matching the
     predicate. ``merge_schema`` lets new columns (e.g. a new pass-through id) extend the table.
     ``expected_rows=0`` tells that ``df`` is known to be empty, where Delta may make no commit.
-    ``table_properties`` (``delta.*``) are set when this write creates the table; an existing table
-    keeps its own.
+    ``table_properties`` (``delta.*``) and ``partition_by`` (partition columns) are set when this
+    write creates the table; an existing table keeps its own. A ``replace_where`` on partition
+    columns only is a metadata change (no scan of the old rows), and concurrent writers replacing
+    different partitions do not conflict.
     The row count is read from the commit's own metrics (found by a unique commit tag, however
     many other writers committed since), so counting costs no extra pass over the data.
 
@@ -427,7 +437,7 @@ def write_delta(
     if merge_schema:
         options["mergeSchema"] = "true"
     options.update(table_properties or {})
-    _save_retrying(df, ref, options, mode, attempts)
+    _save_retrying(df, ref, options, mode, attempts, partition_by)
     metrics = _commit_metrics(df.sparkSession, ref, tag)
     if metrics is None:
         if expected_rows == 0:

@@ -133,6 +133,26 @@ def test_two_batches_replaced_at_once_both_land(spark, tmp_path: Path, caplog) -
     assert_df_equality(_read(spark, table), z.union(a).union(b), ignore_row_order=True, ignore_nullable=True)
 
 
+def test_two_batches_replaced_at_once_in_a_table_partitioned_by_batch_do_not_conflict(spark, tmp_path: Path, caplog) -> None:
+    table = tmp_path / "t"
+    ref = storage.resolve(str(table))
+    z = spark.createDataFrame([("z", 0), ("z", 1)], ROWS)
+    storage.write_delta(z, ref, partition_by=("batch_id",))
+    a = spark.createDataFrame([("a", i) for i in range(3)], ROWS)
+    b = spark.createDataFrame([("b", i) for i in range(5)], ROWS)
+    first, second = _interleaved(a, b, table, 1, tmp_path)
+
+    def replace(df, batch: str) -> Callable[[], int]:
+        return lambda: storage.write_delta(df, ref, mode="overwrite", replace_where=f"batch_id = '{batch}'")
+
+    with caplog.at_level(logging.WARNING, logger="diabetes_spark.storage"):
+        counts = _together(first=replace(first, "a"), second=replace(second, "b"))
+    assert counts == {"first": 3, "second": 5}
+    assert _retries(caplog, table) == []  # the second committed over the first's commit without a retry
+    assert storage.delta_version(spark, ref) == 2
+    assert_df_equality(_read(spark, table), z.union(a).union(b), ignore_row_order=True, ignore_nullable=True)
+
+
 def test_a_write_that_keeps_conflicting_fails_clearly_and_writes_nothing(spark, tmp_path: Path) -> None:
     table = tmp_path / "t"
     ref = storage.resolve(str(table))
@@ -160,8 +180,8 @@ def test_the_row_count_is_found_past_the_history_window(spark, tmp_path: Path, m
     monkeypatch.setattr(storage, "HISTORY_WINDOW", 2)  # 20 in production: fewer commits to make here
     save = storage._save
 
-    def save_then_others_commit(df, target, options, mode) -> None:
-        save(df, target, options, mode)
+    def save_then_others_commit(df, target, options, mode, **kwargs) -> None:
+        save(df, target, options, mode, **kwargs)
         for i in range(storage.HISTORY_WINDOW):  # other writers' commits land before this write reads its own back
             spark.sql(f"ALTER TABLE delta.`{table}` SET TBLPROPERTIES ('other.writer' = '{i}')")
 

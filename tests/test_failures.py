@@ -44,9 +44,15 @@ def _version(spark, location: Path) -> int | None:
     return storage.delta_version(spark, storage.resolve(str(location)))
 
 
+def _data_files(table: Path) -> list[str]:
+    """The Parquet files under ``table``, in its partition folders too."""
+    return glob.glob(f"{table}/**/*.parquet", recursive=True)
+
+
 def _fail_in_partition(df, *, partition: int, folder: Path, files: int):
     """``df`` in three partitions whose task ``partition`` raises once ``files`` data files exist in
-    ``folder``: the other tasks have written their files by then, so the write fails part-way."""
+    ``folder`` (or its partition folders): the other tasks have written their files by then, so the
+    write fails part-way."""
 
     def check(value, part):  # no hints: PySpark would read them as a pandas UDF signature
         import glob
@@ -55,7 +61,7 @@ def _fail_in_partition(df, *, partition: int, folder: Path, files: int):
         if part != partition:
             return value
         deadline = time.monotonic() + 120
-        while len(glob.glob(f"{folder}/*.parquet")) < files and time.monotonic() < deadline:
+        while len(glob.glob(f"{folder}/**/*.parquet", recursive=True)) < files and time.monotonic() < deadline:
             time.sleep(0.05)
         raise RuntimeError(f"injected task failure in partition {part}")
 
@@ -69,7 +75,7 @@ def test_a_write_that_fails_part_way_leaves_the_table_as_it_was(
 ) -> None:
     out = tmp_path / "preds"
     _score(spark, mlflow_home, out, "day-1")
-    version, files = _version(spark, out), len(glob.glob(f"{out}/*.parquet"))
+    version, files = _version(spark, out), len(_data_files(out))
     before = _snapshot(spark, _read(spark, out))
     rejects_version = _version(spark, Path(f"{out}_rejects"))
 
@@ -84,7 +90,7 @@ def test_a_write_that_fails_part_way_leaves_the_table_as_it_was(
         _score(spark, mlflow_home, out, "day-1")
     monkeypatch.undo()
 
-    assert len(glob.glob(f"{out}/*.parquet")) >= files + 2, "the failure did not come part-way through the write"
+    assert len(_data_files(out)) >= files + 2, "the failure did not come part-way through the write"
     assert (_version(spark, out), _version(spark, Path(f"{out}_rejects"))) == (version, rejects_version)
     assert_df_equality(_read(spark, out), before, ignore_row_order=True)
 

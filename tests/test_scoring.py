@@ -107,11 +107,15 @@ def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home:
     )
     assert_approx_df_equality(_plain(got), _plain(expected), precision=1e-9, ignore_row_order=True, ignore_nullable=True)
     assert got.columns == [*schemas.load_schema("predictions").fieldNames(), "patient"]
-    # The table keeps statistics for the lineage and the prediction only; scored_at is INT64 microseconds.
+    # The table is partitioned by batch and keeps statistics for the lineage and the prediction only;
+    # batch_id lives in the partition folder, not the files; scored_at is INT64 microseconds.
     out = tmp_path / "out"
-    assert spark.sql(f"DESCRIBE DETAIL delta.`{out}`").first()["properties"] == scoring.PREDICTIONS_TABLE_PROPERTIES
-    files = list(out.glob("*.parquet"))
-    assert files and all(pyarrow.parquet.read_schema(f).field("scored_at").type.unit == "us" for f in files)
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{out}`").first()
+    assert (detail["partitionColumns"], detail["properties"]) == (["batch_id"], scoring.PREDICTIONS_TABLE_PROPERTIES)
+    files = list(out.rglob("*.parquet"))
+    assert files and all(f.parent == out / "batch_id=b-1" for f in files)
+    schemas_written = [pyarrow.parquet.read_schema(f) for f in files]
+    assert all(s.field("scored_at").type.unit == "us" and "batch_id" not in s.names for s in schemas_written)
     # The predictions came from the folded spec in the model's metadata, not from a model load.
     assert MlflowClient().get_run(summary["run_id"]).data.tags["scoring_path"] == "column_expression"
     spec = registry.model_metadata(registry.resolve_version(MODEL, version=trained["model_version"]))[jobs.LINEAR_SPEC]
@@ -148,6 +152,7 @@ def test_rejects_carry_reasons_and_ids(spark, mlflow_home: Path, trained, tmp_pa
         "patient_id string, reason string, batch_id string",
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    assert spark.sql(f"DESCRIBE DETAIL delta.`{summary['rejects_table']}`").first()["partitionColumns"] == ["batch_id"]
     ids = {r[0] for r in storage.read_table(spark, storage.resolve(out)).select("patient_id").collect()}
     assert len(ids) == 38 and not ids & {"P0028", "P0105"}
 

@@ -89,6 +89,23 @@ def test_table_properties_are_set_when_a_write_creates_the_table(spark, tmp_path
     assert len(stats) >= 2 and all(set(s["minValues"]) == {"batch", "v"} for s in stats)
 
 
+def test_partition_columns_are_set_when_a_write_creates_the_table(spark, tmp_path: Path) -> None:
+    ref, plain = storage.resolve(str(tmp_path / "t")), storage.resolve(str(tmp_path / "plain"))
+    df = spark.createDataFrame([("a", 1), ("b", 2)], "batch string, v int")
+    storage.write_delta(df, ref, partition_by=("batch",))
+    again = spark.createDataFrame([("a", 9)], "batch string, v int")
+    assert storage.write_delta(again, ref, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",)) == 1
+    expected = spark.createDataFrame([("a", 9), ("b", 2)], "batch string, v int")
+    assert_df_equality(storage.read_table(spark, ref), expected, ignore_row_order=True, ignore_nullable=True)
+    assert sorted(p.name for p in (tmp_path / "t").glob("batch=*")) == ["batch=a", "batch=b"]
+    # An existing table keeps its layout: an unpartitioned one takes the same write as it is.
+    storage.write_delta(df, plain)
+    assert storage.write_delta(again, plain, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",)) == 1
+    assert_df_equality(storage.read_table(spark, plain), expected, ignore_row_order=True, ignore_nullable=True)
+    layouts = [spark.sql(f"DESCRIBE DETAIL delta.`{r.location}`").first()["partitionColumns"] for r in (ref, plain)]
+    assert layouts == [["batch"], []]
+
+
 def test_catalog_table_names_round_trip(spark) -> None:
     spark.sql("CREATE SCHEMA IF NOT EXISTS storage_test")
     ref = storage.resolve("storage_test.numbers")
