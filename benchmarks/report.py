@@ -26,15 +26,17 @@ def machine() -> str:
 
 def table(results: dict[str, Any]) -> str:
     """A Markdown table: one row per N, median (min-max) seconds per measurement, and the ratios."""
-    names = ["io_floor", "scoring", "training", "pandas_sklearn", "spark_udf"]
+    names = ["io_floor", "scoring", "training", "pandas_sklearn", "spark_udf", "io_floor_scoring_layout"]
+    ratio_names = ("scoring/io_floor", "pandas/scoring", "spark_udf/scoring", "scoring/io_floor_scoring_layout")
     rows = {}
     for s in results["series"]:
         rows.setdefault(s["n"], {})[s["name"]] = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
-    head = "| rows | " + " | ".join(f"{n} s" for n in names) + " | scoring / io_floor | pandas / scoring | spark_udf / scoring | Spark jobs per scoring run | per training run |"
-    lines = [head, "|" + "---|" * (len(names) + 6)]
+    head = ("| rows | " + " | ".join(f"{n} s" for n in names) + " | "
+            + " | ".join(k.replace("/", " / ") for k in ratio_names) + " | Spark jobs per scoring run | per training run |")
+    lines = [head, "|" + "---|" * (len(names) + len(ratio_names) + 3)]
     for n in sorted(rows):
         r = results["ratios"][str(n)]
-        ratios = [f"{r[k]:.2f}" if k in r else "—" for k in ("scoring/io_floor", "pandas/scoring", "spark_udf/scoring")]
+        ratios = [f"{r[k]:.2f}" if k in r else "—" for k in ratio_names]
         cells = [rows[n].get(name, "—") for name in names]
         lines.append(f"| {n:,} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {results['jobs_per_scoring_run'][str(n)]} | {results['jobs_per_training_run'][str(n)]} |")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from benchmarks.data import generate
-from diabetes_spark import jobs, schemas, storage
+from diabetes_spark import jobs, schemas, scoring, storage
 from diabetes_spark.params import ScoreParams, TrainParams
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -83,12 +83,23 @@ def _timed(series: Series, reps: int, fn: Callable[[], Any]) -> Any:
     return result
 
 
-def io_floor(spark: Any, source: str, target: str) -> None:
-    """Read the input Delta table, add one literal column, write Delta the way scoring writes."""
+#: The table layout scoring gives the predictions table it creates, for a floor table: partitioned by
+#: batch, and no file statistics for the input columns (scoring keeps them for its own columns only).
+SCORING_LAYOUT: dict[str, Any] = {
+    "partition_by": scoring.BATCH_PARTITIONING,
+    "table_properties": {"delta.dataSkippingNumIndexedCols": "0"},
+}
+
+
+def io_floor(spark: Any, source: str, target: str, *, layout: dict[str, Any] | None = None) -> None:
+    """Read the input Delta table, add one literal column, write Delta the way scoring writes: into a
+    plain Delta table, or one created with ``layout`` (:data:`SCORING_LAYOUT`)."""
     from pyspark.sql import functions as F
 
     df = spark.read.format("delta").load(source).withColumn("batch_id", F.lit("bench"))
-    storage.write_delta(df, storage.resolve(target), mode="overwrite", replace_where="batch_id = 'bench'", merge_schema=True)
+    storage.write_delta(
+        df, storage.resolve(target), mode="overwrite", replace_where="batch_id = 'bench'", merge_schema=True, **(layout or {})
+    )
 
 
 def _ridge(spark: Any) -> Any:
@@ -254,12 +265,16 @@ def run(
                                  batch_id="bench", experiment="bench", max_reject_fraction=1.0)
             # Each gets one warm-up run (which also creates its table), then they alternate, so both
             # replace an earlier batch and drifts of the machine touch both alike.
+            # The floor is also written into a table laid out like scoring's (same alternation).
+            floor_layout = Series("io_floor_scoring_layout", n)
             _, jobs_per_scoring[n] = count_jobs(spark, lambda: jobs.run_batch_scoring(spark, params, home=home))
             io_floor(spark, paths["delta"], str(work / "floor"))
+            io_floor(spark, paths["delta"], str(work / "floor-layout"), layout=SCORING_LAYOUT)
             for _ in range(reps):
                 _timed(floor, 1, lambda: io_floor(spark, paths["delta"], str(work / "floor")))
                 _timed(score, 1, lambda: jobs.run_batch_scoring(spark, params, home=home))
-            series += [floor, train, score]
+                _timed(floor_layout, 1, lambda: io_floor(spark, paths["delta"], str(work / "floor-layout"), layout=SCORING_LAYOUT))
+            series += [floor, train, score, floor_layout]
             if n <= pandas_max:
                 pdser = Series("pandas_sklearn", n)
                 _timed(pdser, reps, lambda: pandas_scoring(ridge, paths["parquet"], str(work / "pandas.parquet")))
@@ -298,6 +313,8 @@ def _results(
             "scoring/io_floor paired": statistics.median(
                 sc / fl for sc, fl in zip(runs[("scoring", n)], runs[("io_floor", n)], strict=True)
             ),
+            **({"scoring/io_floor_scoring_layout": by[("scoring", n)] / by[("io_floor_scoring_layout", n)]}
+               if ("io_floor_scoring_layout", n) in by else {}),
             **({"pandas/scoring": by[("pandas_sklearn", n)] / by[("scoring", n)]} if ("pandas_sklearn", n) in by else {}),
             **({"spark_udf/scoring": by[("spark_udf", n)] / by[("scoring", n)]} if ("spark_udf", n) in by else {}),
         }
