@@ -332,8 +332,8 @@ def _backoff(attempt: int) -> float:
 def _save(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, partition_by: Sequence[str] = ()) -> None:
     """Write ``df`` into ``ref`` once; Delta refusing the columns is a :class:`SchemaError`.
 
-    ``partition_by`` applies only when this write creates the table: Delta refuses a partitioning
-    that differs from an existing table's, and without one it keeps the table's own.
+    ``partition_by`` applies only when this write creates the table: a write into an existing table
+    names no partition columns, so Delta keeps the table's own layout, partitioned or not.
 
     Raises:
         SchemaError: Delta refused the frame's column names or its schema (nothing was committed).
