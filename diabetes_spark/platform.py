@@ -75,13 +75,9 @@ REDACTION_REGEX = (
 #: slower). At Spark's recommended HotSpot limit such a stage falls back to split, compiled code.
 #: Timestamps (``scored_at``) are written as Parquet's standard INT64 microseconds rather than the
 #: legacy INT96, which costs a Julian-day conversion per row (about 13% of a 1e7-row predictions write).
-#: A write to a partitioned table (predictions, by batch) keeps an open file per partition value a task
-#: meets, up to 4, rather than first sorting every row by the partition columns (about 7% of a
-#: 1e7-row predictions write); a task meeting more values sorts the rest as before.
 JOB_SPARK_CONF: Mapping[str, str] = {
     "spark.sql.codegen.hugeMethodLimit": "8000",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-    "spark.sql.maxConcurrentOutputFileWriters": "4",
 }
 
 LOCAL_SPARK_CONF: Mapping[str, str] = {
