@@ -263,17 +263,24 @@ def run(
             score = Series("scoring", n)
             params = ScoreParams(input=paths["delta"], output=str(work / "scored"), model_name=name,
                                  batch_id="bench", experiment="bench", max_reject_fraction=1.0)
-            # Each gets one warm-up run (which also creates its table), then they alternate, so both
-            # replace an earlier batch and drifts of the machine touch both alike.
-            # The floor is also written into a table laid out like scoring's (same alternation).
+            # The floor is also written into a table laid out like scoring's. Each gets one warm-up run
+            # (which also creates its table), then they alternate, so all replace an earlier batch and
+            # drifts of the machine touch them alike.
             floor_layout = Series("io_floor_scoring_layout", n)
+
+            def plain_floor() -> None:
+                io_floor(spark, paths["delta"], str(work / "floor"))
+
+            def layout_floor() -> None:
+                io_floor(spark, paths["delta"], str(work / "floor-layout"), layout=SCORING_LAYOUT)
+
             _, jobs_per_scoring[n] = count_jobs(spark, lambda: jobs.run_batch_scoring(spark, params, home=home))
-            io_floor(spark, paths["delta"], str(work / "floor"))
-            io_floor(spark, paths["delta"], str(work / "floor-layout"), layout=SCORING_LAYOUT)
+            plain_floor()
+            layout_floor()
             for _ in range(reps):
-                _timed(floor, 1, lambda: io_floor(spark, paths["delta"], str(work / "floor")))
+                _timed(floor, 1, plain_floor)
                 _timed(score, 1, lambda: jobs.run_batch_scoring(spark, params, home=home))
-                _timed(floor_layout, 1, lambda: io_floor(spark, paths["delta"], str(work / "floor-layout"), layout=SCORING_LAYOUT))
+                _timed(floor_layout, 1, layout_floor)
             series += [floor, train, score, floor_layout]
             if n <= pandas_max:
                 pdser = Series("pandas_sklearn", n)

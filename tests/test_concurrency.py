@@ -114,11 +114,19 @@ def test_first_two_appenders_to_an_empty_location_both_land_once(spark, tmp_path
     assert storage.delta_version(spark, ref) == 1
 
 
-def test_two_batches_replaced_at_once_both_land(spark, tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize(
+    ("partition_by", "retried"),
+    [
+        pytest.param((), ["ConcurrentAppendException"], id="unpartitioned"),
+        # Partitioned by batch: the second commits over the first's commit without a retry.
+        pytest.param(("batch_id",), [], id="partitioned-by-batch"),
+    ],
+)
+def test_two_batches_replaced_at_once_both_land(spark, tmp_path: Path, caplog, partition_by, retried) -> None:
     table = tmp_path / "t"
     ref = storage.resolve(str(table))
     z = spark.createDataFrame([("z", 0), ("z", 1)], ROWS)
-    storage.write_delta(z, ref)
+    storage.write_delta(z, ref, partition_by=partition_by)
     a = spark.createDataFrame([("a", i) for i in range(3)], ROWS)
     b = spark.createDataFrame([("b", i) for i in range(5)], ROWS)
     first, second = _interleaved(a, b, table, 1, tmp_path)
@@ -129,26 +137,7 @@ def test_two_batches_replaced_at_once_both_land(spark, tmp_path: Path, caplog) -
     with caplog.at_level(logging.WARNING, logger="diabetes_spark.storage"):
         counts = _together(first=replace(first, "a"), second=replace(second, "b"))
     assert counts == {"first": 3, "second": 5}
-    assert [c.split(":")[0] for c in _retries(caplog, table)] == ["ConcurrentAppendException"]
-    assert_df_equality(_read(spark, table), z.union(a).union(b), ignore_row_order=True, ignore_nullable=True)
-
-
-def test_two_batches_replaced_at_once_in_a_table_partitioned_by_batch_do_not_conflict(spark, tmp_path: Path, caplog) -> None:
-    table = tmp_path / "t"
-    ref = storage.resolve(str(table))
-    z = spark.createDataFrame([("z", 0), ("z", 1)], ROWS)
-    storage.write_delta(z, ref, partition_by=("batch_id",))
-    a = spark.createDataFrame([("a", i) for i in range(3)], ROWS)
-    b = spark.createDataFrame([("b", i) for i in range(5)], ROWS)
-    first, second = _interleaved(a, b, table, 1, tmp_path)
-
-    def replace(df, batch: str) -> Callable[[], int]:
-        return lambda: storage.write_delta(df, ref, mode="overwrite", replace_where=f"batch_id = '{batch}'")
-
-    with caplog.at_level(logging.WARNING, logger="diabetes_spark.storage"):
-        counts = _together(first=replace(first, "a"), second=replace(second, "b"))
-    assert counts == {"first": 3, "second": 5}
-    assert _retries(caplog, table) == []  # the second committed over the first's commit without a retry
+    assert [c.split(":")[0] for c in _retries(caplog, table)] == retried
     assert storage.delta_version(spark, ref) == 2
     assert_df_equality(_read(spark, table), z.union(a).union(b), ignore_row_order=True, ignore_nullable=True)
 
