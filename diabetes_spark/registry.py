@@ -156,8 +156,35 @@ def alias_version(name: str, alias: str) -> str | None:
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
-    """Point ``alias`` of model ``name`` at ``version``."""
-    _client().set_registered_model_alias(name, alias, version)
+    """Point ``alias`` of model ``name`` at ``version``; the last of several concurrent calls wins.
+
+    MLflow's SQL store sets an alias by looking it up, then inserting or updating it. Two training
+    runs that set a new alias at the same moment both find none, and the second insert breaks the
+    alias' unique key. The alias then exists, so a new attempt updates it: that conflict is retried.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, _ALIAS_ATTEMPTS + 1):
+        try:
+            _client().set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as e:
+            if attempt == _ALIAS_ATTEMPTS or not _is_concurrent_insert(e):
+                raise
+            _log.info("Alias %r of %s was created concurrently; setting it again (attempt %d)", alias, name, attempt + 1)
+
+
+#: Attempts to set an alias that other runs keep creating concurrently (one conflict is the norm).
+_ALIAS_ATTEMPTS = 3
+
+
+def _is_concurrent_insert(error: Exception) -> bool:
+    """Whether a registry error is a SQL store's unique-key conflict (a row inserted concurrently)."""
+    try:
+        from sqlalchemy.exc import IntegrityError
+    except ImportError:  # mlflow-skinny talks to a REST registry only, which serialises its own writes
+        return False
+    return isinstance(error.__cause__, IntegrityError)
 
 
 @dataclass(frozen=True)

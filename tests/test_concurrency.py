@@ -234,6 +234,39 @@ def test_two_training_runs_at_once_register_two_versions_and_the_better_is_champ
     assert run.data.tags["champion_decision"] == "promoted"
 
 
+def test_a_new_alias_set_by_two_runs_at_once_is_set_not_refused(mlflow_home: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    """MLflow's SQL store sets an alias by a lookup and then an insert or update. Both runs here look
+    it up before either writes, so both insert: the later insert breaks the alias' unique key."""
+    from sqlalchemy.orm import Session
+
+    name = "concurrent_alias_model"
+    client = mlflow.MlflowClient()
+    client.create_registered_model(name)
+    versions = [client.create_model_version(name, str(tmp_path / f"v{i}"), run_id=None).version for i in (1, 2)]
+    looked_up = threading.Barrier(2, timeout=HOOK_SECONDS)
+    first_lookups: set[str] = set()
+    merge = Session.merge
+
+    def merge_then_wait(session, instance, **kwargs):
+        merged = merge(session, instance, **kwargs)  # the lookup; the insert or update follows at commit
+        thread = threading.current_thread().name
+        if thread not in first_lookups:
+            first_lookups.add(thread)
+            looked_up.wait()
+        return merged
+
+    monkeypatch.setattr(Session, "merge", merge_then_wait)
+    caplog.set_level(logging.INFO, logger=registry.__name__)
+    _together(**{f"v{v}": (lambda v=v: registry.set_alias(name, registry.CHALLENGER, str(v))) for v in versions})
+    monkeypatch.undo()
+
+    assert first_lookups == {f"v{v}" for v in versions}
+    assert [r.getMessage() for r in caplog.records if "created concurrently" in r.getMessage()] == [
+        f"Alias 'challenger' of {name} was created concurrently; setting it again (attempt 2)"
+    ]
+    assert registry.alias_version(name, registry.CHALLENGER) in {str(v) for v in versions}
+
+
 def test_an_unreadable_registry_is_not_taken_for_no_champion(mlflow_home: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     registry_uri = mlflow.get_registry_uri()
