@@ -6,7 +6,7 @@ LAKEHOUSE ?= lakehouse
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test test-fast bench wheel clean
+.PHONY: run test test-fast bench wheel notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(VENV)/.installed-test
 ## wheel: build dist/diabetes_spark-<version>-py3-none-any.whl
 wheel: $(VENV)/.installed-test
 	$(BIN)/python -m build --wheel --outdir dist .
+
+## notebooks: regenerate the notebooks' parameter tables and widget cells from params.py
+notebooks: $(VENV)/.installed-local
+	$(BIN)/python tests/make_notebooks.py
 
 clean:
 	rm -rf build dist *.egg-info $(LAKEHOUSE) spark-warehouse .pytest_cache

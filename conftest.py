@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from diabetes_spark.platform import ENV_JVM_CACHE, get_spark
+from diabetes_spark.jvm_cache import ENV_JVM_CACHE
+from diabetes_spark.session import get_spark
 
 # Tests neither record nor map the JVM class-data archive of this machine (tests/test_class_archive.py
 # records its own): the suite writes nothing outside its temporary folders.
 os.environ[ENV_JVM_CACHE] = "off"
 
-#: Small settings for 2 cores: two local threads, few shuffle partitions, UI off (see platform.py).
+#: Small settings for 2 cores: two local threads, few shuffle partitions, UI off (see session.py).
 TEST_SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.default.parallelism": "2",
@@ -78,25 +79,13 @@ def wheel_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local workspace folder holding the session's MLflow SQLite store and artifacts."""
-    import os
-
-    from diabetes_spark.registry import configure_mlflow
+def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A local workspace folder holding the session's MLflow SQLite store and artifacts; MLflow
+    points at it for the whole run (a job pointed elsewhere points it back when it ends)."""
+    from diabetes_spark.registry import MlflowLocation
 
     home = tmp_path_factory.mktemp("mlflow-home")
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         os.environ.pop(name, None)
-    configure_mlflow(home)
-    return home
-
-
-@pytest.fixture(autouse=True)
-def _mlflow_points_at_the_session_home(request: pytest.FixtureRequest) -> None:
-    """Each test using ``mlflow_home`` starts with MLflow pointed at it: a test that ran a job with
-    another home (the demo, the notebooks) moves MLflow's process-wide URI, and must not move the next
-    test's."""
-    if "mlflow_home" in request.fixturenames:
-        from diabetes_spark.registry import configure_mlflow
-
-        configure_mlflow(request.getfixturevalue("mlflow_home"))
+    with MlflowLocation.local(home).active():
+        yield home

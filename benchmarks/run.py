@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from benchmarks.data import generate
-from diabetes_spark import jobs, schemas, scoring, storage
+from diabetes_spark import delta_writes, jobs, schemas, scoring, storage
 from diabetes_spark.params import ScoreParams, TrainParams
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -97,7 +97,7 @@ def io_floor(spark: Any, source: str, target: str, *, layout: dict[str, Any] | N
     from pyspark.sql import functions as F
 
     df = spark.read.format("delta").load(source).withColumn("batch_id", F.lit("bench"))
-    storage.write_delta(
+    delta_writes.write_delta(
         df, storage.resolve(target), mode="overwrite", replace_where="batch_id = 'bench'", merge_schema=True, **(layout or {})
     )
 
@@ -155,7 +155,7 @@ def count_jobs(spark: Any, fn: Callable[[], Any]) -> tuple[Any, int]:
 
 _COLD_TIMER = "import json,time,sys; t0=time.perf_counter();"
 _COLD_SESSION = (
-    "from diabetes_spark.platform import get_spark; from diabetes_spark import jobs, storage;"
+    "from diabetes_spark.session import get_spark; from diabetes_spark import delta_writes, jobs, storage;"
     "from diabetes_spark.params import TrainParams, ScoreParams; from pathlib import Path;"
     "s=get_spark(); t1=time.perf_counter(); h=Path(sys.argv[1]);"
 )
@@ -169,7 +169,7 @@ _COLD_JOBS = (
 #: back; the scoring sample read, one literal column added, written to Delta.
 _COLD_IO = (
     "from pyspark.sql import functions as F;"
-    "w=lambda df, p: storage.write_delta(df, storage.resolve(str(h/p)), mode='overwrite');"
+    "w=lambda df, p: delta_writes.write_delta(df, storage.resolve(str(h/p)), mode='overwrite');"
     "w(storage.read_table(s, storage.resolve('sample:diabetes.csv')), 't'); s.read.format('delta').load(str(h/'t')).count();"
     "t2=time.perf_counter();"
     "w(storage.read_table(s, storage.resolve('sample:scoring_batch.csv')).withColumn('batch_id', F.lit('b')), 'p');"
@@ -229,7 +229,7 @@ def run(
     each N (the caller writes them), so an interrupted run still reports the sizes it finished."""
     import shutil
 
-    from diabetes_spark.platform import get_spark
+    from diabetes_spark.session import get_spark
 
     out.mkdir(parents=True, exist_ok=True)
     home = out / "home"

@@ -1,9 +1,10 @@
-"""The ``diabetes-spark`` console script (also ``python -m diabetes_spark``).
+"""The ``diabetes-spark`` console script (also ``python -m diabetes_spark``): the one command line.
 
-Each job subcommand takes the flags generated from its params dataclass (``model_name`` ->
-``--model-name``), prints a summary (one JSON line on stdout with ``--json``) and exits 0; on error
-it prints one line on stderr and exits non-zero (2 for a problem with the input or parameters,
-1 for anything unexpected).
+Job subcommands take the flags generated from their params dataclass (``model_name`` ->
+``--model-name``); ``notebook`` and ``demo`` run the notebooks locally; ``setup-secrets`` and
+``jobs-json`` are the deploy-time commands of :mod:`diabetes_spark.deploy`. Each prints a summary
+(one JSON line on stdout with ``--json``) and exits 0; on error it prints one line on stderr and
+exits 2 for a problem the user can fix (a :class:`DiabetesSparkError`), 1 for a bug.
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 from diabetes_spark import __version__, params
-from diabetes_spark.errors import DiabetesSparkError, ParamError
-from diabetes_spark.platform import recording_class_archive
+from diabetes_spark.deploy import bundle, secrets
+from diabetes_spark.errors import DiabetesSparkError, one_line
+from diabetes_spark.jvm_cache import recording_class_archive
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_USER_ERROR", "EXIT_UNEXPECTED"]
 
 EXIT_USER_ERROR = 2
 EXIT_UNEXPECTED = 1
 ENV_DEBUG = "DIABETES_SPARK_DEBUG"
+
+Command = Callable[[argparse.Namespace, Mapping[str, str]], dict[str, Any]]
 
 
 def _flag(name: str) -> str:
@@ -43,41 +47,42 @@ def _add_params(parser: argparse.ArgumentParser, cls: type, *, required: Sequenc
         parser.add_argument(_flag(name), **kwargs)
 
 
-def _ingest(args: argparse.Namespace) -> dict[str, Any]:
+def _values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The flags the user gave (others keep the dataclass defaults)."""
+    names = [name for name, *_ in params.describe(cls)]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _spark(conf: Mapping[str, str]) -> Any:
+    from diabetes_spark.session import get_spark
+
+    return get_spark(conf=conf)
+
+
+def _ingest(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
     from diabetes_spark import jobs
-    from diabetes_spark.platform import get_spark
 
-    job_params = params.from_strings(params.IngestParams, _values(args, params.IngestParams))
-    return jobs.run_ingest(get_spark(), job_params)
+    return jobs.run_ingest(_spark(conf), params.from_strings(params.IngestParams, _values(args, params.IngestParams)))
 
 
-def _train(args: argparse.Namespace) -> dict[str, Any]:
+def _train(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
     from diabetes_spark import jobs
-    from diabetes_spark.platform import get_spark
 
-    job_params = params.from_strings(params.TrainParams, _values(args, params.TrainParams))
-    return jobs.run_training(get_spark(), job_params)
+    return jobs.run_training(_spark(conf), params.from_strings(params.TrainParams, _values(args, params.TrainParams)))
 
 
-def _score(args: argparse.Namespace) -> dict[str, Any]:
+def _score(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
     from diabetes_spark import jobs
-    from diabetes_spark.platform import get_spark
 
     job_params = params.from_strings(params.ScoreParams, _values(args, params.ScoreParams))
-    return jobs.run_batch_scoring(get_spark(), job_params)
+    return jobs.run_batch_scoring(_spark(conf), job_params)
 
 
-def _notebook(args: argparse.Namespace) -> dict[str, Any]:
+def _notebook(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
     from diabetes_spark.notebook import run_notebook
-    from diabetes_spark.platform import get_spark
 
-    widgets = {}
-    for item in args.widget:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ParamError(f"--widget takes name=value; got {item!r}")
-        widgets[name] = value
-    value = run_notebook(args.path, spark=get_spark(), widgets=widgets)
+    widgets = params.parse_assignments(args.widget, flag="--widget")
+    value = run_notebook(args.path, spark=_spark(conf), widgets=widgets)
     try:
         parsed = json.loads(value) if value is not None else None
     except json.JSONDecodeError:
@@ -85,43 +90,30 @@ def _notebook(args: argparse.Namespace) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"notebook": args.path, "exit_value": value}
 
 
-def _demo(args: argparse.Namespace) -> dict[str, Any]:
+def _demo(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
     from pathlib import Path
 
     from diabetes_spark.notebook import run_demo
-    from diabetes_spark.platform import get_spark
 
-    return run_demo(get_spark(), notebooks=Path(args.notebooks))
-
-
-def _setup_secrets(args: argparse.Namespace) -> dict[str, Any]:
-    from diabetes_spark import deploy
-
-    return deploy.run_setup_secrets(args)
+    return run_demo(_spark(conf), notebooks=Path(args.notebooks))
 
 
-def _values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The flags the user gave (others keep the dataclass defaults)."""
-    names = [name for name, *_ in params.describe(cls)]
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-
-
-_JOBS: dict[str, tuple[type, Callable[[argparse.Namespace], dict[str, Any]], tuple[str, ...], str]] = {
+_JOBS: dict[str, tuple[type, Command, tuple[str, ...], str]] = {
     "ingest": (params.IngestParams, _ingest, ("source", "table"), "land a raw CSV in a Delta table, rejects beside it"),
     "train": (params.TrainParams, _train, ("training_data",), "train, evaluate, log, register and maybe promote a model"),
     "score": (params.ScoreParams, _score, ("input", "output"), "score a table with a registered model, idempotent per batch"),
 }
+#: Deploy-time subcommands: each module has ``HELP``, ``add_arguments(parser)`` and ``run(args)``.
+_DEPLOY = {"setup-secrets": secrets, "jobs-json": bundle}
 
-
-#: The commands that start a local Spark session.
-_STARTS_SPARK = (*_JOBS, "notebook", "demo")
-
-_COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+_COMMANDS: dict[str, Command] = {
     **{name: spec[1] for name, spec in _JOBS.items()},
     "notebook": _notebook,
     "demo": _demo,
-    "setup-secrets": _setup_secrets,
+    **{name: (lambda args, _conf, module=module: module.run(args)) for name, module in _DEPLOY.items()},
 }
+#: The commands that start a local Spark session.
+_STARTS_SPARK = (*_JOBS, "notebook", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,11 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default="notebooks", help="folder holding the two notebooks (default: notebooks)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
 
-    from diabetes_spark import deploy
-
-    p = sub.add_parser("setup-secrets", help="create the Databricks secret scope and put the project's secrets")
-    deploy.add_setup_secrets_arguments(p)
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    for command, module in _DEPLOY.items():
+        p = sub.add_parser(command, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     return parser
 
 
@@ -167,21 +158,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if os.environ.get(ENV_DEBUG) else logging.WARNING, stream=sys.stderr)
     run = _COMMANDS[args.command]
     # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
-    with recording_class_archive() if args.command in _STARTS_SPARK else nullcontext():
+    with recording_class_archive() if args.command in _STARTS_SPARK else nullcontext({}) as conf:
         try:
-            summary = run(args)
+            summary = run(args, conf)
         except DiabetesSparkError as e:
-            print(f"diabetes-spark {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            print(f"diabetes-spark {args.command}: error: {one_line(e, 2000)}", file=sys.stderr)
             return EXIT_USER_ERROR
         except Exception as e:  # the last line of defence: one line, full trace only on request
             if os.environ.get(ENV_DEBUG):
                 raise
-            print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+            print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {one_line(e, 2000)}", file=sys.stderr)
             return EXIT_UNEXPECTED
         _print_summary(summary, args.json)
         return 0
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= 2000 else text[:2000] + "..."

@@ -1,4 +1,8 @@
-"""The project's exceptions: one hierarchy, messages that say what was expected, found and to do."""
+"""The package's exceptions: one hierarchy, messages that say what was expected, found and to do.
+
+Every failure a user can cause (a bad parameter, input, secret or configuration) is a
+:class:`DiabetesSparkError`, and the console script exits 2 on it; anything else is a bug (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ __all__ = [
     "ConfigurationError",
     "RejectThresholdError",
     "NotebookError",
+    "one_line",
 ]
 
 
@@ -59,3 +64,18 @@ class ConfigurationError(DiabetesSparkError):
 
 class NotebookError(DiabetesSparkError):
     """A cell of a notebook run locally failed; the message names the cell."""
+
+
+def one_line(error: BaseException, limit: int = 1000) -> str:
+    """The gist of ``error`` on one line, at most ``limit`` characters.
+
+    A Spark error is cut before its JVM stack trace (``Driver stacktrace:``); white space, line
+    breaks included, is folded into single spaces.
+    """
+    java = getattr(error, "java_exception", None)
+    try:
+        text = str(java.getMessage()) if java is not None else str(error)
+    except Exception:  # a JVM that is gone: its Python side still has the message
+        text = str(error)
+    text = " ".join(text.split("Driver stacktrace:")[0].split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,4 +1,4 @@
-"""Regression metrics, the reports logged as run artifacts, and the feature profile used for drift.
+"""Regression metrics and the reports logged as run artifacts (the drift profile: :mod:`drift`).
 
 Everything here takes DataFrames and returns values or writes files into a folder it is given;
 logging them to MLflow is the caller's business.
@@ -12,14 +12,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from diabetes_spark.schemas import CATEGORICAL, REASON, feature_names, numeric_feature_names, quoted
+from diabetes_spark.schemas import CATEGORICAL, REASON, feature_names, numeric_feature_names
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame
 
@@ -28,14 +25,9 @@ __all__ = [
     "regression_metrics",
     "is_better",
     "feature_statistics",
-    "feature_profile",
-    "profile_and_statistics",
-    "bin_names",
-    "JOINT_CODES",
-    "BinCodes",
-    "count_codes",
-    "profile_counts",
-    "psi_from_counts",
+    "QUARTILES",
+    "summary",
+    "statistics",
     "data_quality_report",
     "model_weights",
     "write_reports",
@@ -43,9 +35,7 @@ __all__ = [
 
 METRICS = ("rmse", "mae", "r2", "mse")
 _LARGER_IS_BETTER = {"r2"}
-_EPSILON = 1e-4
 _PLOT_ROWS = 10_000
-MISSING_BIN = "missing"
 
 
 def regression_metrics(predictions: DataFrame, *, label: str, prediction: str) -> dict[str, float]:
@@ -69,12 +59,12 @@ def is_better(metric: str, challenger: float, champion: float) -> bool:
 
 
 #: Quantiles computed per numeric feature: quartiles for the statistics, deciles for the profile.
-_QUARTILES = (0.25, 0.5, 0.75)
+QUARTILES = (0.25, 0.5, 0.75)
 
 
-def _summary(df: DataFrame, probabilities: list[float]) -> dict[str, Any]:
-    """Count, mean, std, min, max and approximate quantiles of every numeric feature, and the
-    categories of every categorical one, in one aggregate pass."""
+def summary(df: DataFrame, probabilities: list[float]) -> dict[str, Any]:
+    """Count, mean, std, min, max and the quantiles ``probabilities`` of every numeric feature, and
+    the categories of every categorical one, in one aggregate pass (one row, as a dict)."""
     aggs = [F.count(F.lit(1)).alias("__n")]
     for c in numeric_feature_names():
         aggs += [
@@ -95,11 +85,12 @@ _QUANTILE_ACCURACY = 1000
 
 def feature_statistics(df: DataFrame) -> list[dict[str, Any]]:
     """Count, missing %, mean, std, min, quartiles and max of each numeric feature (one pass)."""
-    return _statistics(_summary(df, list(_QUARTILES)), list(_QUARTILES))
+    return statistics(summary(df, list(QUARTILES)), list(QUARTILES))
 
 
-def _statistics(row: dict[str, Any], probabilities: list[float]) -> list[dict[str, Any]]:
-    at = {p: probabilities.index(p) for p in _QUARTILES}
+def statistics(row: dict[str, Any], probabilities: list[float]) -> list[dict[str, Any]]:
+    """The per-feature statistics rows of a :func:`summary` row computed with ``probabilities``."""
+    at = {p: probabilities.index(p) for p in QUARTILES}
     total = row["__n"] or 1
     stats = []
     for c in numeric_feature_names():
@@ -119,183 +110,6 @@ def _statistics(row: dict[str, Any], probabilities: list[float]) -> list[dict[st
             }
         )
     return stats
-
-
-def feature_profile(df: DataFrame, *, bins: int = 10) -> dict[str, Any]:
-    """The training distribution of every feature, for the population stability index at scoring.
-
-    Numeric features get quantile bin edges plus a ``missing`` bin; categorical ones their
-    categories (anything else at scoring falls in ``other``). Fractions are of all rows.
-    """
-    return profile_and_statistics(df, bins=bins)[0]
-
-
-def profile_and_statistics(df: DataFrame, *, bins: int = 10) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """:func:`feature_profile` and :func:`feature_statistics` of ``df`` in two passes (not eight):
-    one for the statistics, bin edges and categories, one for the counts per bin."""
-    deciles = [round(i / bins, 10) for i in range(1, bins)]
-    probabilities = sorted(set(deciles) | set(_QUARTILES))
-    row = _summary(df, probabilities)
-    profile: dict[str, Any] = {"bins": {}, "expected": {}}
-    for c in numeric_feature_names():
-        quantiles = dict(zip(probabilities, row[f"{c}__quantiles"] or []))
-        profile["bins"][c] = sorted({quantiles[p] for p in deciles if p in quantiles})
-    for c in CATEGORICAL:
-        profile["bins"][c] = sorted(v for v in row[f"{c}__categories"] if v is not None)
-    counts = profile_counts(df, profile)
-    total = counts.pop("__rows")
-    profile["rows"] = total
-    profile["expected"] = _fractions(profile, counts, total)
-    return profile, _statistics(row, probabilities)
-
-
-def _bin_labels(profile: dict[str, Any], feature: str) -> list[str]:
-    edges = profile["bins"][feature]
-    if feature in CATEGORICAL:
-        return [*edges, "other", MISSING_BIN]
-    return [str(i) for i in range(len(edges) + 1)] + [MISSING_BIN]
-
-
-def bin_names(profile: dict[str, Any]) -> list[str]:
-    """``feature__label`` for every bin of every profiled feature."""
-    return [f"{feature}__{label}" for feature in profile["bins"] for label in _bin_labels(profile, feature)]
-
-
-#: The most codes one joint bin code takes (see :class:`BinCodes`).
-JOINT_CODES = 8192
-
-
-def _bin_index(profile: dict[str, Any], feature: str) -> str:
-    """SQL for the position, in ``_bin_labels``, of the bin a row's value of ``feature`` falls in.
-
-    Numeric bins are ``[lower, upper)`` and found by binary search over the (sorted, distinct) edges,
-    written as nested ``IF``s with doubles as exact ``D`` literals: about four comparisons a row.
-    """
-    edges = profile["bins"][feature]
-    labels = _bin_labels(profile, feature)
-    name = quoted(feature)
-    if feature in CATEGORICAL:
-        cases = " ".join(f"WHEN {name} = {_sql_string(v)} THEN {i}" for i, v in enumerate(edges))
-        return f"CASE WHEN {name} IS NULL THEN {labels.index(MISSING_BIN)} {cases} ELSE {labels.index('other')} END"
-
-    def search(low: int, high: int) -> str:  # the first i in [low, high] with value < edges[i], else high
-        if low == high:
-            return str(low)
-        middle = (low + high) // 2
-        return f"IF({name} < {float(edges[middle])!r}D, {search(low, middle)}, {search(middle + 1, high)})"
-
-    return f"IF({name} IS NULL, {labels.index(MISSING_BIN)}, {search(0, len(edges))})"
-
-
-class BinCodes:
-    """Integer codes that count the rows in every bin of every profiled feature with one grouped
-    aggregate, and the way back from a code to the bins it counts.
-
-    Consecutive features are coded jointly while the product of their bin counts stays within
-    :data:`JOINT_CODES`: the code of a group is ``start + i1 + n1 * (i2 + n2 * i3)`` for bin positions
-    ``i`` and bin counts ``n``, and one row of the grouped result counts one combination, so the
-    marginal count of each bin is the sum over the combinations it is in. A row thus explodes into
-    three or four codes instead of one per feature, and the grouped result stays within a few
-    thousand rows. One ``count`` per bin instead would exceed Spark's whole-stage code generation
-    limit (``spark.sql.codegen.maxFields``, 100) and run the aggregate interpreted, about 3x slower.
-
-    Args:
-        profile: A :func:`feature_profile`.
-        offset: The first code: smaller ones are the caller's own.
-    """
-
-    def __init__(self, profile: dict[str, Any], *, offset: int = 0) -> None:
-        groups: list[list[str]] = []
-        size = 0
-        for feature in profile["bins"]:
-            bins = len(_bin_labels(profile, feature))
-            if groups and size * bins <= JOINT_CODES:
-                groups[-1].append(feature)
-                size *= bins
-            else:
-                groups.append([feature])
-                size = bins
-        self.columns: list[Column] = []
-        self._groups: list[tuple[int, int, list[list[str]]]] = []
-        start = offset
-        for group in groups:
-            terms, weight, names = [], 1, []
-            for feature in group:
-                terms.append(f"{weight} * ({_bin_index(profile, feature)})")
-                names.append([f"{feature}__{label}" for label in _bin_labels(profile, feature)])
-                weight *= len(names[-1])
-            self.columns.append(F.expr(f"{start} + {' + '.join(terms)}"))
-            self._groups.append((start, weight, names))
-            start += weight
-        self.end = start
-
-    def bins_of(self, code: int) -> list[str]:
-        """The bins (``feature__label``) one code counts a row in."""
-        for start, size, names in self._groups:
-            if start <= code < start + size:
-                rest, bins = code - start, []
-                for labels in names:
-                    rest, position = divmod(rest, len(labels))
-                    bins.append(labels[position])
-                return bins
-        raise ValueError(f"code {code} is not a bin code (codes {self._groups[0][0]} to {self.end - 1})")
-
-
-def _sql_string(value: str) -> str:
-    """``value`` as a Spark SQL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def count_codes(df: DataFrame, codes: Column, names_of: Callable[[int], Sequence[str]], names: Sequence[str]) -> dict[str, int]:
-    """How many rows each of ``names`` counts, where the integer-array Column ``codes`` gives each
-    row's codes (nulls skipped) and ``names_of(code)`` the names one code counts: every name, zero
-    included, from one grouped aggregate (see :class:`BinCodes`)."""
-    counted = df.select(F.explode(codes).alias("code")).where(F.col("code").isNotNull()).groupBy("code").count()
-    counts = dict.fromkeys(names, 0)
-    for code, count in counted.collect():
-        for name in names_of(code):
-            counts[name] += count
-    return counts
-
-
-def profile_counts(df: DataFrame, profile: dict[str, Any], *, where: Any = None) -> dict[str, int]:
-    """Rows per bin of every profiled feature (``feature__label``) and ``__rows``, in one pass.
-
-    ``where`` (a boolean Column) restricts the counts to matching rows.
-    """
-    bins = BinCodes(profile, offset=1)
-    codes = F.array(F.lit(0), *bins.columns)
-    if where is not None:
-        codes = F.when(where, codes)
-    return count_codes(df, codes, lambda code: ["__rows"] if code == 0 else bins.bins_of(code), ["__rows", *bin_names(profile)])
-
-
-def _fractions(profile: dict[str, Any], counts: dict[str, int], total: int) -> dict[str, dict[str, float]]:
-    return {
-        feature: {label: counts[f"{feature}__{label}"] / max(total, 1) for label in _bin_labels(profile, feature)}
-        for feature in profile["bins"]
-    }
-
-
-def psi_from_counts(profile: dict[str, Any], counts: dict[str, int]) -> dict[str, float]:
-    """Population stability index per feature: sum over bins of ``(a - e) * ln(a / e)``.
-
-    ``counts`` is the result of :func:`profile_counts` over the scored rows. Empty bins
-    are floored at a small epsilon so the index stays finite. 0 means the same distribution;
-    above 0.2 is the usual sign of a material shift.
-    """
-    counts = dict(counts)
-    total = counts.pop("__rows")
-    actual = _fractions(profile, counts, total)
-    psi = {}
-    for feature, expected in profile["expected"].items():
-        value = 0.0
-        for label, e in expected.items():
-            a = max(actual[feature].get(label, 0.0), _EPSILON)
-            e = max(e, _EPSILON)
-            value += (a - e) * math.log(a / e)
-        psi[feature] = value
-    return psi
 
 
 def data_quality_report(annotated: DataFrame, rows_in: int, rows_rejected: int) -> dict[str, Any]:

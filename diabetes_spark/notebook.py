@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from diabetes_spark import params as job_params
 from diabetes_spark import storage, telemetry
-from diabetes_spark.errors import ConfigurationError, NotebookError
-from diabetes_spark.platform import LocalDbutils, NotebookExit, local_home
+from diabetes_spark.errors import ConfigurationError, NotebookError, one_line
+from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit
+from diabetes_spark.session import local_home
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -43,7 +44,7 @@ def _secret(dbutils: Any, scope: str, key: str) -> str:
         value = dbutils.secrets.get(scope=scope, key=key)
     except Exception as e:  # Databricks raises a py4j error, LocalDbutils a KeyError
         raise ConfigurationError(
-            f"secret {key!r} is missing from secret scope {scope!r}: {' '.join(str(e).split())[:300]}. "
+            f"secret {key!r} is missing from secret scope {scope!r}: {one_line(e, 300)}. "
             "Create it with 'diabetes-spark setup-secrets', or empty the widget that names it."
         ) from e
     if not value:
@@ -201,10 +202,9 @@ def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, st
         except NotebookExit as done:
             return done.value
         except Exception as e:
-            message = " ".join(str(e).split())[:1000]
             raise NotebookError(
                 f"{path.name} cell {cell.number} (line {_failing_line(e, filename, cell)}) failed: "
-                f"{type(e).__name__}: {message}"
+                f"{type(e).__name__}: {one_line(e)}"
             ) from e
     return None
 

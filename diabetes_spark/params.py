@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ __all__ = [
     "from_strings",
     "widget_defaults",
     "describe",
+    "parse_assignments",
     "ESTIMATORS",
     "TUNING_MODES",
     "IMPUTER_STRATEGIES",
@@ -243,3 +244,18 @@ def describe(cls: type) -> list[tuple[str, str, str, tuple[str, ...] | None]]:
         (f.name, str(f.default), f.metadata.get("help", ""), f.metadata.get("choices"))
         for f in dataclasses.fields(cls)
     ]
+
+
+def parse_assignments(items: Iterable[str], *, flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` strings (repeated ``--widget`` or ``--var`` flags) as a mapping.
+
+    Raises:
+        ParamError: An item has no ``=`` or an empty name; the message names ``flag``.
+    """
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParamError(f"{flag} takes NAME=VALUE; got {item!r}")
+        out[name.strip()] = value
+    return out

@@ -1,7 +1,5 @@
-"""MLflow: where it lives, logging and registering the Spark model, aliases and the champion gate.
-
-Aliases, not the deprecated stages: a new version becomes ``challenger``; ``champion`` moves to it
-only when there is no champion yet or the challenger beats it on the same held-out rows.
+"""MLflow: where it lives (:class:`MlflowLocation`), logging, registering and loading the Spark
+model, and aliases (not the deprecated stages). The champion gate is :mod:`diabetes_spark.promotion`.
 Works with a workspace registry and with Unity Catalog (``catalog.schema.model`` names).
 """
 
@@ -9,11 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark.errors import RegistryError
+from diabetes_spark.errors import RegistryError, one_line
+from diabetes_spark.schemas import PREDICTION
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -25,7 +26,11 @@ __all__ = [
     "CHAMPION",
     "CHALLENGER",
     "MODEL_ARTIFACT",
-    "configure_mlflow",
+    "REPORTS_ARTIFACT",
+    "PROFILE_ARTIFACT",
+    "training_profile",
+    "MlflowLocation",
+    "version_tags",
     "ensure_experiment",
     "log_model",
     "register",
@@ -42,38 +47,71 @@ _log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
+#: Where the training run logs its reports, and the feature profile among them (read for drift).
+REPORTS_ARTIFACT = "reports"
+PROFILE_ARTIFACT = f"{REPORTS_ARTIFACT}/feature_profile.json"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
 #: Error codes with which registries answer a missing model or alias (SQL store, REST, Unity Catalog).
 _NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 
 
-def configure_mlflow(home: Path) -> str:
-    """Point MLflow at ``$MLFLOW_TRACKING_URI`` / ``$MLFLOW_REGISTRY_URI`` when set (Databricks sets
-    its own), else at a SQLite store ``<home>/mlflow.db`` (the registry needs a database).
+@dataclass(frozen=True)
+class MlflowLocation:
+    """Where a job tracks runs and registers models; the jobs receive it instead of a global.
 
-    Returns:
-        The tracking URI in use.
+    Attributes:
+        tracking_uri: The tracking store (``sqlite:///...``, ``http://...``, ``databricks``).
+        registry_uri: The model registry; ``None`` lets MLflow derive it from the tracking URI.
+        artifact_root: Folder under which a new experiment keeps its artifacts (the local store).
     """
-    import mlflow
 
-    given = os.environ.get(ENV_TRACKING_URI)
-    # MLflow's set_tracking_uri also exports the URI to the environment (for subprocesses): a URI we
-    # set for an earlier home is ours, not the user's, and must not pin every later home to it.
-    if (given and given not in _OWN_URIS) or "DATABRICKS_RUNTIME_VERSION" in os.environ:
-        return mlflow.get_tracking_uri()
-    home.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
-    _OWN_URIS.add(uri)
-    mlflow.set_tracking_uri(uri)
-    registry_given = os.environ.get(ENV_REGISTRY_URI)
-    if not registry_given or registry_given in _OWN_URIS:
-        mlflow.set_registry_uri(uri)
-    return uri
+    tracking_uri: str
+    registry_uri: str | None = None
+    artifact_root: Path | None = None
 
+    @classmethod
+    def local(cls, home: Path) -> MlflowLocation:
+        """The embedded default: a SQLite store ``<home>/mlflow.db`` (the registry needs a
+        database), artifacts under ``<home>/mlartifacts``."""
+        uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
+        return cls(tracking_uri=uri, registry_uri=uri, artifact_root=home / "mlartifacts")
 
-#: SQLite URIs :func:`configure_mlflow` set itself in this process.
-_OWN_URIS: set[str] = set()
+    @classmethod
+    def from_environment(cls, home: Path) -> MlflowLocation:
+        """``$MLFLOW_TRACKING_URI`` / ``$MLFLOW_REGISTRY_URI`` when set (Databricks sets its own),
+        else :meth:`local` under ``home``. Artifacts of new experiments go under ``home`` either way."""
+        import mlflow
+
+        if os.environ.get(ENV_TRACKING_URI) or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+            registry = os.environ.get(ENV_REGISTRY_URI) or None
+            return cls(tracking_uri=mlflow.get_tracking_uri(), registry_uri=registry, artifact_root=home / "mlartifacts")
+        return cls.local(home)
+
+    @contextmanager
+    def active(self) -> Iterator[MlflowLocation]:
+        """Point MLflow's fluent API (runs, logging, ``mlflow.spark``) here for the block, and back
+        where it was after it, environment variables included."""
+        import mlflow
+
+        if self.artifact_root is not None and self.tracking_uri.startswith("sqlite:"):
+            self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
+        saved = {name: os.environ.get(name) for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
+        mlflow.set_tracking_uri(self.tracking_uri)
+        if self.registry_uri:
+            mlflow.set_registry_uri(self.registry_uri)
+        try:
+            yield self
+        finally:
+            mlflow.set_tracking_uri(saved[ENV_TRACKING_URI])  # type: ignore[arg-type] - None: MLflow's default
+            mlflow.set_registry_uri(saved[ENV_REGISTRY_URI])  # type: ignore[arg-type]
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)  # MLflow exported ours for subprocesses
+
+    def ensure_experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created (artifacts under :attr:`artifact_root`) if missing."""
+        return ensure_experiment(name, artifact_root=self.artifact_root)
 
 
 def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:
@@ -108,7 +146,7 @@ def log_model(model: PipelineModel, *, example: DataFrame, metadata: dict[str, A
     import pyspark
     from mlflow.models import infer_signature
 
-    signature = infer_signature(example, model.transform(example).select("prediction"))
+    signature = infer_signature(example, model.transform(example).select(PREDICTION))
     return mlflow.spark.log_model(
         model,
         MODEL_ARTIFACT,
@@ -213,6 +251,7 @@ def resolve_version(name: str, *, version: str = "", alias: str = CHAMPION) -> R
     try:
         registered = client.get_registered_model(name)
     except MlflowException as e:
+        _raise_unless_not_found(e, f"registered model {name!r}")
         names = sorted(m.name for m in client.search_registered_models(max_results=100))
         raise RegistryError(
             f"registered model {name!r} does not exist; registered models: {names or 'none'}. Train one first."
@@ -220,6 +259,7 @@ def resolve_version(name: str, *, version: str = "", alias: str = CHAMPION) -> R
     try:
         mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
     except MlflowException as e:
+        _raise_unless_not_found(e, f"model {name!r}")
         versions = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
         aliases = {alias: str(v) for alias, v in sorted((registered.aliases or {}).items())}
         wanted = f"version {version}" if version else f"alias {alias!r}"
@@ -229,11 +269,33 @@ def resolve_version(name: str, *, version: str = "", alias: str = CHAMPION) -> R
     return ResolvedModel(name=name, version=str(mv.version), run_id=mv.run_id or "", source=mv.source or "")
 
 
+def _raise_unless_not_found(error: Exception, what: str) -> None:
+    """Re-raise a registry error that is not a "not found" answer as a :class:`RegistryError`."""
+    import mlflow
+
+    if getattr(error, "error_code", None) not in _NOT_FOUND:
+        raise RegistryError(
+            f"cannot read {what} from the model registry at {mlflow.get_registry_uri()}: {one_line(error, 500)}. "
+            "Check MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI and that the server is reachable."
+        ) from error
+
+
 def load_model(resolved: ResolvedModel) -> PipelineModel:
     """Load a resolved version as a Spark ``PipelineModel`` (no pyfunc wrapper, no UDF)."""
     import mlflow.spark
 
     return mlflow.spark.load_model(resolved.uri)
+
+
+def training_profile(resolved: ResolvedModel, log: logging.Logger) -> dict[str, Any] | None:
+    """The feature profile logged with the version's training run, or ``None`` (with a warning)."""
+    import mlflow
+
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{resolved.run_id}/{PROFILE_ARTIFACT}")
+    except Exception as e:  # a model trained elsewhere may have none: drift is then not scored
+        log.warning("no feature profile for %s (training run %s): drift not scored (%s)", resolved.uri, resolved.run_id, e)
+        return None
 
 
 def version_tags(name: str, version: str, tags: dict[str, Any]) -> None:

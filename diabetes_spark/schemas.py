@@ -30,12 +30,15 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, NumericType, StringType, StructType
 
-from diabetes_spark.errors import SchemaError
+from diabetes_spark.errors import InputError, RejectThresholdError, SchemaError
 
 __all__ = [
     "SCHEMA_NAMES",
     "CORRUPT_RECORD",
     "LABEL",
+    "PREDICTION",
+    "CATEGORICAL",
+    "RESERVED",
     "load_schema",
     "feature_names",
     "numeric_feature_names",
@@ -47,6 +50,7 @@ __all__ = [
     "rejected_rows",
     "reject_summary",
     "top_reasons",
+    "check_reject_fraction",
     "REASON",
     "RECORD",
     "column",
@@ -58,6 +62,8 @@ SCHEMA_NAMES = ("training_raw", "scoring_input", "predictions", "rejects")
 #: Column that Spark's CSV reader fills with the raw line when it cannot split it into the header's fields.
 CORRUPT_RECORD = "_corrupt_record"
 LABEL = "Y"
+#: The model's output column, in the predictions schema and in every scored frame.
+PREDICTION = "prediction"
 CATEGORICAL = ("SEX",)
 #: Marker columns added by :func:`annotate`.
 REASON = "_reject_reason"
@@ -291,3 +297,22 @@ def top_reasons(annotated: DataFrame, limit: int = 5) -> list[tuple[str, int]]:
     """The most frequent rejection reasons with their counts."""
     rows = annotated.filter(F.col(REASON).isNotNull()).groupBy(REASON).count().orderBy(F.desc("count")).limit(limit)
     return [(r[0], int(r[1])) for r in rows.collect()]
+
+
+def check_reject_fraction(annotated: DataFrame, rows_in: int, rows_rejected: int, *, limit: float, source: str) -> None:
+    """Fail before anything is written when the input is empty or too much of it was rejected.
+
+    Raises:
+        InputError: The input has no rows.
+        RejectThresholdError: ``rows_rejected / rows_in > limit``; the message has the counts and
+            the most frequent reasons.
+    """
+    if rows_in == 0:
+        raise InputError(f"input {source} has no data rows; nothing to do")
+    if rows_rejected / rows_in > limit:
+        reasons = "; ".join(f"{reason!r} x{count}" for reason, count in top_reasons(annotated))
+        raise RejectThresholdError(
+            f"{rows_rejected} of {rows_in} rows ({rows_rejected / rows_in:.1%}) of {source} were rejected, "
+            f"above max_reject_fraction={limit:g}; nothing was written. Top reasons: {reasons}. "
+            "Fix the input or raise max_reject_fraction."
+        )

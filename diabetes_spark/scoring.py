@@ -8,16 +8,25 @@ own ``transform``. Either way every input column is kept and lineage columns are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from diabetes_spark.errors import SchemaError
-from diabetes_spark.schemas import CATEGORICAL, REASON, RECORD, column, finite, load_schema, numeric_feature_names
+from diabetes_spark.schemas import (
+    CATEGORICAL,
+    PREDICTION,
+    REASON,
+    RECORD,
+    column,
+    finite,
+    load_schema,
+    numeric_feature_names,
+)
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -28,7 +37,7 @@ __all__ = [
     "LINEAGE_COLUMNS",
     "BATCH_PARTITIONING",
     "PREDICTIONS_TABLE_PROPERTIES",
-    "PREDICTION",
+    "LINEAR_SPEC",
     "linear_spec",
     "spec_column",
     "compile_linear",
@@ -40,7 +49,9 @@ __all__ = [
     "reject_non_finite",
 ]
 
-PREDICTION = "prediction"
+#: Key of the folded linear model (:func:`linear_spec`) in the logged model's ``MLmodel`` metadata:
+#: scoring a linear model then needs no ``PipelineModel`` load.
+LINEAR_SPEC = "diabetes_spark_linear_spec"
 LINEAGE_COLUMNS = ("model_name", "model_version", "batch_id", "scored_at", "mlflow_run_id")
 #: Partition columns of a predictions (and its rejects) table this job creates. Each run writes and
 #: replaces one batch, so a batch's rows never share a file with another's anyway; partitioned, the

@@ -1,4 +1,4 @@
-"""Table references, ADLS Gen2 credentials, and Delta reads/writes.
+"""Table references, ADLS Gen2 credentials, and reading tables (writes: :mod:`delta_writes`).
 
 A table reference is one of:
 
@@ -14,20 +14,15 @@ A relative path is resolved against ``base`` when one is given (e.g. the ADLS co
 from __future__ import annotations
 
 import logging
-import random
 import re
-import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from diabetes_spark.data import SAMPLE_PREFIX, sample_path
-from diabetes_spark.errors import InputError, SchemaError, WriteConflictError
+from diabetes_spark.errors import InputError, ParamError, SchemaError, one_line
 from diabetes_spark.schemas import CORRUPT_RECORD, check_column_names
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
@@ -37,22 +32,16 @@ __all__ = [
     "adls_conf_key",
     "configure_adls",
     "read_table",
-    "write_delta",
+    "delta_table",
     "delta_version",
+    "error_condition",
     "table_exists",
     "holds_rows",
     "input_fingerprint",
-    "WRITE_ATTEMPTS",
+    "default_batch_id",
 ]
 
 _log = logging.getLogger(__name__)
-
-#: Tries of one Delta write when concurrent commits conflict with it (see :func:`write_delta`).
-WRITE_ATTEMPTS = 5
-#: First backoff ceiling between tries, doubled each time and jittered.
-WRITE_BACKOFF_SECONDS = 0.5
-#: Latest commits searched for a write's own commit before the whole history is.
-HISTORY_WINDOW = 20
 
 Kind = Literal["delta", "table", "csv", "parquet"]
 _NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w-]*){1,2}$")
@@ -72,7 +61,10 @@ class TableRef:
     def sibling(self, suffix: str) -> TableRef:
         """The reference with ``suffix`` appended to its last part (``out`` -> ``out_rejects``)."""
         if self.kind in ("csv", "parquet"):
-            raise ValueError(f"cannot derive a Delta table from the {self.kind} file {self.location}")
+            raise ParamError(
+                f"cannot derive a rejects table from the {self.kind} file {self.location}: write to a Delta "
+                "table (a path, an abfss:// URI or catalog.schema.table), or name the rejects table (--rejects)"
+            )
         return TableRef(self.kind, self.location.rstrip("/") + suffix)
 
 
@@ -118,13 +110,13 @@ def adls_conf_key(account: str) -> str:
 def configure_adls(spark: SparkSession, account: str, key: str) -> None:
     """Put an ADLS Gen2 shared access key into the session's conf (no mounts: they are legacy).
 
-    The key is registered with :func:`platform.hide_in_logs` first, so a DEBUG log of the py4j
+    The key is registered with :func:`redaction.hide_in_logs` first, so a DEBUG log of the py4j
     call that carries it shows ``[REDACTED]``. It is set without the ``spark.hadoop.`` prefix on
     purpose: Spark copies run-time settings whose names start with ``spark`` into every job's
     properties, and the event log records those unredacted unless they were in the configuration
     at start-up.
     """
-    from diabetes_spark.platform import hide_in_logs
+    from diabetes_spark.redaction import hide_in_logs
 
     if not key:
         raise InputError(f"empty access key for storage account {account!r}")
@@ -165,21 +157,14 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
     except AnalysisException as e:
         if _is_missing_path(e) or "TABLE_OR_VIEW_NOT_FOUND" in str(e):
             raise InputError(f"input {ref.location} does not exist (or is not a {ref.kind} table)") from e
-        if _error_condition(e) == "COLUMN_ALREADY_EXISTS":
+        if error_condition(e) == "COLUMN_ALREADY_EXISTS":
             raise SchemaError(
                 f"input {ref.location} has two columns of the same name (names match case-insensitively): "
-                f"{_one_line(e)} Rename or drop one of them."
+                f"{one_line(e)} Rename or drop one of them."
             ) from e
         raise
     except Py4JJavaError as e:  # a Spark job reading the schema failed: the files are not readable as one table
-        raise InputError(f"cannot read the columns of {ref.kind} input {ref.location}: {_one_line(e)}") from e
-
-
-def _one_line(error: Exception) -> str:
-    """The gist of a Spark error: its message without the JVM stack trace, on one line."""
-    java = getattr(error, "java_exception", None)
-    text = str(java.getMessage()) if java is not None else str(error)
-    return " ".join(text.split("Driver stacktrace:")[0].split())[:1000]
+        raise InputError(f"cannot read the columns of {ref.kind} input {ref.location}: {one_line(e)}") from e
 
 
 def _csv_reader(spark: SparkSession):  # noqa: ANN202 - DataFrameReader
@@ -223,6 +208,15 @@ def _read_csv(spark: SparkSession, path: str) -> DataFrame:
     )
 
 
+def default_batch_id(spark: SparkSession, ref: TableRef, raw: DataFrame) -> str:
+    """A batch id stable for the input: ``<name>-v<Delta version>``, or ``<name>-<file fingerprint>``."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", ref.location.rstrip("/").rsplit("/", 1)[-1])[:80] or "input"
+    version = delta_version(spark, ref)
+    if version is not None:
+        return f"{name}-v{version}"
+    return f"{name}-{input_fingerprint(raw)}"
+
+
 def input_fingerprint(df: DataFrame) -> str:
     """A short stable hash of the files behind ``df`` (paths, sizes, modification times).
 
@@ -262,22 +256,14 @@ def holds_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
     return bool(read_table(spark, ref).where(predicate).limit(1).count())
 
 
-#: Delta's refusals of a frame's columns (Delta checks them before it commits anything): names it
-#: cannot store without column mapping, columns or types that do not match the existing table.
-_DELTA_COLUMN_ERRORS = (
-    "DELTA_INVALID_CHARACTERS_IN_COLUMN_NAME",
-    "DELTA_METADATA_MISMATCH",
-    "DELTA_FAILED_TO_MERGE_FIELDS",
-)
-
-
-def _error_condition(error: Exception) -> str:
+def error_condition(error: Exception) -> str:
     """The error class of a Spark or Delta exception ('' when it has none)."""
     condition = getattr(error, "getCondition", None) or getattr(error, "getErrorClass", None)
     return (condition() if condition else None) or ""
 
 
-def _delta(spark: SparkSession, ref: TableRef):  # noqa: ANN202 - DeltaTable is imported lazily
+def delta_table(spark: SparkSession, ref: TableRef):  # noqa: ANN201 - DeltaTable is imported lazily
+    """The ``DeltaTable`` of a path or catalog reference."""
     from delta.tables import DeltaTable
 
     if ref.kind == "table":
@@ -289,159 +275,5 @@ def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
     """The latest version of a Delta table, or ``None`` when ``ref`` is not a Delta table."""
     if ref.kind in ("csv", "parquet") or not table_exists(spark, ref):
         return None
-    row = _delta(spark, ref).history(1).select("version").first()
+    row = delta_table(spark, ref).history(1).select("version").first()
     return None if row is None else int(row[0])
-
-
-def _conflicts() -> tuple[type[BaseException], ...]:
-    """Delta's commit-conflict exceptions: each means the commit was refused, so nothing landed."""
-    import delta.exceptions.captured  # noqa: F401 - turns the JVM's conflict errors into these types
-    from delta import exceptions as x
-
-    return (
-        x.ConcurrentAppendException,
-        x.ConcurrentDeleteReadException,
-        x.ConcurrentDeleteDeleteException,
-        x.ConcurrentTransactionException,
-        x.ConcurrentWriteException,
-        x.MetadataChangedException,
-        x.ProtocolChangedException,
-        x.DeltaConcurrentModificationException,
-    )
-
-
-def _commit_metrics(spark: SparkSession, ref: TableRef, tag: str) -> dict[str, str] | None:
-    """The operation metrics of the commit tagged ``tag``, or ``None`` when there is none.
-
-    The last :data:`HISTORY_WINDOW` commits are searched first (cheap); the whole history only
-    when other writers committed more than that since.
-    """
-    table = _delta(spark, ref)
-    for history in (table.history(HISTORY_WINDOW), table.history()):
-        row = history.filter(f"userMetadata = '{tag}'").select("operationMetrics").first()
-        if row is not None:
-            return dict(row[0] or {})
-    return None
-
-
-def _backoff(attempt: int) -> float:
-    """Full-jitter exponential backoff: concurrent losers spread out instead of colliding again."""
-    return random.uniform(0.0, WRITE_BACKOFF_SECONDS * 2 ** (attempt - 1))
-
-
-def _save(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, partition_by: Sequence[str] = ()) -> None:
-    """Write ``df`` into ``ref`` once; Delta refusing the columns is a :class:`SchemaError`.
-
-    ``partition_by`` applies only when this write creates the table: a write into an existing table
-    names no partition columns, so Delta keeps the table's own layout, partitioned or not.
-
-    Raises:
-        SchemaError: Delta refused the frame's column names or its schema (nothing was committed).
-    """
-    from pyspark.errors import AnalysisException
-
-    writer = df.write.format("delta").mode(mode).options(**options)
-    if partition_by and not table_exists(df.sparkSession, ref):
-        writer = writer.partitionBy(*partition_by)
-    try:
-        if ref.kind == "table":
-            writer.saveAsTable(ref.location)
-        else:
-            writer.save(ref.location)
-    except AnalysisException as e:
-        if not _error_condition(e).startswith(_DELTA_COLUMN_ERRORS):
-            raise
-        raise SchemaError(
-            f"Delta table {ref.location} refused the columns to write: {_one_line(e)} "
-            "Rename the input's columns (Delta allows no ' ,;{}()=', tab or newline in a name unless the table "
-            "uses column mapping), or write to a table whose columns match."
-        ) from e
-
-
-def _save_retrying(
-    df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, tries: int, partition_by: Sequence[str] = ()
-) -> None:
-    """Save, and save again while Delta refuses the commit for a concurrent one (see :func:`write_delta`)."""
-    conflicts = _conflicts()  # imported before writing: Delta converts JVM errors only once loaded
-    for attempt in range(1, tries + 1):
-        try:
-            _save(df, ref, options, mode, partition_by=partition_by)
-            return
-        except conflicts as error:
-            if _commit_metrics(df.sparkSession, ref, options["userMetadata"]) is not None:
-                return  # our own commit, reported as taken (e.g. a retried cloud-store request): it landed
-            conflict = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-            if attempt == tries:
-                raise WriteConflictError(
-                    f"writing to {ref.location} conflicted with concurrent writers on every attempt ({tries}; "
-                    f"last: {conflict}); nothing of this write was committed. Rerun the job (rewriting a "
-                    "batch is idempotent), or schedule the writers of this table so they do not overlap."
-                ) from error
-            delay = _backoff(attempt)
-            _log.warning(
-                "write to %s conflicted with a concurrent commit (%s); retrying in %.2f s (attempt %d of %d)",
-                ref.location,
-                conflict,
-                delay,
-                attempt + 1,
-                tries,
-            )
-            time.sleep(delay)
-
-
-def write_delta(
-    df: DataFrame,
-    ref: TableRef,
-    *,
-    mode: Literal["append", "overwrite"] = "append",
-    replace_where: str | None = None,
-    merge_schema: bool = False,
-    expected_rows: int | None = None,
-    table_properties: Mapping[str, str] | None = None,
-    partition_by: Sequence[str] = (),
-    attempts: int = WRITE_ATTEMPTS,
-) -> int:
-    """Write ``df`` to a Delta table in one commit and return the rows that commit wrote.
-
-    ``replace_where`` (with ``mode="overwrite"``) atomically replaces only the rows matching the
-    predicate. ``merge_schema`` lets new columns (e.g. a new pass-through id) extend the table.
-    ``expected_rows=0`` tells that ``df`` is known to be empty, where Delta may make no commit.
-    ``table_properties`` (``delta.*``) and ``partition_by`` (partition columns) are set when this
-    write creates the table; an existing table keeps its own. A ``replace_where`` on partition
-    columns only is a metadata change (no scan of the old rows), and concurrent writers replacing
-    different partitions do not conflict.
-    The row count is read from the commit's own metrics (found by a unique commit tag, however
-    many other writers committed since), so counting costs no extra pass over the data.
-
-    Concurrent writers: Delta commits optimistically and refuses a commit that conflicts with one
-    made since the write began (two first writers to an empty location, a ``replaceWhere`` whose
-    rows another writer touched, a schema change). A refused commit wrote nothing, so the whole
-    write is tried again, up to ``attempts`` times with jittered backoff, each retry logged. That
-    is safe in every mode, appends included: the refused attempt added no rows, and before each
-    retry the history is checked for this write's tag, so a write that did land is never repeated.
-    Other failures (a task error, a lost connection, where a commit may or may not have landed)
-    are not retried here: the job fails, and its rerun of the batch replaces what it wrote.
-
-    Raises:
-        InputError: ``ref`` is a CSV or Parquet file.
-        WriteConflictError: Every attempt conflicted; nothing of this write was committed.
-        SchemaError: Delta refused the columns (invalid names, a mismatch with the table); nothing
-            was committed.
-    """
-    if ref.kind in ("csv", "parquet"):
-        raise InputError(f"cannot write Delta to the {ref.kind} file {ref.location}; give a Delta path or table name")
-    tag = f"diabetes-spark:{uuid.uuid4()}"
-    options = {"userMetadata": tag}
-    if replace_where is not None:
-        options["replaceWhere"] = replace_where
-    if merge_schema:
-        options["mergeSchema"] = "true"
-    options.update(table_properties or {})
-    _save_retrying(df, ref, options, mode, attempts, partition_by)
-    metrics = _commit_metrics(df.sparkSession, ref, tag)
-    if metrics is None:
-        if expected_rows == 0:
-            return 0  # Delta makes no commit for an empty overwrite that changes nothing
-        raise InputError(f"the commit just written to {ref.location} is not in its history")
-    # A replaceWhere on non-partition columns rewrites the other rows of touched files: not ours.
-    return int(metrics.get("numOutputRows", "0")) - int(metrics.get("numCopiedRows", "0"))

@@ -15,14 +15,12 @@ from diabetes_spark.errors import TrainingError
 from diabetes_spark.evaluation import regression_metrics
 from diabetes_spark.features import FEATURES, build_feature_stages
 from diabetes_spark.params import ESTIMATORS, TrainParams
-from diabetes_spark.schemas import LABEL
+from diabetes_spark.schemas import LABEL, PREDICTION
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-__all__ = ["TrainResult", "split", "build_pipeline", "fit", "PREDICTION"]
-
-PREDICTION = "prediction"
+__all__ = ["TrainResult", "split", "build_pipeline", "fit"]
 
 
 @dataclass(frozen=True)

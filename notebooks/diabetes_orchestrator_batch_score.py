@@ -8,6 +8,8 @@
 # MAGIC Run by the Databricks Job `diabetes-batch-scoring` (see `resources/`). Parameters (widgets; names and defaults
 # MAGIC are those of `diabetes_spark.params.NotebookParams` and `ScoreParams`, and a test keeps them equal):
 # MAGIC
+# MAGIC (generated from diabetes_spark/params.py by tests/make_notebooks.py)
+# MAGIC
 # MAGIC | widget | default | meaning |
 # MAGIC |---|---|---|
 # MAGIC | `wheel` | `` | wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed |
@@ -34,6 +36,7 @@
 # COMMAND ----------
 
 # Widgets: every parameter, declared once.
+# Generated from diabetes_spark/params.py by tests/make_notebooks.py: edit the help there.
 dbutils.widgets.text("wheel", "")  # wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
 dbutils.widgets.text("secret_scope", "diabetes-spark")  # Databricks secret scope holding the secrets below
 dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")  # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
@@ -73,9 +76,10 @@ import json
 from diabetes_spark import jobs
 from diabetes_spark.notebook import NotebookContext
 from diabetes_spark.params import ScoreParams
+from diabetes_spark.telemetry import COMPONENT_SCORE
 
 # Secrets (ADLS Gen2 key, App Insights connection string) come from the secret scope; telemetry starts here.
-context = NotebookContext.open(spark, dbutils, component="Batch_Score_Orchestrator")
+context = NotebookContext.open(spark, dbutils, component=COMPONENT_SCORE)
 params = context.params(ScoreParams)
 
 # COMMAND ----------

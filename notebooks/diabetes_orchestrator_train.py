@@ -8,6 +8,8 @@
 # MAGIC Run by the Databricks Job `diabetes-retraining` (see `resources/`). Parameters (widgets; names and defaults
 # MAGIC are those of `diabetes_spark.params.NotebookParams` and `TrainParams`, and a test keeps them equal):
 # MAGIC
+# MAGIC (generated from diabetes_spark/params.py by tests/make_notebooks.py)
+# MAGIC
 # MAGIC | widget | default | meaning |
 # MAGIC |---|---|---|
 # MAGIC | `wheel` | `` | wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed |
@@ -41,6 +43,7 @@
 # COMMAND ----------
 
 # Widgets: every parameter, declared once.
+# Generated from diabetes_spark/params.py by tests/make_notebooks.py: edit the help there.
 dbutils.widgets.text("wheel", "")  # wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
 dbutils.widgets.text("secret_scope", "diabetes-spark")  # Databricks secret scope holding the secrets below
 dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")  # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
@@ -52,19 +55,19 @@ dbutils.widgets.text("databricks_run_id", "")  # Databricks job run id, for tele
 dbutils.widgets.text("training_data", "")  # training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
 dbutils.widgets.text("experiment", "diabetes-progression")  # MLflow experiment name (a /Users/... path on Databricks)
 dbutils.widgets.text("model_name", "diabetes_progression")  # registered model name (catalog.schema.model for Unity Catalog)
-dbutils.widgets.text("estimator", "linear")  # estimator to fit
+dbutils.widgets.text("estimator", "linear")  # estimator to fit (linear, gbt, random_forest)
 dbutils.widgets.text("reg_param", "0.01")  # linear: regularisation strength (>= 0)
 dbutils.widgets.text("elastic_net_param", "0.0")  # linear: elastic-net mixing, 0 = ridge (L2), 1 = lasso (L1)
 dbutils.widgets.text("max_iter", "100")  # linear: maximum iterations
 dbutils.widgets.text("num_trees", "50")  # random_forest: number of trees
 dbutils.widgets.text("max_depth", "4")  # gbt / random_forest: maximum tree depth
-dbutils.widgets.text("imputer_strategy", "mean")  # how empty numeric values are imputed
+dbutils.widgets.text("imputer_strategy", "mean")  # how empty numeric values are imputed (mean, median)
 dbutils.widgets.text("train_fraction", "0.8")  # share of valid rows used for fitting; the rest is the held-out test split
 dbutils.widgets.text("seed", "42")  # seed of the train/test split and of the estimators
-dbutils.widgets.text("tuning", "none")  # hyper-parameter search over a small grid
+dbutils.widgets.text("tuning", "none")  # hyper-parameter search over a small grid (none, train_validation_split, cross_validation)
 dbutils.widgets.text("num_folds", "3")  # folds for cross_validation
 dbutils.widgets.text("min_rows", "30")  # minimum number of valid rows required to train
-dbutils.widgets.text("primary_metric", "rmse")  # metric of the champion/challenger gate
+dbutils.widgets.text("primary_metric", "rmse")  # metric of the champion/challenger gate (rmse, mae, r2)
 dbutils.widgets.text("max_reject_fraction", "0.2")  # fail before training if more than this share of rows is rejected
 
 # COMMAND ----------
@@ -87,9 +90,10 @@ import json
 from diabetes_spark import jobs
 from diabetes_spark.notebook import NotebookContext
 from diabetes_spark.params import TrainParams
+from diabetes_spark.telemetry import COMPONENT_TRAIN
 
 # Secrets (ADLS Gen2 key, App Insights connection string) come from the secret scope; telemetry starts here.
-context = NotebookContext.open(spark, dbutils, component="Train_Orchestrator")
+context = NotebookContext.open(spark, dbutils, component=COMPONENT_TRAIN)
 params = context.params(TrainParams)
 
 # COMMAND ----------

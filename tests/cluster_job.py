@@ -19,7 +19,7 @@ from typing import Any
 from conftest import TEST_SPARK_CONF
 from diabetes_spark import jobs, storage
 from diabetes_spark.params import IngestParams, ScoreParams, TrainParams
-from diabetes_spark.platform import get_spark
+from diabetes_spark.session import get_spark
 from tests.standalone import SHORT_LIVED_JVM
 
 #: The two scoring paths: a linear model scored as one Column expression from its metadata, and a

@@ -17,9 +17,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from diabetes_spark import __version__, deploy, params
+from diabetes_spark import __version__, cli, params
+from diabetes_spark.deploy import bundle as deploy_bundle  # `bundle` is the fixture below
+from diabetes_spark.deploy import cron, secrets
 from diabetes_spark.errors import ConfigurationError
-from diabetes_spark.platform import JOB_SPARK_CONF, REDACTION_REGEX
+from diabetes_spark.redaction import SPARK_REDACTION_REGEX
+from diabetes_spark.session import JOB_SPARK_CONF
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "deployer@example.com"
@@ -46,15 +49,15 @@ DEPLOYMENT_WIDGETS = {
 
 @pytest.fixture(scope="module")
 def bundle() -> dict[str, Any]:
-    return deploy.load_bundle(ROOT)
+    return deploy_bundle.load_bundle(ROOT)
 
 
 @pytest.fixture(scope="module")
 def resolved(bundle: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """target -> job key -> JobSettings dict (prod needs its required alert address)."""
     return {
-        "dev": deploy.job_settings(bundle, "dev", user=USER),
-        "prod": deploy.job_settings(bundle, "prod", user=USER, variables={"alert_email": "ops@example.com"}),
+        "dev": deploy_bundle.job_settings(bundle, "dev", user=USER),
+        "prod": deploy_bundle.job_settings(bundle, "prod", user=USER, variables={"alert_email": "ops@example.com"}),
     }
 
 
@@ -84,7 +87,7 @@ def test_every_job_builds_with_the_jobs_api_model_without_losing_a_field(
     resolved: dict[str, dict[str, dict[str, Any]]], target: str
 ) -> None:
     for key, spec in resolved[target].items():
-        settings = deploy.check_job_settings(spec, where=key)
+        settings = deploy_bundle.check_job_settings(spec, where=key)
         assert settings.as_dict() == spec
         assert "${" not in json.dumps(spec), f"unresolved variable in {key}"
 
@@ -95,7 +98,7 @@ def test_a_misspelt_field_or_enum_value_fails_the_model_check(resolved: dict[str
     spec["schedule"]["pause_status"] = "PAUSD"
     spec["tasks"][0]["notebook_task"]["base_paramaters"] = {}
     with pytest.raises(ConfigurationError) as info:
-        deploy.check_job_settings(spec, where="scoring")
+        deploy_bundle.check_job_settings(spec, where="scoring")
     message = str(info.value)
     assert "scoring.max_concurent_runs" in message
     assert "scoring.schedule.pause_status" in message
@@ -172,12 +175,12 @@ def test_secret_key_names_match_params_and_setup_secrets_defaults(bundle: dict[s
     import argparse
 
     parser = argparse.ArgumentParser()
-    deploy.add_setup_secrets_arguments(parser)
+    secrets.add_arguments(parser)
     flags = vars(parser.parse_args(["--scope", "s"]))
     defaults = params.widget_defaults(params.NotebookParams)
     for key, task, _ in _tasks(bundle):
         base = task["notebook_task"]["base_parameters"]
-        for field in deploy.SECRET_ENVIRONMENT:
+        for field in secrets.SECRET_ENVIRONMENT:
             assert base[field] == defaults[field] == flags[field], f"{key}.{field}"
     assert bundle["variables"]["secret_scope"]["default"] == defaults["secret_scope"]
 
@@ -198,7 +201,7 @@ def test_job_clusters_are_single_node_on_an_ml_lts_runtime(
             "spark.databricks.cluster.profile": "singleNode",
             "spark.master": "local[*, 4]",
             "spark.databricks.conda.condaMagic.enabled": "true",
-            "spark.redaction.regex": REDACTION_REGEX,
+            "spark.redaction.regex": SPARK_REDACTION_REGEX,
             **JOB_SPARK_CONF,
         }, key
         assert new["custom_tags"] == {"ResourceClass": "SingleNode"}
@@ -210,7 +213,7 @@ def test_schedules_run_limits_timeouts_and_retries(
 ) -> None:
     jobs = resolved[target]
     for key, spec in jobs.items():
-        deploy.validate_quartz_cron(spec["schedule"]["quartz_cron_expression"])
+        cron.validate_quartz_cron(spec["schedule"]["quartz_cron_expression"])
         assert ZoneInfo(spec["schedule"]["timezone_id"])
         assert spec["schedule"]["pause_status"] == pause
         assert spec["max_concurrent_runs"] == 1
@@ -232,7 +235,7 @@ def test_failure_email_is_a_variable(resolved: dict[str, dict[str, dict[str, Any
     for spec in resolved["prod"].values():
         assert spec["email_notifications"] == {"on_failure": ["ops@example.com"]}
     with pytest.raises(ConfigurationError, match=r"\$\{var\.alert_email\}.*--var alert_email=VALUE"):
-        deploy.job_settings(bundle, "prod", user=USER)
+        deploy_bundle.job_settings(bundle, "prod", user=USER)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +244,7 @@ def test_failure_email_is_a_variable(resolved: dict[str, dict[str, dict[str, Any
      "0 0 12 ? * 6#3", "0 0 12 ? * 6L", "0 0 12 1 JAN,JUL ? 2030", "0 30 2 ? * 1-5/2"],
 )
 def test_quartz_cron_accepts_valid_expressions(expression: str) -> None:
-    deploy.validate_quartz_cron(expression)
+    cron.validate_quartz_cron(expression)
 
 
 @pytest.mark.parametrize(
@@ -263,11 +266,11 @@ def test_quartz_cron_accepts_valid_expressions(expression: str) -> None:
 )
 def test_quartz_cron_rejects_invalid_expressions(expression: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(message)):
-        deploy.validate_quartz_cron(expression)
+        cron.validate_quartz_cron(expression)
 
 
 def test_jobs_json_route_writes_the_same_jobs(tmp_path: Path, resolved: dict[str, dict[str, dict[str, Any]]]) -> None:
-    code = deploy.main(
+    code = cli.main(
         ["jobs-json", "--bundle-dir", str(ROOT), "--target", "prod", "--out", str(tmp_path), "--user", USER,
          "--var", "alert_email=ops@example.com"]
     )
@@ -275,12 +278,12 @@ def test_jobs_json_route_writes_the_same_jobs(tmp_path: Path, resolved: dict[str
     written = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
     assert written == resolved["prod"]
     for key, spec in written.items():
-        deploy.check_job_settings(spec, where=key)
+        deploy_bundle.check_job_settings(spec, where=key)
 
 
 def test_jobs_json_route_takes_a_root_path_and_variables(tmp_path: Path) -> None:
     root = "/Workspace/Shared/diabetes-spark"
-    paths = deploy.write_jobs_json(
+    paths = deploy_bundle.write_jobs_json(
         ROOT, "dev", tmp_path, user=USER, root_path=root, variables={"secret_scope": "team-scope"}
     )
     spec = json.loads(next(p for p in paths if p.stem == "diabetes_retraining").read_text())
@@ -295,13 +298,13 @@ def test_jobs_json_route_takes_a_root_path_and_variables(tmp_path: Path) -> None
     [
         (["--target", "staging"], "no target 'staging'"),
         (["--var", "secret_scop=x"], "unknown bundle variable(s) ['secret_scop']"),
-        (["--var", "novalue"], "--var wants NAME=VALUE"),
+        (["--var", "novalue"], "--var takes NAME=VALUE"),
         ([], "pass --user"),
     ],
 )
 def test_jobs_json_route_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     user = [] if not argv else ["--user", USER]
-    code = deploy.main(["jobs-json", "--bundle-dir", str(ROOT), "--out", str(tmp_path), *user, *argv])
+    code = cli.main(["jobs-json", "--bundle-dir", str(ROOT), "--out", str(tmp_path), *user, *argv])
     assert code == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.glob("*.json"))
@@ -311,7 +314,7 @@ def test_the_deployment_guide_names_every_variable_job_and_secret_variable(bundl
     guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     for name in [*bundle["variables"], *bundle["resources"]["jobs"]]:
         assert f"`{name}`" in guide, f"docs/deploy.md does not mention {name}"
-    for env, _ in deploy.SECRET_ENVIRONMENT.values():
+    for env, _ in secrets.SECRET_ENVIRONMENT.values():
         assert env in guide
     for command in ("databricks bundle deploy -t dev", "diabetes-spark setup-secrets", "jobs-json"):
         assert command in guide

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from diabetes_spark import platform
+from diabetes_spark import jvm_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Started in a fresh interpreter: a session, one query, and the JVM's options, as JSON on stdout.
 PROBE = """
 import json, sys
-from diabetes_spark.platform import get_spark
+from diabetes_spark.session import get_spark
 spark = get_spark(master="local[1]", conf={"spark.driver.extraJavaOptions": f"-Xlog:class+load=info:file={sys.argv[1]}"})
 spark.range(3).count()
 args = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
@@ -28,18 +28,18 @@ print(json.dumps({"args": [str(a) for a in args], "jars": conf.get("spark.jars")
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, platform.ENV_JVM_CACHE: str(cache), "DIABETES_SPARK_MASTER": "local[1]", "PYTHONPATH": str(ROOT)}
+    return {**os.environ, jvm_cache.ENV_JVM_CACHE: str(cache), "DIABETES_SPARK_MASTER": "local[1]", "PYTHONPATH": str(ROOT)}
 
 
 def test_the_cache_is_named_for_its_folder_java_and_jars_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(platform.ENV_JVM_CACHE, str(tmp_path))
-    archive = platform.class_archive()
+    monkeypatch.setenv(jvm_cache.ENV_JVM_CACHE, str(tmp_path))
+    archive = jvm_cache.class_archive()
     assert archive is not None and archive.parent == tmp_path and archive.suffix == ".jsa"
-    assert platform._class_archive_options() == ""  # not recorded yet: the JVM starts without one
-    assert platform._resolved_jars() is None  # nor resolved: Ivy resolves the packages
-    monkeypatch.setenv(platform.ENV_JVM_CACHE, "off")
-    assert platform.class_archive() is None and platform._jar_list() is None
-    assert platform._class_archive_options() == ""
+    assert jvm_cache.archive_options() == ""  # not recorded yet: the JVM starts without one
+    assert jvm_cache.resolved_jars() is None  # nor resolved: Ivy resolves the packages
+    monkeypatch.setenv(jvm_cache.ENV_JVM_CACHE, "off")
+    assert jvm_cache.class_archive() is None and jvm_cache.jar_list() is None
+    assert jvm_cache.archive_options() == ""
 
 
 @pytest.mark.slow
@@ -50,8 +50,8 @@ def test_the_first_command_records_the_archive_and_later_sessions_map_it(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     # stdout is the summary alone: the JVM's notes about the archive are off
     assert [json.loads(line)["rows_written"] for line in done.stdout.splitlines()] == [437]
-    monkeypatch.setenv(platform.ENV_JVM_CACHE, str(cache))
-    archive, listing = platform.class_archive(), platform._jar_list()
+    monkeypatch.setenv(jvm_cache.ENV_JVM_CACHE, str(cache))
+    archive, listing = jvm_cache.class_archive(), jvm_cache.jar_list()
     assert archive is not None and listing is not None
     assert sorted(p.name for p in cache.iterdir()) == sorted([archive.name, listing.name])  # complete, no partial left
     jars = listing.read_text().split()

@@ -8,7 +8,7 @@ driver process (``tests/cluster_job.py``), and compare the results with the same
 
 The cluster run also carries an ADLS account key, a SAS token and connection strings in its
 configuration, with the event log and the UI on, so the tests can check that Spark's redaction
-(``spark.redaction.regex`` from :mod:`diabetes_spark.platform`) hides each of them everywhere a
+(``spark.redaction.regex`` from :mod:`diabetes_spark.redaction`) hides each of them everywhere a
 user could look: the event log (what the History Server shows), the UI's environment page, and
 the driver, daemon and executor logs.
 """

@@ -22,7 +22,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from mlflow.exceptions import MlflowException
 from pyspark.sql import functions as F
 
-from diabetes_spark import jobs, registry, schemas, scoring, storage
+from diabetes_spark import delta_writes, jobs, registry, schemas, scoring, storage
 from diabetes_spark.errors import WriteConflictError
 from diabetes_spark.params import ScoreParams, TrainParams
 
@@ -89,7 +89,7 @@ def _retries(caplog: pytest.LogCaptureFixture, table: Path) -> list[str]:
     return [
         r.args[1]
         for r in caplog.records
-        if r.name == "diabetes_spark.storage" and "conflicted with a concurrent commit" in r.msg and r.args[0] == str(table)
+        if r.name == "diabetes_spark.delta_writes" and "conflicted with a concurrent commit" in r.msg and r.args[0] == str(table)
     ]
 
 
@@ -106,8 +106,8 @@ def test_first_two_appenders_to_an_empty_location_both_land_once(spark, tmp_path
     a = spark.createDataFrame([("a", i) for i in range(3)], ROWS)
     b = spark.createDataFrame([("b", i) for i in range(5)], ROWS)
     first, second = _interleaved(a, b, table, 0, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="diabetes_spark.storage"):
-        counts = _together(first=lambda: storage.write_delta(first, ref), second=lambda: storage.write_delta(second, ref))
+    with caplog.at_level(logging.WARNING, logger="diabetes_spark.delta_writes"):
+        counts = _together(first=lambda: delta_writes.write_delta(first, ref), second=lambda: delta_writes.write_delta(second, ref))
     assert counts == {"first": 3, "second": 5}
     assert [c.split(":")[0] for c in _retries(caplog, table)] == ["ProtocolChangedException"]
     assert_df_equality(_read(spark, table), a.union(b), ignore_row_order=True, ignore_nullable=True)
@@ -126,15 +126,15 @@ def test_two_batches_replaced_at_once_both_land(spark, tmp_path: Path, caplog, p
     table = tmp_path / "t"
     ref = storage.resolve(str(table))
     z = spark.createDataFrame([("z", 0), ("z", 1)], ROWS)
-    storage.write_delta(z, ref, partition_by=partition_by)
+    delta_writes.write_delta(z, ref, partition_by=partition_by)
     a = spark.createDataFrame([("a", i) for i in range(3)], ROWS)
     b = spark.createDataFrame([("b", i) for i in range(5)], ROWS)
     first, second = _interleaved(a, b, table, 1, tmp_path)
 
     def replace(df, batch: str) -> Callable[[], int]:
-        return lambda: storage.write_delta(df, ref, mode="overwrite", replace_where=f"batch_id = '{batch}'")
+        return lambda: delta_writes.write_delta(df, ref, mode="overwrite", replace_where=f"batch_id = '{batch}'")
 
-    with caplog.at_level(logging.WARNING, logger="diabetes_spark.storage"):
+    with caplog.at_level(logging.WARNING, logger="diabetes_spark.delta_writes"):
         counts = _together(first=replace(first, "a"), second=replace(second, "b"))
     assert counts == {"first": 3, "second": 5}
     assert [c.split(":")[0] for c in _retries(caplog, table)] == retried
@@ -145,13 +145,13 @@ def test_two_batches_replaced_at_once_both_land(spark, tmp_path: Path, caplog, p
 def test_a_write_that_keeps_conflicting_fails_clearly_and_writes_nothing(spark, tmp_path: Path) -> None:
     table = tmp_path / "t"
     ref = storage.resolve(str(table))
-    storage.write_delta(spark.createDataFrame([("a", 0)], ROWS), ref)
+    delta_writes.write_delta(spark.createDataFrame([("a", 0)], ROWS), ref)
     a = spark.createDataFrame([("a", 1)], ROWS)
     b = spark.createDataFrame([("a", 2)], ROWS)
     first, second = _interleaved(a, b, table, 1, tmp_path)
 
     def replace(df) -> Callable[[], int]:
-        return lambda: storage.write_delta(df, ref, mode="overwrite", replace_where="batch_id = 'a'", attempts=1)
+        return lambda: delta_writes.write_delta(df, ref, mode="overwrite", replace_where="batch_id = 'a'", attempts=1)
 
     with pytest.raises(WriteConflictError) as info:
         _together(first=replace(first), second=replace(second))
@@ -165,18 +165,18 @@ def test_a_write_that_keeps_conflicting_fails_clearly_and_writes_nothing(spark, 
 def test_the_row_count_is_found_past_the_history_window(spark, tmp_path: Path, monkeypatch) -> None:
     table = tmp_path / "t"
     ref = storage.resolve(str(table))
-    storage.write_delta(spark.createDataFrame([("z", 0)], ROWS), ref)
-    monkeypatch.setattr(storage, "HISTORY_WINDOW", 2)  # 20 in production: fewer commits to make here
-    save = storage._save
+    delta_writes.write_delta(spark.createDataFrame([("z", 0)], ROWS), ref)
+    monkeypatch.setattr(delta_writes, "HISTORY_WINDOW", 2)  # 20 in production: fewer commits to make here
+    save = delta_writes._save
 
     def save_then_others_commit(df, target, options, mode, **kwargs) -> None:
         save(df, target, options, mode, **kwargs)
-        for i in range(storage.HISTORY_WINDOW):  # other writers' commits land before this write reads its own back
+        for i in range(delta_writes.HISTORY_WINDOW):  # other writers' commits land before this write reads its own back
             spark.sql(f"ALTER TABLE delta.`{table}` SET TBLPROPERTIES ('other.writer' = '{i}')")
 
-    monkeypatch.setattr(storage, "_save", save_then_others_commit)
-    written = storage.write_delta(spark.createDataFrame([("a", i) for i in range(4)], ROWS), ref)
-    assert written == 4 and storage.delta_version(spark, ref) == 1 + storage.HISTORY_WINDOW
+    monkeypatch.setattr(delta_writes, "_save", save_then_others_commit)
+    written = delta_writes.write_delta(spark.createDataFrame([("a", i) for i in range(4)], ROWS), ref)
+    assert written == 4 and storage.delta_version(spark, ref) == 1 + delta_writes.HISTORY_WINDOW
 
 
 # ---- training runs at once ----------------------------------------------------------------------
@@ -322,7 +322,7 @@ def test_two_batches_scored_at_once_into_an_empty_location_both_land(
 ) -> None:
     out = tmp_path / "preds"
     _interleave_runs(monkeypatch, out, 0, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="diabetes_spark.storage"):
+    with caplog.at_level(logging.WARNING, logger="diabetes_spark.delta_writes"):
         runs = _together(
             first=lambda: _score(spark, mlflow_home, out, "day-1"), second=lambda: _score(spark, mlflow_home, out, "day-2")
         )
@@ -339,10 +339,10 @@ def test_two_runs_of_the_same_batch_at_once_leave_one_copy(
     rejects = Path(f"{out}_rejects")
     # The table already holds another batch, which must come through untouched.
     day2 = _read(spark, reference).filter("batch_id = 'day-2'")
-    storage.write_delta(day2, storage.resolve(str(out)))
-    storage.write_delta(_read(spark, Path(f"{reference}_rejects")).filter("batch_id = 'day-2'"), storage.resolve(str(rejects)))
+    delta_writes.write_delta(day2, storage.resolve(str(out)))
+    delta_writes.write_delta(_read(spark, Path(f"{reference}_rejects")).filter("batch_id = 'day-2'"), storage.resolve(str(rejects)))
     _interleave_runs(monkeypatch, out, 1, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="diabetes_spark.storage"):
+    with caplog.at_level(logging.WARNING, logger="diabetes_spark.delta_writes"):
         runs = _together(
             first=lambda: _score(spark, mlflow_home, out, "day-1"), second=lambda: _score(spark, mlflow_home, out, "day-1")
         )

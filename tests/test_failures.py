@@ -10,7 +10,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from diabetes_spark import jobs, scoring, storage
+from diabetes_spark import delta_writes, jobs, scoring, storage
 from diabetes_spark.params import ScoreParams, TrainParams
 
 MODEL = "failures_model"
@@ -110,14 +110,14 @@ def test_a_run_failing_after_its_commit_reruns_to_the_same_rows(
     rejects = Path(f"{out}_rejects")
 
     # Attempt 1 fails after the predictions commit, before the rejects are written.
-    write_delta = storage.write_delta
+    write_delta = delta_writes.write_delta
 
     def rejects_fail(df, ref, **kw):
         if ref.location == str(rejects):
             raise RuntimeError("injected failure after the predictions commit")
         return write_delta(df, ref, **kw)
 
-    monkeypatch.setattr(storage, "write_delta", rejects_fail)
+    monkeypatch.setattr(delta_writes, "write_delta", rejects_fail)
     with pytest.raises(RuntimeError, match="after the predictions commit"):
         _score(spark, mlflow_home, out, "b-1")
     monkeypatch.undo()

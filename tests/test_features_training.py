@@ -10,7 +10,7 @@ from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.sql import functions as F
 
-from diabetes_spark import evaluation, schemas, storage, training
+from diabetes_spark import drift, evaluation, schemas, storage, training
 from diabetes_spark.errors import TrainingError
 from diabetes_spark.features import SEX_VECTOR, build_feature_stages, imputed_name
 from diabetes_spark.params import TrainParams
@@ -140,7 +140,7 @@ def test_metrics_equal_spark_regression_evaluator(default_result) -> None:
 
 def test_statistics_and_profile_edges_match_spark_quantiles(sample_valid) -> None:
     numeric = schemas.numeric_feature_names()
-    profile, stats = evaluation.profile_and_statistics(sample_valid)
+    profile, stats = drift.profile_and_statistics(sample_valid)
     deciles = sample_valid.approxQuantile(numeric, [i / 10 for i in range(1, 10)], 0.001)
     quartiles = sample_valid.approxQuantile(numeric, [0.25, 0.5, 0.75], 0.001)
     for c, edges, q, s in zip(numeric, deciles, quartiles, stats):
@@ -151,11 +151,11 @@ def test_statistics_and_profile_edges_match_spark_quantiles(sample_valid) -> Non
     assert evaluation.feature_statistics(sample_valid) == stats
 
 
-@pytest.mark.parametrize("joint_codes", [1, 200, evaluation.JOINT_CODES])  # one feature a code, two, three or four
+@pytest.mark.parametrize("joint_codes", [1, 200, drift.JOINT_CODES])  # one feature a code, two, three or four
 def test_profile_counts_equal_binning_each_row_in_python(sample_valid, monkeypatch, joint_codes) -> None:
-    monkeypatch.setattr(evaluation, "JOINT_CODES", joint_codes)
-    profile = evaluation.feature_profile(sample_valid)
-    codes_per_row = len(evaluation.BinCodes(profile).columns)
+    monkeypatch.setattr(drift, "JOINT_CODES", joint_codes)
+    profile = drift.feature_profile(sample_valid)
+    codes_per_row = len(drift.BinCodes(profile).columns)
     assert codes_per_row == len(profile["bins"]) if joint_codes == 1 else codes_per_row < len(profile["bins"])
     frame = (
         sample_valid.withColumn("BMI", F.col("BMI") * 1.4)
@@ -163,7 +163,7 @@ def test_profile_counts_equal_binning_each_row_in_python(sample_valid, monkeypat
         .withColumn("S1", F.when(F.col("AGE") < 30, F.lit(None)).otherwise(F.col("S1")))
     )
     rows = frame.filter(F.col("S3") > 40).select(*profile["bins"]).collect()
-    expected = dict.fromkeys(evaluation.bin_names(profile), 0)
+    expected = dict.fromkeys(drift.bin_names(profile), 0)
     expected["__rows"] = len(rows)
     for row in rows:
         for feature, edges in profile["bins"].items():
@@ -175,16 +175,16 @@ def test_profile_counts_equal_binning_each_row_in_python(sample_valid, monkeypat
             else:
                 label = str(bisect.bisect_right(edges, value))  # bins are [lower, upper)
             expected[f"{feature}__{label}"] += 1
-    assert evaluation.profile_counts(frame, profile, where=F.col("S3") > 40) == expected
+    assert drift.profile_counts(frame, profile, where=F.col("S3") > 40) == expected
     top_bmi = f"BMI__{len(profile['bins']['BMI'])}"  # above the last edge: the shift moved rows there
     assert expected["SEX__other"] > 0 and expected["S1__missing"] > 0 and expected[top_bmi] > 0
 
 
 def test_psi_is_near_zero_for_the_same_data_and_large_for_a_shift(spark, sample_valid) -> None:
-    profile = evaluation.feature_profile(sample_valid)
-    same = evaluation.profile_counts(sample_valid, profile)
+    profile = drift.feature_profile(sample_valid)
+    same = drift.profile_counts(sample_valid, profile)
     shifted_df = sample_valid.withColumn("BMI", F.col("BMI") * 1.4).withColumn("SEX", F.lit("X"))
-    shifted = evaluation.profile_counts(shifted_df, profile)
-    assert max(evaluation.psi_from_counts(profile, same).values()) < 0.01
-    psi = evaluation.psi_from_counts(profile, shifted)
+    shifted = drift.profile_counts(shifted_df, profile)
+    assert max(drift.psi_from_counts(profile, same).values()) < 0.01
+    psi = drift.psi_from_counts(profile, shifted)
     assert psi["BMI"] > 1.0 and psi["SEX"] > 1.0 and psi["AGE"] < 0.01

@@ -52,7 +52,7 @@ RAW = schemas.load_schema("training_raw")
 INPUT = schemas.load_schema("scoring_input")
 #: Names the library adds to a frame it validates, and the columns a scoring output adds.
 MARKERS = (schemas.CORRUPT_RECORD, schemas.REASON, schemas.RECORD)
-SCORING_OUTPUT = (scoring.PREDICTION, *scoring.LINEAGE_COLUMNS)
+SCORING_OUTPUT = (schemas.PREDICTION, *scoring.LINEAGE_COLUMNS)
 #: Characters a Delta column name may not hold (without column mapping).
 DELTA_INVALID = set(" ,;{}()\n\t=")
 
@@ -441,7 +441,7 @@ def _score_and_check(spark, mlflow_home: Path, folder: Path, source: str, expect
         _check_failure(error, expected, output, rejects)
         return
     _check_counts(summary, expected, "rows_scored")
-    written = storage.read_table(spark, storage.resolve(str(output))).select("batch_id", scoring.PREDICTION).collect()
+    written = storage.read_table(spark, storage.resolve(str(output))).select("batch_id", schemas.PREDICTION).collect()
     assert [r[0] for r in written] == [summary["batch_id"]] * summary["rows_scored"]
     assert all(math.isfinite(r[1]) for r in written), f"non-finite predictions written: {[r[1] for r in written]}"
     assert _batches(spark, rejects) == _only_batch(summary["batch_id"], summary["rows_rejected"])
@@ -461,7 +461,7 @@ def trained(spark, mlflow_home: Path) -> dict:
 def spec(trained) -> dict[str, Any]:
     """The champion's folded linear model, to tell which valid rows overflow its arithmetic."""
     resolved = registry.resolve_version(MODEL, version=trained["model_version"])
-    return registry.model_metadata(resolved)[jobs.LINEAR_SPEC]
+    return registry.model_metadata(resolved)[scoring.LINEAR_SPEC]
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,10 @@ from pyspark.sql import functions as F
 
 from diabetes_spark import cli, params, registry, storage
 from diabetes_spark.errors import NotebookError
+from diabetes_spark.registry import MlflowLocation
 from diabetes_spark.notebook import NOTEBOOKS, parse_notebook, run_demo, run_notebook
-from diabetes_spark.platform import LocalDbutils, NotebookExit, secret_env_name
+from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit, secret_env_name
+from tests import make_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 NB = ROOT / "notebooks"
@@ -32,13 +34,13 @@ def declared_widgets(path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("notebook", "cls"), [("train", params.TrainParams), ("score", params.ScoreParams)])
-def test_notebook_widgets_equal_params(notebook: str, cls: type) -> None:
-    text = (NB / NOTEBOOKS[notebook]).read_text()
-    widgets = declared_widgets(NB / NOTEBOOKS[notebook])
-    assert widgets == params.notebook_widgets(cls)
-    assert len(WIDGET.findall(text)) == len(widgets), "a widget is declared twice"
-    for name in widgets:  # the header cell lists every parameter
-        assert f"| `{name}` |" in text
+def test_notebook_table_and_widgets_are_generated_from_params(notebook: str, cls: type) -> None:
+    path = NB / NOTEBOOKS[notebook]
+    text = path.read_text(encoding="utf-8")
+    assert text == make_notebooks.render(text, cls, path.name), "run `python tests/make_notebooks.py`"
+    assert declared_widgets(path) == params.notebook_widgets(cls)
+    assert len(WIDGET.findall(text)) == len(params.notebook_widgets(cls)), "a widget is declared twice"
+    assert make_notebooks.JOB_PARAMS[path.name] is cls  # `python tests/make_notebooks.py --check` renders the same
 
 
 @pytest.mark.parametrize("notebook", sorted(NOTEBOOKS.values()))
@@ -90,7 +92,8 @@ def demo(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
     home = tmp_path_factory.mktemp("demo-home")
     os.environ["DIABETES_SPARK_HOME"] = str(home)
     try:
-        summary = run_demo(spark, notebooks=NB, home=home)
+        with MlflowLocation.local(home).active():  # the demo's own store, whatever the session's
+            summary = run_demo(spark, notebooks=NB, home=home)
     finally:
         os.environ.pop("DIABETES_SPARK_HOME")
     summary["home"] = home
@@ -102,10 +105,9 @@ def test_demo_runs_both_notebooks_to_a_champion_and_predictions(spark, demo: dic
     assert (demo["ingest"]["rows_written"], demo["ingest"]["rows_rejected"]) == (437, 5)
     train, score = demo["train"], demo["score"]
     assert (train["model_version"], train["promoted"]) == ("1", True)
-    mlflow.set_tracking_uri(f"sqlite:///{demo['home'] / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{demo['home'] / 'mlflow.db'}")
-    assert registry.alias_version(params.DEFAULT_MODEL_NAME, registry.CHAMPION) == "1"
-    assert MlflowClient().get_run(train["run_id"]).info.status == "FINISHED"
+    with MlflowLocation.local(demo["home"]).active():
+        assert registry.alias_version(params.DEFAULT_MODEL_NAME, registry.CHAMPION) == "1"
+        assert MlflowClient().get_run(train["run_id"]).info.status == "FINISHED"
 
     assert (score["rows_in"], score["rows_scored"], score["rows_rejected"], score["model_version"]) == (40, 38, 2, "1")
     predictions = storage.read_table(spark, storage.resolve(demo["tables"]["predictions"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from diabetes_spark.platform import REDACTION_REGEX
+from diabetes_spark.redaction import SPARK_REDACTION_REGEX as REDACTION_REGEX
 from diabetes_spark.storage import adls_conf_key
 
 REDACTED = "*********(redacted)"

@@ -13,7 +13,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
-from diabetes_spark import cli, evaluation, jobs, registry, schemas, scoring, storage
+from diabetes_spark import cli, delta_writes, drift, evaluation, jobs, registry, schemas, scoring, storage
 from diabetes_spark.errors import RegistryError, RejectThresholdError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
 
@@ -82,7 +82,7 @@ def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home:
     ]
     inline = spark.createDataFrame(rows, "patient string, " + ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in INPUT))
     source = str(tmp_path / "in")
-    storage.write_delta(inline, storage.resolve(source))
+    delta_writes.write_delta(inline, storage.resolve(source))
     summary = _score(spark, mlflow_home, input=source, output=str(tmp_path / "out"), batch_id="b-1")
     assert {k: summary[k] for k in ("rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "unseen_sex")} == {
         "rows_in": 3, "rows_scored": 3, "rows_rejected": 0, "model_version": trained["model_version"], "batch_id": "b-1", "unseen_sex": 1
@@ -118,7 +118,7 @@ def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home:
     assert all(s.field("scored_at").type.unit == "us" and "batch_id" not in s.names for s in schemas_written)
     # The predictions came from the folded spec in the model's metadata, not from a model load.
     assert MlflowClient().get_run(summary["run_id"]).data.tags["scoring_path"] == "column_expression"
-    spec = registry.model_metadata(registry.resolve_version(MODEL, version=trained["model_version"]))[jobs.LINEAR_SPEC]
+    spec = registry.model_metadata(registry.resolve_version(MODEL, version=trained["model_version"]))[scoring.LINEAR_SPEC]
     assert spec == scoring.linear_spec(model)
 
 
@@ -161,9 +161,9 @@ def test_monitoring_is_logged_and_drift_flags_a_shift(spark, mlflow_home: Path, 
     training_like = str(tmp_path / "like")
     raw = storage.read_table(spark, storage.resolve("sample:diabetes.csv"))
     valid, _ = schemas.split_valid(raw, schemas.load_schema("training_raw"), required=("Y",), source="s", batch_id="b")
-    storage.write_delta(valid.drop("Y"), storage.resolve(training_like))
+    delta_writes.write_delta(valid.drop("Y"), storage.resolve(training_like))
     shifted = str(tmp_path / "shifted")
-    storage.write_delta(valid.drop("Y").withColumn("BMI", F.col("BMI") * 1.5), storage.resolve(shifted))
+    delta_writes.write_delta(valid.drop("Y").withColumn("BMI", F.col("BMI") * 1.5), storage.resolve(shifted))
 
     like = _score(spark, mlflow_home, input=training_like, output=str(tmp_path / "o1"))
     assert like["batch_id"] == "like-v0"
@@ -181,8 +181,8 @@ def test_monitoring_is_logged_and_drift_flags_a_shift(spark, mlflow_home: Path, 
     assert run.data.metrics["psi_BMI"] == pytest.approx(moved["drift"]["BMI"])
     # The run's one grouped pass agrees with counting the input's bins on their own.
     profile = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/reports/feature_profile.json")
-    counts = evaluation.profile_counts(storage.read_table(spark, storage.resolve(shifted)), profile)
-    assert moved["drift"] == pytest.approx(evaluation.psi_from_counts(profile, counts), rel=1e-9)
+    counts = drift.profile_counts(storage.read_table(spark, storage.resolve(shifted)), profile)
+    assert moved["drift"] == pytest.approx(drift.psi_from_counts(profile, counts), rel=1e-9)
 
 
 def test_cli_score_prints_the_contract_and_default_batch_id_is_stable(

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from diabetes_spark.notebook import NOTEBOOKS
-from diabetes_spark.platform import secret_env_name
+from diabetes_spark.local_dbutils import secret_env_name
 from tests.collector import Collector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ RUNNER = """
 import json, logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 from diabetes_spark import cli
-from diabetes_spark.platform import get_spark
+from diabetes_spark.session import get_spark
 events = sys.argv[1]
 spark = get_spark("secrets", master="local[2]", conf={
     "spark.sql.shuffle.partitions": "2",

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from diabetes_spark import deploy, params
+from diabetes_spark import cli, params
+from diabetes_spark.deploy import secrets
 from diabetes_spark.errors import ConfigurationError
 
 TOKEN = "dapi-test-token-0000"
@@ -117,7 +118,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 
 def _args(host: str, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    deploy.add_setup_secrets_arguments(parser)
+    secrets.add_arguments(parser)
     return parser.parse_args(["--scope", "diabetes-spark", "--host", host, "--timeout", "2", *extra])
 
 
@@ -141,15 +142,15 @@ def test_creates_the_scope_and_puts_the_four_secrets_from_the_environment(
         monkeypatch.setenv(name, value)
     caplog.set_level(logging.DEBUG)  # the SDK logs request bodies at DEBUG: they must come redacted
 
-    summary = deploy.run_setup_secrets(_args(host, "--no-prompt"))
+    summary = secrets.run(_args(host, "--no-prompt"))
 
-    keys = [DEFAULT_KEYS[f] for f in deploy.SECRET_ENVIRONMENT]
+    keys = [DEFAULT_KEYS[f] for f in secrets.SECRET_ENVIRONMENT]
     assert state.requests == [
         ("GET", "/api/2.0/secrets/scopes/list", None),
         ("POST", "/api/2.0/secrets/scopes/create", {"scope": "diabetes-spark"}),
         *[
             ("POST", "/api/2.0/secrets/put", {"scope": "diabetes-spark", "key": key, "string_value": VALUES[env]})
-            for key, (env, _) in zip(keys, deploy.SECRET_ENVIRONMENT.values())
+            for key, (env, _) in zip(keys, secrets.SECRET_ENVIRONMENT.values())
         ],
     ]
     assert summary == {
@@ -174,7 +175,7 @@ def test_an_existing_scope_is_reused_and_custom_key_names_are_used(
     for name, value in VALUES.items():
         monkeypatch.setenv(name, value)
 
-    summary = deploy.run_setup_secrets(_args(host, "--no-prompt", "--storage-key-secret", "lake-key"))
+    summary = secrets.run(_args(host, "--no-prompt", "--storage-key-secret", "lake-key"))
 
     assert summary["scope_created"] is False
     assert [r[1] for r in state.requests].count("/api/2.0/secrets/scopes/create") == 0
@@ -191,7 +192,7 @@ def test_a_scope_created_between_our_list_and_create_is_reused(
     for name, value in VALUES.items():
         monkeypatch.setenv(name, value)
 
-    summary = deploy.run_setup_secrets(_args(host, "--no-prompt"))
+    summary = secrets.run(_args(host, "--no-prompt"))
 
     assert summary["scope_created"] is False
     assert [r[1] for r in state.requests].count("/api/2.0/secrets/scopes/create") == 1
@@ -204,7 +205,7 @@ def test_an_empty_storage_account_key_name_skips_every_storage_secret(
     state, host = workspace
     monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", VALUES["APPLICATIONINSIGHTS_CONNECTION_STRING"])
 
-    summary = deploy.run_setup_secrets(_args(host, "--no-prompt", "--storage-account-secret", ""))
+    summary = secrets.run(_args(host, "--no-prompt", "--storage-account-secret", ""))
 
     assert summary["keys"] == [DEFAULT_KEYS["appinsights_secret"]]
     assert set(state.secrets) == {("diabetes-spark", DEFAULT_KEYS["appinsights_secret"])}
@@ -226,11 +227,11 @@ def test_missing_values_are_prompted_for_without_echo(
         prompts.append(prompt)
         return next(answers)
 
-    monkeypatch.setattr(deploy.getpass, "getpass", fake_getpass)
-    monkeypatch.setattr(deploy.sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(secrets.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(secrets.sys.stdin, "isatty", lambda: True, raising=False)
     caplog.set_level(logging.DEBUG)
 
-    summary = deploy.run_setup_secrets(_args(host))
+    summary = secrets.run(_args(host))
 
     assert len(prompts) == 2
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in prompts[0] and "ADLS_ACCOUNT_KEY" in prompts[1]
@@ -254,7 +255,7 @@ def test_no_prompt_with_a_missing_value_fails_before_contacting_the_workspace(
     monkeypatch.setenv("ADLS_ACCOUNT_NAME", VALUES["ADLS_ACCOUNT_NAME"])
 
     with pytest.raises(ConfigurationError) as info:
-        deploy.run_setup_secrets(_args(host, "--no-prompt"))
+        secrets.run(_args(host, "--no-prompt"))
 
     message = str(info.value)
     for env in ("APPLICATIONINSIGHTS_CONNECTION_STRING", "ADLS_CONTAINER_NAME", "ADLS_ACCOUNT_KEY"):
@@ -267,10 +268,10 @@ def test_without_a_terminal_a_missing_value_is_an_error_not_a_hang(
     workspace: tuple[Workspace, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state, host = workspace
-    monkeypatch.setattr(deploy.sys.stdin, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr(secrets.sys.stdin, "isatty", lambda: False, raising=False)
 
     with pytest.raises(ConfigurationError, match="no terminal to prompt on"):
-        deploy.run_setup_secrets(_args(host))
+        secrets.run(_args(host))
     assert state.requests == []
 
 
@@ -291,7 +292,7 @@ def test_implausible_values_fail_without_repeating_them(
     monkeypatch.setenv(env, value)
 
     with pytest.raises(ConfigurationError, match=message) as info:
-        deploy.run_setup_secrets(_args(host, "--no-prompt"))
+        secrets.run(_args(host, "--no-prompt"))
     assert value not in str(info.value)
     assert [r[1] for r in state.requests] == ["/api/2.0/secrets/scopes/list"]
 
@@ -300,9 +301,9 @@ def test_implausible_values_fail_without_repeating_them(
 def test_a_bad_scope_name_is_refused_locally(workspace: tuple[Workspace, str], scope: str) -> None:
     state, host = workspace
     parser = argparse.ArgumentParser()
-    deploy.add_setup_secrets_arguments(parser)
+    secrets.add_arguments(parser)
     with pytest.raises(ConfigurationError, match="scope must be 1-128 letters"):
-        deploy.run_setup_secrets(parser.parse_args(["--scope", scope, "--host", host, "--no-prompt"]))
+        secrets.run(parser.parse_args(["--scope", scope, "--host", host, "--no-prompt"]))
     assert state.requests == []
 
 
@@ -316,7 +317,7 @@ def test_no_workspace_reachable_fails_quickly_with_a_clear_message(monkeypatch: 
     started = time.monotonic()
 
     with pytest.raises(ConfigurationError) as info:
-        deploy.run_setup_secrets(_args(host, "--no-prompt", "--timeout", "1"))
+        secrets.run(_args(host, "--no-prompt", "--timeout", "1"))
 
     assert time.monotonic() - started < 30
     message = str(info.value)
@@ -327,11 +328,11 @@ def test_no_workspace_reachable_fails_quickly_with_a_clear_message(monkeypatch: 
 
 def test_no_host_configured_at_all_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = argparse.ArgumentParser()
-    deploy.add_setup_secrets_arguments(parser)
+    secrets.add_arguments(parser)
     for name, value in VALUES.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match="no Databricks workspace configured.*DATABRICKS_HOST"):
-        deploy.run_setup_secrets(parser.parse_args(["--scope", "s", "--no-prompt", "--timeout", "1"]))
+        secrets.run(parser.parse_args(["--scope", "s", "--no-prompt", "--timeout", "1"]))
 
 
 def test_a_rejected_token_or_missing_permission_is_a_clear_error(
@@ -343,7 +344,7 @@ def test_a_rejected_token_or_missing_permission_is_a_clear_error(
     state.deny.add("/api/2.0/secrets/put")
 
     with pytest.raises(ConfigurationError) as info:
-        deploy.run_setup_secrets(_args(host, "--no-prompt"))
+        secrets.run(_args(host, "--no-prompt"))
     message = str(info.value)
     assert f"the Databricks workspace at {host} refused to put secret" in message
     assert "MANAGE permission" in message
@@ -351,7 +352,7 @@ def test_a_rejected_token_or_missing_permission_is_a_clear_error(
 
     monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-wrong")
     with pytest.raises(ConfigurationError, match="refused to list the secret scopes.*Invalid access token"):
-        deploy.run_setup_secrets(_args(host, "--no-prompt"))
+        secrets.run(_args(host, "--no-prompt"))
 
 
 def test_the_module_command_prints_one_json_summary(
@@ -361,10 +362,10 @@ def test_the_module_command_prints_one_json_summary(
     for name, value in VALUES.items():
         monkeypatch.setenv(name, value)
 
-    code = deploy.main(["setup-secrets", "--scope", "team", "--host", host, "--no-prompt"])
+    code = cli.main(["setup-secrets", "--scope", "team", "--host", host, "--no-prompt", "--json"])
 
     out, err = capsys.readouterr()
     assert code == 0
-    assert json.loads(out)["keys"] == [DEFAULT_KEYS[f] for f in deploy.SECRET_ENVIRONMENT]
+    assert json.loads(out)["keys"] == [DEFAULT_KEYS[f] for f in secrets.SECRET_ENVIRONMENT]
     assert {scope for scope, _ in state.secrets} == {"team"}
     _assert_no_value_leaked(out + err)

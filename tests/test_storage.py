@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 
-from diabetes_spark import storage
+from diabetes_spark import delta_writes, storage
 from diabetes_spark.errors import InputError
-from diabetes_spark.platform import REDACTION_REGEX
+from diabetes_spark.redaction import SPARK_REDACTION_REGEX as REDACTION_REGEX
 from diabetes_spark.storage import TableRef
 
 
@@ -67,10 +67,10 @@ def test_configure_adls_sets_the_dfs_key_and_abfss_resolves(spark) -> None:
 def test_write_delta_counts_from_the_commit_and_replaces_where(spark, tmp_path: Path) -> None:
     ref = storage.resolve(str(tmp_path / "t"))
     first = spark.createDataFrame([("a", 1), ("a", 2), ("b", 3)], "batch string, v int")
-    assert storage.write_delta(first, ref) == 3
+    assert delta_writes.write_delta(first, ref) == 3
     assert storage.delta_version(spark, ref) == 0
     again = spark.createDataFrame([("a", 9)], "batch string, v int")
-    assert storage.write_delta(again, ref, mode="overwrite", replace_where="batch = 'a'") == 1
+    assert delta_writes.write_delta(again, ref, mode="overwrite", replace_where="batch = 'a'") == 1
     expected = spark.createDataFrame([("a", 9), ("b", 3)], "batch string, v int")
     assert_df_equality(storage.read_table(spark, ref), expected, ignore_row_order=True, ignore_nullable=True)
     assert storage.delta_version(spark, ref) == 1
@@ -79,8 +79,8 @@ def test_write_delta_counts_from_the_commit_and_replaces_where(spark, tmp_path: 
 def test_table_properties_are_set_when_a_write_creates_the_table(spark, tmp_path: Path) -> None:
     ref = storage.resolve(str(tmp_path / "t"))
     df = spark.createDataFrame([("a", 1, "x"), ("b", 2, "y")], "batch string, v int, note string")
-    storage.write_delta(df, ref, table_properties={"delta.dataSkippingStatsColumns": "batch,v"})
-    storage.write_delta(df, ref, table_properties={"delta.dataSkippingStatsColumns": "note"})  # exists: kept as it is
+    delta_writes.write_delta(df, ref, table_properties={"delta.dataSkippingStatsColumns": "batch,v"})
+    delta_writes.write_delta(df, ref, table_properties={"delta.dataSkippingStatsColumns": "note"})  # exists: kept as it is
     assert spark.sql(f"DESCRIBE DETAIL delta.`{ref.location}`").first()["properties"] == {
         "delta.dataSkippingStatsColumns": "batch,v"
     }
@@ -92,15 +92,15 @@ def test_table_properties_are_set_when_a_write_creates_the_table(spark, tmp_path
 def test_partition_columns_are_set_when_a_write_creates_the_table(spark, tmp_path: Path) -> None:
     ref, plain = storage.resolve(str(tmp_path / "t")), storage.resolve(str(tmp_path / "plain"))
     df = spark.createDataFrame([("a", 1), ("b", 2)], "batch string, v int")
-    storage.write_delta(df, ref, partition_by=("batch",))
+    delta_writes.write_delta(df, ref, partition_by=("batch",))
     again = spark.createDataFrame([("a", 9)], "batch string, v int")
-    assert storage.write_delta(again, ref, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",)) == 1
+    assert delta_writes.write_delta(again, ref, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",)) == 1
     expected = spark.createDataFrame([("a", 9), ("b", 2)], "batch string, v int")
     assert_df_equality(storage.read_table(spark, ref), expected, ignore_row_order=True, ignore_nullable=True)
     assert sorted(p.name for p in (tmp_path / "t").glob("batch=*")) == ["batch=a", "batch=b"]
     # An existing table keeps its layout: an unpartitioned one takes the same write as it is.
-    storage.write_delta(df, plain)
-    assert storage.write_delta(again, plain, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",)) == 1
+    delta_writes.write_delta(df, plain)
+    assert delta_writes.write_delta(again, plain, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",)) == 1
     assert_df_equality(storage.read_table(spark, plain), expected, ignore_row_order=True, ignore_nullable=True)
     layouts = [spark.sql(f"DESCRIBE DETAIL delta.`{r.location}`").first()["partitionColumns"] for r in (ref, plain)]
     assert layouts == [["batch"], []]
@@ -110,7 +110,7 @@ def test_catalog_table_names_round_trip(spark) -> None:
     spark.sql("CREATE SCHEMA IF NOT EXISTS storage_test")
     ref = storage.resolve("storage_test.numbers")
     df = spark.createDataFrame([(1,), (2,)], "n int")
-    assert storage.write_delta(df, ref, mode="overwrite") == 2
+    assert delta_writes.write_delta(df, ref, mode="overwrite") == 2
     assert_df_equality(storage.read_table(spark, ref), df, ignore_row_order=True, ignore_nullable=True)
     assert storage.delta_version(spark, ref) == 0
 
@@ -124,7 +124,7 @@ def test_reading_a_missing_input_is_a_clear_error(spark, tmp_path: Path) -> None
 
 def test_writing_to_a_csv_is_refused(spark, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot write Delta to the csv file"):
-        storage.write_delta(spark.range(1), storage.resolve(str(tmp_path / "x.csv")))
+        delta_writes.write_delta(spark.range(1), storage.resolve(str(tmp_path / "x.csv")))
 
 
 def test_sample_references_resolve_to_the_shipped_files() -> None:
@@ -136,8 +136,8 @@ def test_sample_references_resolve_to_the_shipped_files() -> None:
 
 def test_an_empty_replace_where_that_changes_nothing_counts_zero(spark, tmp_path: Path) -> None:
     ref = storage.resolve(str(tmp_path / "t"))
-    storage.write_delta(spark.createDataFrame([("a", 1)], "batch string, v int"), ref)
+    delta_writes.write_delta(spark.createDataFrame([("a", 1)], "batch string, v int"), ref)
     empty = spark.createDataFrame([], "batch string, v int")
-    assert storage.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'b'", expected_rows=0) == 0
-    assert storage.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'a'", expected_rows=0) == 0
+    assert delta_writes.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'b'", expected_rows=0) == 0
+    assert delta_writes.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'a'", expected_rows=0) == 0
     assert storage.read_table(spark, ref).count() == 0

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import pytest
 
 from diabetes_spark import __version__, cli, jobs, telemetry
-from diabetes_spark._telemetry_config import parse_connection_string
+from diabetes_spark.telemetry.config import parse_connection_string
 from diabetes_spark.errors import ConfigurationError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
 from tests.collector import Collector

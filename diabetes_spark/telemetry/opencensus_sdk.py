@@ -1,9 +1,6 @@
-"""The OpenCensus Azure exporters of one telemetry session: built safely, counted, stopped in time.
-
-One log handler, one trace exporter and one metrics exporter per session, with local storage off
-(no spool folder, no retries after the run) and statsbeat off. Each counts the records it was
-handed and the ones the ingestion endpoint accepted, so :func:`stop` can say what was lost.
-Imported only when a connection string is configured.
+"""Where the OpenCensus backend bends the SDK: exporter subclasses that count what they hand on and
+what the endpoint accepts, a metric producer that sends each value once, quiet transport logs, and
+the clean-up the SDK has no public call for. Imported only with a connection string.
 """
 
 from __future__ import annotations
@@ -12,17 +9,14 @@ import atexit
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from opencensus.ext.azure.log_exporter import AzureLogHandler
 from opencensus.ext.azure.metrics_exporter import MetricsExporter
 from opencensus.ext.azure.trace_exporter import AzureExporter
-from opencensus.metrics import transport
 from opencensus.metrics.export.metric import Metric
 from opencensus.metrics.export.metric_descriptor import MetricDescriptor, MetricDescriptorType
 from opencensus.metrics.export.point import Point
@@ -31,7 +25,19 @@ from opencensus.metrics.export.value import ValueDouble
 from opencensus.metrics.label_key import LabelKey
 from opencensus.metrics.label_value import LabelValue
 
-__all__ = ["Exporters", "build", "stop"]
+__all__ = [
+    "EXPORT_INTERVAL",
+    "QUEUE_CAPACITY",
+    "MAX_BATCH_SIZE",
+    "Delivery",
+    "LogHandler",
+    "TraceExporter",
+    "MetricsExporterCounted",
+    "PendingMetrics",
+    "abandon",
+    "unhook",
+    "sdk_environment",
+]
 
 EXPORT_INTERVAL = 15.0
 #: Records each exporter buffers before dropping new ones (the SDK's 8192 overflowed at 20k quick
@@ -46,7 +52,7 @@ _ENV_LOCK = threading.Lock()
 _IN_TRANSMIT = threading.local()  # the delivery counter the current thread is sending for
 
 
-class _Delivery:
+class Delivery:
     """Records handed to one exporter, those dropped because its buffer was full, and those the
     ingestion endpoint accepted."""
 
@@ -115,8 +121,8 @@ class _CountDrops(logging.Filter):
 logging.getLogger("opencensus.common.schedule").addFilter(_CountDrops())
 
 
-class _LogHandler(AzureLogHandler):
-    def __init__(self, delivery: _Delivery, **options: Any) -> None:
+class LogHandler(AzureLogHandler):
+    def __init__(self, delivery: Delivery, **options: Any) -> None:
         self._delivery = delivery
         self._stopped = False
         super().__init__(**options)
@@ -144,8 +150,8 @@ class _LogHandler(AzureLogHandler):
             super().close(timeout)
 
 
-class _TraceExporter(AzureExporter):
-    def __init__(self, delivery: _Delivery, **options: Any) -> None:
+class TraceExporter(AzureExporter):
+    def __init__(self, delivery: Delivery, **options: Any) -> None:
         self._delivery = delivery
         super().__init__(**options)
 
@@ -161,8 +167,8 @@ class _TraceExporter(AzureExporter):
         return self._delivery.transmit(super()._transmit, envelopes)
 
 
-class _MetricsExporter(MetricsExporter):
-    def __init__(self, delivery: _Delivery, **options: Any) -> None:
+class MetricsExporterCounted(MetricsExporter):
+    def __init__(self, delivery: Delivery, **options: Any) -> None:
         self._delivery = delivery
         super().__init__(**options)
 
@@ -170,13 +176,13 @@ class _MetricsExporter(MetricsExporter):
         return self._delivery.transmit(super()._transmit, envelopes)
 
 
-class _PendingMetrics:
+class PendingMetrics:
     """A metric producer that hands each recorded value to the exporter exactly once.
 
     (A gauge would be re-sent every interval, and ``sum(value)`` in Kusto would count it twice.)
     """
 
-    def __init__(self, delivery: _Delivery) -> None:
+    def __init__(self, delivery: Delivery) -> None:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, float, dict[str, str], datetime]] = []
         self._delivery = delivery
@@ -199,97 +205,7 @@ class _PendingMetrics:
         return metrics
 
 
-@dataclass
-class Exporters:
-    """The three exporters of one session."""
-
-    log_handler: _LogHandler
-    trace_exporter: _TraceExporter
-    metrics_exporter: _MetricsExporter
-    metrics: _PendingMetrics
-    deliveries: list[_Delivery] = field(default_factory=list)
-
-    def export_span(self, span_data: Any) -> None:
-        """Queue one finished span."""
-        self.trace_exporter.export([span_data])
-
-
-def build(connection_string: str, *, timeout: float, processor: Callable[[Any], bool]) -> Exporters:
-    """Start one exporter of each kind for a validated connection string.
-
-    The string must have been validated: on a bad key the SDK raises only after starting a worker
-    thread, which then fails forever (``'AzureExporter' object has no attribute 'storage'``).
-
-    Args:
-        connection_string: ``InstrumentationKey=<guid>;IngestionEndpoint=<url>``.
-        timeout: Seconds per HTTP request.
-        processor: Telemetry processor applied to every envelope before it is sent.
-    """
-    options = {
-        "connection_string": connection_string,
-        "enable_local_storage": False,
-        "enable_standard_metrics": False,
-        "export_interval": EXPORT_INTERVAL,
-        "timeout": timeout,
-        "queue_capacity": QUEUE_CAPACITY,
-        "max_batch_size": MAX_BATCH_SIZE,
-        "grace_period": 1.0,  # what the SDK waits at interpreter exit; stop() has flushed by then
-    }
-    deliveries = [_Delivery(), _Delivery(), _Delivery()]
-    built: list[Any] = []
-    try:
-        with _sdk_environment():
-            built.append(_LogHandler(deliveries[0], **options))
-            built.append(_TraceExporter(deliveries[1], **options))
-            built.append(_MetricsExporter(deliveries[2], **options))
-    except Exception:
-        _unhook(built, wait=0.0)
-        raise
-    for exporter in built:
-        exporter.add_telemetry_processor(processor)
-    log_handler, trace_exporter, metrics_exporter = built
-    metrics = _PendingMetrics(deliveries[2])
-    metrics_exporter.exporter_thread = transport.get_exporter_thread([metrics], metrics_exporter, interval=EXPORT_INTERVAL)
-    return Exporters(log_handler, trace_exporter, metrics_exporter, metrics, deliveries)
-
-
-def stop(exporters: Exporters, timeout: float) -> tuple[int, int, int, str]:
-    """Deliver what the exporters hold and stop them, in parallel, within ``timeout`` seconds.
-
-    Returns:
-        ``(handed, lost, dropped, last_error)``: records handed to the exporters, how many of them
-        the endpoint did not accept (failed, dropped, or still in flight at the deadline), how many
-        of those were dropped because a buffer was full, and the last transport error message.
-    """
-    deadline = time.monotonic() + timeout
-    periodic = exporters.metrics_exporter.exporter_thread
-    periodic.cancel()
-
-    def final_metrics() -> None:
-        periodic.join(timeout)  # an export in flight finishes first
-        exporters.metrics_exporter.export_metrics(exporters.metrics.get_metrics())
-
-    stops: list[Callable[[], object]] = [
-        lambda: exporters.log_handler.close(timeout),
-        lambda: exporters.trace_exporter._stop(timeout),
-        final_metrics,
-    ]
-    threads = [threading.Thread(target=s, name=f"appinsights-flush-{i}", daemon=True) for i, s in enumerate(stops)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(max(deadline - time.monotonic(), 0.0))
-    for exporter in (exporters.log_handler, exporters.trace_exporter):
-        _abandon(exporter)
-    _unhook([exporters.trace_exporter, exporters.metrics_exporter], wait=None)
-    handed = sum(d.handed for d in exporters.deliveries)
-    accepted = sum(d.accepted for d in exporters.deliveries)
-    dropped = sum(d.dropped for d in exporters.deliveries)
-    errors = [d.last_error for d in exporters.deliveries if d.last_error]
-    return handed, handed - accepted, dropped, errors[-1] if errors else ""
-
-
-def _abandon(exporter: Any) -> None:
+def abandon(exporter: Any) -> None:
     """After the deadline, drop what a worker still holds and tell it to exit.
 
     Otherwise a worker facing a black-holed endpoint keeps sending stale batches, one request
@@ -306,7 +222,7 @@ def _abandon(exporter: Any) -> None:
     pending.put(pending.EXIT_EVENT, block=False)
 
 
-def _unhook(exporters: list[Any], *, wait: float | None) -> None:
+def unhook(exporters: list[Any], *, wait: float | None) -> None:
     """Remove the SDK's exit hooks (they would wait for these exporters again at exit).
 
     With ``wait`` (a set that could not be completed), also stop the workers already started.
@@ -323,7 +239,7 @@ def _unhook(exporters: list[Any], *, wait: float | None) -> None:
 
 
 @contextmanager
-def _sdk_environment() -> Iterator[None]:
+def sdk_environment() -> Iterator[None]:
     """The environment the SDK constructors see: no statsbeat, no connection string of their own.
 
     Each constructor re-parses ``$APPLICATIONINSIGHTS_CONNECTION_STRING`` even when given an

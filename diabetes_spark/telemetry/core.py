@@ -1,22 +1,5 @@
-"""Application Insights telemetry of one job run through OpenCensus (``opencensus-ext-azure``).
-
-:func:`start` returns a :class:`Telemetry` for a component (``Train_Orchestrator``,
-``Batch_Score_Orchestrator``). With a connection string it sends, all under one operation id:
-
-* logs of the component logger and its per-step children (``AzureLogHandler``): messages, and
-  exceptions with their stack trace, each with the run's custom dimensions and trace/span ids;
-* a request for the run and a dependency per step (``AzureExporter``), success or failure;
-* custom metrics (the OpenCensus metrics exporter): row counts, model metrics, step durations.
-
-Without one, everything goes to standard logging only: no exporter, no thread, no network.
-
-Telemetry never fails a job: the configuration is checked once, at :func:`start` (a bad key is a
-:class:`~diabetes_spark.errors.ConfigurationError` there, before any work); later, an endpoint that
-is down, slow or answering errors only costs records, which :meth:`Telemetry.close` reports in one
-warning after at most ``flush_timeout`` seconds. Nothing is spooled to disk and the SDK's own
-usage statistics (statsbeat) are off. Secret values are replaced by ``[REDACTED]`` in every
-message, dimension and attribute, also in their URL-encoded and base64 forms.
-"""
+"""The backend-neutral session of one job run: dimensions, a span per step, metrics, redaction,
+the failure sent once, and a bounded close. The backend adapter (:mod:`.opencensus`) exports."""
 
 from __future__ import annotations
 
@@ -28,14 +11,17 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from diabetes_spark import __version__
-from diabetes_spark._telemetry_config import Redactor, parse_connection_string
+from diabetes_spark.redaction import Redactor
+from diabetes_spark.telemetry import logs
+from diabetes_spark.telemetry.config import parse_connection_string
 
 if TYPE_CHECKING:
-    from diabetes_spark._appinsights import Exporters
+    from diabetes_spark.telemetry.opencensus import Exporters
 
 __all__ = [
     "start",
@@ -45,6 +31,9 @@ __all__ = [
     "COMPONENT_INGEST",
     "ENV_CONNECTION_STRING",
     "STEP_DURATION_METRIC",
+    "RUN_DURATION_METRIC",
+    "VERSION_DIMENSION",
+    "FinishedSpan",
 ]
 
 COMPONENT_TRAIN = "Train_Orchestrator"
@@ -57,9 +46,7 @@ STEP_DURATION_METRIC = "step_duration_seconds"
 RUN_DURATION_METRIC = "run_duration_seconds"
 VERSION_DIMENSION = "diabetes_spark_version"
 
-_log = logging.getLogger(__name__)
-_OK, _UNKNOWN = 0, 2  # google.rpc status codes, as OpenCensus spans use them
-_SKIP_CONSOLE = "_telemetry_skip_console"  # on step-failure records: the caller reports the error itself
+_log = logging.getLogger("diabetes_spark.telemetry")  # the package's logger, whichever module logs
 
 
 def start(
@@ -99,6 +86,23 @@ def start(
     return telemetry
 
 
+@dataclass(frozen=True)
+class FinishedSpan:
+    """A run (``server``) or a step, as the backend-neutral session describes it."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent: str | None
+    begun: datetime
+    ended: datetime
+    ok: bool
+    attributes: Mapping[str, Any]
+    server: bool
+
+
+
+
 class Telemetry:
     """Logs, spans and metrics of one job run; see :func:`start`.
 
@@ -130,7 +134,7 @@ class Telemetry:
         self._closed = False
         self._sdk: Exporters | None = None
         self._endpoint = ""
-        self._logging_state: tuple[logging.Logger, int, bool, list[logging.Handler]] | None = None
+        self._logging_state: tuple[logging.Logger, list[logging.Handler]] | None = None
         self.set_dimensions(**(dimensions or {}))
 
     @property
@@ -163,7 +167,7 @@ class Telemetry:
             ok = False
             self._failed = True
             if isinstance(error, Exception) and not self._was_sent(error):
-                log.exception("step %s failed after %.2f s", step, time.perf_counter() - clock, extra={_SKIP_CONSOLE: True})
+                log.exception("step %s failed after %.2f s", step, time.perf_counter() - clock, extra={logs.SKIP_CONSOLE: True})
             raise
         finally:
             stack.pop()
@@ -198,7 +202,7 @@ class Telemetry:
         if isinstance(error, Exception) and not self._was_sent(error):
             log = self.logger()
             name = type(error).__name__
-            log.error("%s failed: %s: %s", self.component, name, error, exc_info=error, extra={_SKIP_CONSOLE: True})
+            log.error("%s failed: %s: %s", self.component, name, error, exc_info=error, extra={logs.SKIP_CONSOLE: True})
 
     def close(self) -> None:
         """End the run's request and deliver everything buffered, within ``flush_timeout`` seconds.
@@ -255,7 +259,7 @@ class Telemetry:
         record.msg, record.args = redact(record.getMessage()), None
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
-            if not getattr(record, _SKIP_CONSOLE, False) and self._was_sent(error):
+            if not getattr(record, logs.SKIP_CONSOLE, False) and self._was_sent(error):
                 record.exc_info, record.exc_text = None, None  # sent already: keep the message only
             elif not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -301,92 +305,35 @@ class Telemetry:
     ) -> None:
         if self._sdk is None:
             return
-        from opencensus.common.utils import to_iso_str
-        from opencensus.trace.span import SpanKind
-        from opencensus.trace.span_context import SpanContext
-        from opencensus.trace.span_data import SpanData
-        from opencensus.trace.status import Status
-
         values: dict[str, Any] = self._snapshot()
         values.update({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in attributes.items()})
-        data = SpanData(
-            name=name,
-            context=SpanContext(trace_id=self.trace_id),
-            span_id=span_id,
-            parent_span_id=parent,
-            attributes=values,
-            start_time=to_iso_str(begun.replace(tzinfo=None)),
-            end_time=to_iso_str(datetime.now(timezone.utc).replace(tzinfo=None)),
-            child_span_count=0,
-            stack_trace=None,
-            annotations=[],
-            message_events=[],
-            links=[],
-            status=Status(_OK) if ok else Status(_UNKNOWN, "failed"),
-            same_process_as_parent_span=None,
-            # SERVER becomes a request (the run); CLIENT a dependency whose success follows the status.
-            span_kind=SpanKind.SERVER if server else SpanKind.CLIENT,
-        )
-        self._sdk.export_span(data)
+        ended = datetime.now(timezone.utc)
+        self._sdk.send_span(FinishedSpan(name, self.trace_id, span_id, parent, begun, ended, ok, values, server))
 
-    def _shape(self, envelope: Any) -> bool:
-        """Telemetry processor: role and operation names, operation id, step type; redaction."""
-        tags = envelope.tags
-        tags["ai.cloud.role"] = self.component
-        tags["ai.operation.name"] = self.component
-        if not tags.get("ai.operation.id") or set(tags["ai.operation.id"]) == {"0"}:
-            tags["ai.operation.id"] = self.trace_id
-        parent = tags.get("ai.operation.parentId", "")
-        if parent.startswith("|"):  # the log exporter's legacy "|<trace>.<span>." form: the span id, as spans use
-            tags["ai.operation.parentId"] = parent.strip("|.").rpartition(".")[2]
-        data = envelope.data
-        if data.baseType == "RequestData":
-            data.baseData.name = self.component
-        elif data.baseType == "RemoteDependencyData" and not data.baseData.get("type"):
-            data.baseData.type = "InProc"
-        for key in list(envelope):
-            if key != "iKey":  # the key must stay readable for ingestion; it is no secret on its own
-                envelope[key] = self._redactor.scrub(envelope[key])
-        return True
+
 
     # -- set-up and shut-down -------------------------------------------------------------------
 
     def _export_to(self, key: str, endpoint: str) -> None:
-        """Create the three exporters (one of each kind for this run); console only if the SDK fails."""
-        from diabetes_spark import _appinsights
+        """Start the backend's exporters for this run; console only if they cannot start."""
+        from diabetes_spark.telemetry import opencensus
 
         self._endpoint = endpoint
-        timeout = max(min(self.flush_timeout, 10.0), 0.5)
-        try:
-            connection = f"InstrumentationKey={key};IngestionEndpoint={endpoint}"
-            self._sdk = _appinsights.build(connection, timeout=timeout, processor=self._shape)
-        except Exception as e:  # the configuration was valid: an SDK problem must not stop the job
-            _log.warning(
-                "telemetry of %s goes to the console only: the Application Insights exporters could not start (%s: %s)",
-                self.component, type(e).__name__, self._redactor(str(e)),
-            )
+        self._sdk = opencensus.start(self.component, self.trace_id, self._redactor, key, endpoint, self.flush_timeout)
 
     def _install_logging(self) -> None:
         """Route the component's loggers through redaction to App Insights and the console."""
         logger = self.logger()
-        context = _Context(self)
-        relay = _ConsoleRelay(logger.level)
-        relay.addFilter(context)
+        preparer = logs.Preparer(self._prepare)
+        relay = logs.ConsoleRelay()
+        relay.addFilter(preparer)
         handlers: list[logging.Handler] = [relay]
         if self._sdk is not None:
-            self._sdk.log_handler.addFilter(context)
+            self._sdk.log_handler.addFilter(preparer)
             handlers.insert(0, self._sdk.log_handler)
-        with _SHARED_LOGGERS_LOCK:
-            # Two sessions of one component may overlap in a process: the logger's own settings are
-            # saved by the first and restored by the last, whatever order they close in.
-            users, saved = _SHARED_LOGGERS.get(logger.name, (0, (logger.level, logger.propagate)))
-            _SHARED_LOGGERS[logger.name] = (users + 1, saved)
-        self._logging_state = (logger, saved[0], saved[1], handlers)
-        for handler in handlers:
-            logger.addHandler(handler)
-        if self._sdk is not None and (logger.level == logging.NOTSET or logger.level > logging.INFO):
-            logger.setLevel(logging.INFO)  # App Insights gets INFO; the relay keeps the console's level
-        logger.propagate = False  # the relay hands records on to the root logger's handlers
+        relay.threshold = logs.attach(logger, handlers, info=self._sdk is not None)
+        self._logging_state = (logger, handlers)
+
 
     def _close(self) -> None:
         begun, clock = self._started
@@ -395,75 +342,17 @@ class Telemetry:
             self._export_span(self.component, self._root_span_id, None, begun, not self._failed, {}, server=True)
         finally:
             if self._logging_state is not None:
-                logger, level, propagate, handlers = self._logging_state
-                for handler in handlers:
-                    logger.removeHandler(handler)
-                with _SHARED_LOGGERS_LOCK:
-                    users, saved = _SHARED_LOGGERS.pop(logger.name, (1, (level, propagate)))
-                    if users > 1:
-                        _SHARED_LOGGERS[logger.name] = (users - 1, saved)
-                    else:
-                        logger.setLevel(level)
-                        logger.propagate = propagate
+                logs.detach(*self._logging_state)
             with self._lock:
                 self._sent_errors.clear()
         if self._sdk is not None:
             self._shutdown(self._sdk)
 
     def _shutdown(self, sdk: Exporters) -> None:
-        from diabetes_spark import _appinsights
+        from diabetes_spark.telemetry import opencensus
 
-        handed, lost, dropped, error = _appinsights.stop(sdk, self.flush_timeout)
-        if lost > 0:
-            # Nothing is retried (no local storage): the SDK's "Retrying" wording would mislead.
-            error = error.removeprefix("Retrying due to ").removesuffix(" Retrying.").strip()
-            cause = f"last error: {self._redactor(error)[:300]}" if error else f"no answer within {self.flush_timeout:g} s"
-            if dropped:
-                cause += f"; {dropped} dropped when more than {_appinsights.QUEUE_CAPACITY} records were waiting"
-            _log.warning(
-                "telemetry of %s: %d of %d records were lost, not delivered to Application Insights at %s (%s); "
-                "the job itself is not affected",
-                self.component, lost, handed, self._endpoint, cause,
-            )
-
-
-#: Loggers in use by open sessions: ``name -> (sessions, (level, propagate) before the first)``.
-_SHARED_LOGGERS: dict[str, tuple[int, tuple[int, bool]]] = {}
-_SHARED_LOGGERS_LOCK = threading.Lock()
+        opencensus.stop_and_report(sdk, self.component, self._endpoint, self.flush_timeout, self._redactor)
 
 
 def _new_span_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-class _Context(logging.Filter):
-    """Handler filter: prepares every record that reaches the component's handlers."""
-
-    def __init__(self, telemetry: Telemetry) -> None:
-        super().__init__()
-        self._telemetry = telemetry
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            self._telemetry._prepare(record)
-        except Exception:  # a record that cannot be formatted fails in its handler as it would anyway
-            pass
-        return True
-
-
-class _ConsoleRelay(logging.Handler):
-    """Hands the component's records to the root logger's handlers, as propagation would.
-
-    It applies the level the component logger had before telemetry raised it to INFO, and skips
-    step failures: the exception propagates and its caller (CLI, notebook) reports it.
-    """
-
-    def __init__(self, level: int) -> None:
-        super().__init__()
-        self._level = level
-
-    def emit(self, record: logging.LogRecord) -> None:
-        root = logging.getLogger()
-        threshold = self._level or root.getEffectiveLevel()
-        if record.levelno >= threshold and not getattr(record, _SKIP_CONSOLE, False):
-            root.handle(record)

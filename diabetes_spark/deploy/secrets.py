@@ -1,0 +1,255 @@
+"""``diabetes-spark setup-secrets``: the Databricks secret scope and the project's secrets.
+
+Creates the scope if it is missing and puts the App Insights connection string and the ADLS Gen2
+account name, container name and key, read from the environment (:data:`SECRET_ENVIRONMENT`) or
+prompted for without echo. Values are checked before anything is stored, and neither the summary
+nor an error message ever repeats one: they name keys and environment variables instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from diabetes_spark import params
+from diabetes_spark.errors import ConfigurationError, one_line
+from diabetes_spark.redaction import Redactor
+from diabetes_spark.telemetry.config import parse_connection_string
+
+__all__ = ["HELP", "SECRET_ENVIRONMENT", "add_arguments", "run"]
+
+_log = logging.getLogger(__name__)
+
+HELP = "create the Databricks secret scope and put the project's secrets"
+
+#: NotebookParams field naming a secret key -> (environment variable holding its value, what it is).
+SECRET_ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "appinsights_secret": ("APPLICATIONINSIGHTS_CONNECTION_STRING", "Application Insights connection string"),
+    "storage_account_secret": ("ADLS_ACCOUNT_NAME", "ADLS Gen2 storage account name"),
+    "storage_container_secret": ("ADLS_CONTAINER_NAME", "ADLS Gen2 container name"),
+    "storage_key_secret": ("ADLS_ACCOUNT_KEY", "ADLS Gen2 storage account key"),
+}
+_STORAGE_FIELDS = ("storage_account_secret", "storage_container_secret", "storage_key_secret")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")  # secret scope and key names (Secrets API rule)
+_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
+_CONTAINER = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
+_DEFAULT_TIMEOUT_SECONDS = 30.0
+_ERROR_LIMIT = 300  # characters of an SDK error quoted in a message
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``setup-secrets`` flags to ``parser`` (key-name defaults come from ``NotebookParams``)."""
+    parser.add_argument("--scope", required=True, help="secret scope to create if missing and fill")
+    parser.add_argument("--host", help="workspace URL (default: $DATABRICKS_HOST or the profile's host)")
+    parser.add_argument("--profile", help="~/.databrickscfg profile to sign in with (default: $DATABRICKS_CONFIG_PROFILE)")
+    for name, default, help_text, _ in params.describe(params.NotebookParams):
+        if name in SECRET_ENVIRONMENT:
+            env = SECRET_ENVIRONMENT[name][0]
+            parser.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=name,
+                default=default,
+                help=f"{help_text}; value from ${env} or a prompt (default key: {default!r}; '' skips it)",
+            )
+    parser.add_argument(
+        "--no-prompt", action="store_true", help="fail instead of prompting when a value's environment variable is unset"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=_DEFAULT_TIMEOUT_SECONDS,
+        help=f"seconds to keep trying to reach the workspace (default: {_DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Create the secret scope if missing and put the secrets; return a summary without values.
+
+    Args:
+        args: ``scope``, ``host``, ``profile``, ``no_prompt``, ``timeout`` and one secret key name
+            per :data:`SECRET_ENVIRONMENT` field (as built by :func:`add_arguments`).
+
+    Returns:
+        ``scope``, ``host``, ``scope_created``, ``keys`` (secret key names put) and ``sources``
+        (key name -> ``environment`` or ``prompt``).
+
+    Raises:
+        ConfigurationError: A bad scope or key name, a value missing with ``--no-prompt`` (or with no
+            terminal to prompt on), an implausible value, or no workspace reachable or authorised.
+    """
+    scope = _check_name("scope", args.scope)
+    wanted = _wanted_keys(args)
+    values = {field: os.environ.get(SECRET_ENVIRONMENT[field][0], "").strip() for field in wanted}
+    missing = [SECRET_ENVIRONMENT[f][0] for f in wanted if not values[f]]
+    if missing and args.no_prompt:
+        raise ConfigurationError(f"--no-prompt and no value in {', '.join(missing)}: set them or drop --no-prompt")
+    if missing and not sys.stdin.isatty():
+        raise ConfigurationError(f"no value in {', '.join(missing)} and no terminal to prompt on: set them")
+
+    # Reach the workspace before prompting: nobody should type a key into a command that cannot store it.
+    client = _workspace_client(args)
+    host = client.config.host
+    existing = {s.name for s in _call(host, "list the secret scopes", (), lambda: list(client.secrets.list_scopes()))}
+
+    sources = {f: "environment" for f in wanted if values[f]}
+    for field in wanted:
+        if not values[field]:
+            env, what = SECRET_ENVIRONMENT[field]
+            values[field] = getpass.getpass(f"{what} (not echoed; set {env} to skip this prompt): ").strip()
+            sources[field] = "prompt"
+    _check_values(values)
+
+    created = scope not in existing
+    if created:
+        created = _create_scope(client, host, scope)
+    secrets = list(values.values())
+    for field, key in wanted.items():
+        _call(host, f"put secret {key!r} in scope {scope!r}", secrets, client.secrets.put_secret, scope, key,
+              string_value=values[field])
+        _log.info("put secret %s in scope %s", key, scope)
+    return {
+        "scope": scope,
+        "host": host,
+        "scope_created": created,
+        "keys": list(wanted.values()),
+        "sources": {wanted[f]: sources[f] for f in wanted},
+    }
+
+
+def _wanted_keys(args: argparse.Namespace) -> dict[str, str]:
+    """Field -> secret key name for every secret to put (an empty key name skips it; no account, no storage)."""
+    names = {f: (getattr(args, f, None) or "").strip() for f in SECRET_ENVIRONMENT}
+    if not names["storage_account_secret"]:
+        names.update({f: "" for f in _STORAGE_FIELDS})
+    wanted = {f: _check_name(f"--{f.replace('_', '-')}", key) for f, key in names.items() if key}
+    if not wanted:
+        raise ConfigurationError("every secret key name is empty: nothing to put")
+    return wanted
+
+
+def _check_name(what: str, name: str) -> str:
+    """``name`` if the Secrets API accepts it as a scope or key name."""
+    if not _NAME.fullmatch(name or ""):
+        raise ConfigurationError(f"{what} must be 1-128 letters, digits, '.', '_' or '-'; got {name!r}")
+    return name
+
+
+def _check_values(values: Mapping[str, str]) -> None:
+    """Plausibility checks whose messages never repeat a value."""
+    for field, value in values.items():
+        env, what = SECRET_ENVIRONMENT[field]
+        if not value:
+            raise ConfigurationError(f"the {what} is empty: set {env} or type it at the prompt")
+    connection = values.get("appinsights_secret")
+    if connection is not None:
+        try:  # the rule telemetry applies when it reads the secret back
+            parse_connection_string(connection, "the value to put")
+        except ConfigurationError as e:
+            raise ConfigurationError(
+                f"APPLICATIONINSIGHTS_CONNECTION_STRING is neither a connection string nor a bare instrumentation "
+                f"key that telemetry accepts: {e}"
+            ) from e
+    account = values.get("storage_account_secret")
+    if account is not None and not _ACCOUNT.fullmatch(account):
+        raise ConfigurationError("ADLS_ACCOUNT_NAME is not a storage account name (3-24 lowercase letters and digits)")
+    container = values.get("storage_container_secret")
+    if container is not None and not _CONTAINER.fullmatch(container):
+        raise ConfigurationError(
+            "ADLS_CONTAINER_NAME is not a container name (3-63 lowercase letters, digits and single hyphens)"
+        )
+
+
+def _workspace_client(args: argparse.Namespace) -> Any:
+    """A ``WorkspaceClient`` with a bounded retry budget, auth from flags, environment or profile."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.core import Config
+
+    timeout = max(float(args.timeout), 1.0)
+    kwargs: dict[str, Any] = {"http_timeout_seconds": timeout, "retry_timeout_seconds": int(timeout)}
+    if args.host:
+        kwargs["host"] = args.host
+    if args.profile:
+        kwargs["profile"] = args.profile
+    try:
+        return WorkspaceClient(config=Config(**kwargs))
+    except ValueError as e:  # the SDK's way of saying: no host, or no usable credentials
+        reason = re.split(r", please check|\. Config:", one_line(e, limit=_ERROR_LIMIT))[0]
+        raise ConfigurationError(
+            f"no Databricks workspace configured ({reason}): set DATABRICKS_HOST and DATABRICKS_TOKEN, "
+            "or pass --host / --profile"
+        ) from e
+
+
+def _create_scope(client: Any, host: str, scope: str) -> bool:
+    """Create the scope; ``False`` when someone created it in the meantime."""
+    from databricks.sdk.errors import ResourceAlreadyExists
+
+    try:
+        client.secrets.create_scope(scope)
+    except ResourceAlreadyExists:
+        return False
+    except Exception as e:  # noqa: BLE001 - mapped like every other call
+        _raise_unreachable(host, f"create secret scope {scope!r}", e, [])
+    _log.info("created secret scope %s", scope)
+    return True
+
+
+def _call(host: str, what: str, secrets: Sequence[str], function: Any, *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, its SDK, HTTP and retry-timeout errors made one clear message."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - re-raised below, as a ConfigurationError or unchanged
+        _raise_unreachable(host, what, e, secrets)
+
+
+def _raise_unreachable(host: str, what: str, error: BaseException, secrets: Sequence[str]) -> NoReturn:
+    """Turn an SDK, network or retry-timeout error into a :class:`ConfigurationError`.
+
+    The SDK's message is quoted on one line with ``secrets`` redacted; anything that is not an SDK
+    or network error is a bug and is re-raised unchanged.
+    """
+    import requests
+    from databricks.sdk.errors import DatabricksError, PermissionDenied, Unauthenticated
+
+    cause = error.__cause__ if isinstance(error, TimeoutError) and error.__cause__ else error
+    if isinstance(cause, (Unauthenticated, PermissionDenied)):
+        message = (
+            f"the Databricks workspace at {host} refused to {what} ({_quote(cause, secrets)}): "
+            "check DATABRICKS_TOKEN / the profile, and that you may manage secret scopes"
+        )
+    elif isinstance(cause, DatabricksError):
+        message = f"the Databricks workspace at {host} could not {what}: {_quote(cause, secrets)}"
+    elif isinstance(cause, (requests.RequestException, TimeoutError, OSError)):
+        message = (
+            f"cannot reach the Databricks workspace at {host} ({_network_reason(cause)}): check DATABRICKS_HOST "
+            "or --host, and the network"
+        )
+    else:
+        raise error
+    raise ConfigurationError(message) from error
+
+
+def _quote(error: BaseException, secrets: Sequence[str]) -> str:
+    """The SDK error's message on one line, without ``secrets``."""
+    return Redactor(secrets)(one_line(error, limit=_ERROR_LIMIT))
+
+
+def _network_reason(error: BaseException) -> str:
+    """A short reason for a network failure (the raw ``urllib3`` text is long and repetitive)."""
+    text = str(error)
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("Name or service not known", "host name not found"),
+        ("nodename nor servname", "host name not found"),
+        ("getaddrinfo", "host name not found"),
+        ("timed out", "timed out"),
+    ):
+        if needle in text:
+            return reason
+    return type(error).__name__

@@ -1,0 +1,160 @@
+"""``dbutils`` off Databricks: widgets, secrets from the environment, ``fs`` basics, ``notebook.exit``.
+
+On Databricks :func:`get_dbutils` returns the runtime's own; elsewhere a :class:`LocalDbutils`, so
+the notebooks run unchanged. Local secrets are environment variables (:func:`secret_env_name`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from diabetes_spark.session import is_databricks
+
+__all__ = ["SECRET_ENV_PREFIX", "secret_env_name", "NotebookExit", "LocalDbutils", "get_dbutils"]
+
+
+#: Local secrets: ``DIABETES_SPARK_SECRET__<SCOPE>__<KEY>``, scope and key upper-cased with every
+#: character outside A-Z and 0-9 turned into ``_`` (scope ``diabetes-spark``, key ``adls-account-key``
+#: -> ``DIABETES_SPARK_SECRET__DIABETES_SPARK__ADLS_ACCOUNT_KEY``).
+SECRET_ENV_PREFIX = "DIABETES_SPARK_SECRET__"
+
+
+def secret_env_name(scope: str, key: str) -> str:
+    """The environment variable that holds secret ``key`` of ``scope`` off Databricks."""
+
+    def norm(text: str) -> str:
+        return re.sub(r"[^A-Z0-9]", "_", text.upper())
+
+    return f"{SECRET_ENV_PREFIX}{norm(scope)}__{norm(key)}"
+
+
+class NotebookExit(Exception):
+    """Raised by ``dbutils.notebook.exit`` to stop a notebook with a value, as on Databricks."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__("notebook exited")
+        self.value = value
+
+
+class _Widgets:
+    """``dbutils.widgets``: declared text widgets with defaults, overridable by the runner."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.declared: dict[str, str] = {}
+
+    def text(self, name: str, defaultValue: str = "", label: str | None = None) -> None:  # noqa: N803 - Databricks' name
+        self.declared[name] = defaultValue
+
+    def get(self, name: str) -> str:
+        if name not in self.declared:
+            raise ValueError(f"widget {name!r} is not declared; declared: {sorted(self.declared)}")
+        return self._values.get(name, self.declared[name])
+
+    getArgument = get  # noqa: N815 - Databricks' name
+
+    def removeAll(self) -> None:  # noqa: N802 - Databricks' name
+        self.declared.clear()
+
+
+class _SecretMetadata:
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"SecretMetadata(key='{self.key}')"
+
+
+class _Secrets:
+    """``dbutils.secrets`` backed by environment variables (see :func:`secret_env_name`)."""
+
+    def get(self, scope: str, key: str) -> str:
+        name = secret_env_name(scope, key)
+        value = os.environ.get(name)
+        if value is None:
+            raise KeyError(f"secret {key!r} does not exist in scope {scope!r} (locally: set environment variable {name})")
+        return value
+
+    def list(self, scope: str) -> list[_SecretMetadata]:
+        prefix = secret_env_name(scope, "")
+        return [_SecretMetadata(k[len(prefix) :].lower().replace("_", "-")) for k in sorted(os.environ) if k.startswith(prefix)]
+
+    def listScopes(self) -> list[str]:  # noqa: N802 - Databricks' name
+        return sorted({k[len(SECRET_ENV_PREFIX) :].split("__")[0].lower() for k in os.environ if k.startswith(SECRET_ENV_PREFIX)})
+
+
+class _Fs:
+    """``dbutils.fs`` basics on the local file system (``dbfs:/`` and ``file:`` prefixes accepted)."""
+
+    @staticmethod
+    def _local(path: str) -> Path:
+        return Path(re.sub(r"^(dbfs:|file:)", "", path))
+
+    def ls(self, path: str) -> list[str]:
+        return sorted(str(p) for p in self._local(path).iterdir())
+
+    def mkdirs(self, path: str) -> bool:
+        self._local(path).mkdir(parents=True, exist_ok=True)
+        return True
+
+    def put(self, path: str, contents: str, overwrite: bool = False) -> bool:
+        target = self._local(path)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(contents, encoding="utf-8")
+        return True
+
+    def head(self, path: str, maxBytes: int = 65536) -> str:  # noqa: N803 - Databricks' name
+        with open(self._local(path), encoding="utf-8") as f:
+            return f.read(maxBytes)
+
+    def rm(self, path: str, recurse: bool = False) -> bool:
+        import shutil
+
+        target = self._local(path)
+        if target.is_dir():
+            if not recurse:
+                raise IsADirectoryError(f"{path} is a directory; pass recurse=True")
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        return True
+
+
+class _Notebook:
+    def exit(self, value: str) -> None:
+        raise NotebookExit(value)
+
+
+class _Library:
+    def restartPython(self) -> None:  # noqa: N802 - Databricks' name
+        """Nothing to restart locally: the package is installed in this interpreter already."""
+
+
+class LocalDbutils:
+    """A stand-in for Databricks' ``dbutils`` so notebooks run unchanged off Databricks.
+
+    Args:
+        widgets: Widget values that override the defaults the notebook declares.
+    """
+
+    def __init__(self, widgets: Mapping[str, str] | None = None) -> None:
+        self.widgets = _Widgets(widgets or {})
+        self.secrets = _Secrets()
+        self.fs = _Fs()
+        self.notebook = _Notebook()
+        self.library = _Library()
+
+
+def get_dbutils(spark: Any, widgets: Mapping[str, str] | None = None) -> Any:
+    """Databricks' own ``dbutils`` on Databricks, else a :class:`LocalDbutils` with ``widgets``."""
+    if is_databricks():
+        from pyspark.dbutils import DBUtils  # type: ignore[import-not-found]
+
+        return DBUtils(spark)
+    return LocalDbutils(widgets)

@@ -1,0 +1,92 @@
+"""The champion/challenger gate: ``champion`` moves to a new version only if it wins.
+
+A new version is judged against the current champion on the training run's own held-out rows, by
+the run's primary metric. MLflow aliases have no compare-and-set, so the gate is optimistic and
+re-checks the alias after moving it (see :func:`promote_if_better`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from diabetes_spark import evaluation, registry, scoring
+from diabetes_spark.schemas import LABEL, PREDICTION
+
+if TYPE_CHECKING:
+    from diabetes_spark.params import TrainParams
+    from diabetes_spark.training import TrainResult
+
+__all__ = ["GATE_ROUNDS", "ALIAS_SETTLE_SECONDS", "promote_if_better", "champion_score"]
+
+#: Rounds of the gate's optimistic loop (see :func:`promote_if_better`).
+GATE_ROUNDS = 5
+#: Pause between moving ``champion`` and reading it back: far longer than the gap between another
+#: run's last read of the alias and its move, so an overwritten promotion is always noticed.
+ALIAS_SETTLE_SECONDS = 1.0
+
+
+def champion_score(name: str, champion: str, result: TrainResult, metric: str) -> float:
+    """Version ``champion`` of model ``name`` scored by ``metric`` on ``result``'s held-out rows."""
+    resolved = registry.resolve_version(name, version=champion)
+    spec = registry.model_metadata(resolved).get(scoring.LINEAR_SPEC)
+    model = None if spec else registry.load_model(resolved)
+    predictions = scoring.predict(result.test, model, compiled=scoring.spec_column(spec) if spec else None)
+    return evaluation.regression_metrics(predictions, label=LABEL, prediction=PREDICTION)[metric]
+
+
+def _judge(params: TrainParams, champion: str | None, result: TrainResult) -> tuple[bool, str]:
+    """Whether this run's model should replace ``champion``, and why."""
+    import mlflow
+
+    if champion is None:
+        return True, "no champion yet"
+    metric = params.primary_metric
+    challenger = result.metrics[metric]
+    score = champion_score(params.model_name, champion, result, metric)
+    mlflow.log_metric(f"champion_{metric}", score)
+    better = evaluation.is_better(metric, challenger, score)
+    verdict = "beats" if better else "does not beat"
+    return better, f"challenger {metric} {challenger:.4f} {verdict} champion v{champion} {score:.4f}"
+
+
+def promote_if_better(params: TrainParams, version: str, result: TrainResult, log: logging.Logger) -> tuple[bool, str]:
+    """Move ``champion`` to ``version`` if there is none or it is beaten; record the decision.
+
+    Two training runs at once can both read "no champion" (or the same old one) and both promote.
+    So the gate re-reads the alias just before moving it (a move made while this run was comparing
+    is judged in turn), then waits :data:`ALIAS_SETTLE_SECONDS` and reads it again. If another run
+    moved it in between, this run compares itself with that version and promotes again only if it
+    beats it. A run stops when the alias holds its own version or one it lost to, after at most
+    :data:`GATE_ROUNDS` rounds. The active MLflow run's tags and the version's tags record the
+    final decision.
+
+    Returns:
+        ``(promoted, champion version)``.
+    """
+    import mlflow
+
+    name, metric = params.model_name, params.primary_metric
+    current, reason = None, ""
+    for _ in range(GATE_ROUNDS):
+        current = registry.alias_version(name, registry.CHAMPION)
+        if current == version:
+            break
+        better, reason = _judge(params, current, result)
+        if not better:
+            break
+        if registry.alias_version(name, registry.CHAMPION) != current:
+            continue  # moved while this run was comparing: judge the new champion
+        registry.set_alias(name, registry.CHAMPION, version)
+        time.sleep(ALIAS_SETTLE_SECONDS)
+    else:
+        current = registry.alias_version(name, registry.CHAMPION)
+        reason = f"{reason}; stopped after {GATE_ROUNDS} rounds of concurrent promotions"
+        log.warning("model %s v%s: %s", name, version, reason)
+    promoted, champion = current == version, current or ""
+    mlflow.log_metric(f"challenger_{metric}", result.metrics[metric])
+    mlflow.set_tags({"champion_decision": "promoted" if promoted else "kept", "champion_reason": reason})
+    registry.version_tags(name, version, {metric: result.metrics[metric], "promoted": promoted})
+    log.info("model %s v%s: %s; champion: v%s", name, version, reason, champion)
+    return promoted, champion

@@ -1,0 +1,162 @@
+"""The Spark session: Databricks' own, or local Spark with Delta Lake; nothing else creates one.
+
+Locally it is ``local[*]`` with Delta Lake (jars resolved from Maven Central on the first start
+by ``configure_spark_with_delta_pip``) and the ``hadoop-azure`` jar, so ``abfss://`` paths resolve.
+Later starts take the resolved jars and the class-data archive from :mod:`diabetes_spark.jvm_cache`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from diabetes_spark.redaction import SPARK_REDACTION_REGEX
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = [
+    "ENV_HOME",
+    "ENV_MASTER",
+    "JOB_SPARK_CONF",
+    "LOCAL_SPARK_CONF",
+    "get_spark",
+    "hadoop_version",
+    "is_databricks",
+    "local_home",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Environment variable naming the Spark master for local runs (default ``local[*]``).
+ENV_MASTER = "DIABETES_SPARK_MASTER"
+#: Environment variable naming the local workspace folder (default ``./lakehouse``): the MLflow
+#: SQLite store and artifacts live there, and the demo's tables.
+ENV_HOME = "DIABETES_SPARK_HOME"
+
+#: Settings the jobs need on any cluster (also in the job clusters' ``spark_conf``, ``resources/``).
+#: Validation and scoring make one wide expression per row; whole-stage codegen turns it into a Java
+#: method HotSpot will not JIT past 8000 bytes of bytecode, and the stage then runs interpreted. At
+#: Spark's recommended HotSpot limit such a stage falls back to split, compiled code. Timestamps
+#: (``scored_at``) are written as Parquet's standard INT64 microseconds rather than the legacy INT96,
+#: which costs a Julian-day conversion per row.
+JOB_SPARK_CONF: Mapping[str, str] = {
+    "spark.sql.codegen.hugeMethodLimit": "8000",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+
+LOCAL_SPARK_CONF: Mapping[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "4g",
+    "spark.redaction.regex": SPARK_REDACTION_REGEX,
+    # Delta rebuilds table state with 50 tasks by default: on a few local cores that dominates small writes.
+    "spark.databricks.delta.snapshotPartitions": str(max(2, os.cpu_count() or 2)),
+    **JOB_SPARK_CONF,
+}
+
+
+def is_databricks() -> bool:
+    """True inside a Databricks runtime (cluster or job)."""
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def local_home() -> Path:
+    """The local workspace folder: ``$DIABETES_SPARK_HOME`` or ``./lakehouse``."""
+    return Path(os.environ.get(ENV_HOME) or "lakehouse")
+
+
+def hadoop_version() -> str:
+    """The Hadoop version bundled with the installed pyspark (``hadoop-azure`` must match it)."""
+    import pyspark
+
+    jars = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
+    for jar in jars:
+        match = re.search(r"hadoop-client-api-(\d+\.\d+\.\d+)\.jar$", jar)
+        if match:
+            return match.group(1)
+    raise RuntimeError(
+        "cannot find hadoop-client-api-*.jar in the pyspark installation; reinstall pyspark ('pip install .[local]')"
+    )
+
+
+def get_spark(
+    app_name: str = "diabetes-spark",
+    *,
+    master: str | None = None,
+    conf: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """The SparkSession to use: the active one (Databricks, or one already built), else a local one.
+
+    Args:
+        app_name: Application name of a new local session.
+        master: Spark master of a new local session (default: ``$DIABETES_SPARK_MASTER`` or
+            ``local[*]``).
+        conf: Extra Spark settings for a new local session, applied over :data:`LOCAL_SPARK_CONF`
+            (``spark.driver.extraJavaOptions`` is joined with the class-data archive's options).
+
+    Returns:
+        A session with Delta Lake enabled.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if is_databricks():
+        return SparkSession.builder.getOrCreate()
+
+    from delta import configure_spark_with_delta_pip
+
+    from diabetes_spark import jvm_cache
+
+    builder = SparkSession.builder.appName(app_name).master(master or os.environ.get(ENV_MASTER, "local[*]"))
+    settings = {**LOCAL_SPARK_CONF, **(conf or {})}
+    java_options = " ".join(o for o in (settings.get("spark.driver.extraJavaOptions", ""), jvm_cache.archive_options()) if o)
+    if "ArchiveClassesAtExit" in java_options:  # recording an archive: do not map the old one as well
+        java_options = settings["spark.driver.extraJavaOptions"]
+    if java_options:
+        settings["spark.driver.extraJavaOptions"] = java_options
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    jars = None if {"spark.jars", "spark.jars.packages"} & settings.keys() else jvm_cache.resolved_jars()
+    if jars:  # resolved by an earlier start: Ivy need not resolve them again
+        builder = builder.config("spark.jars", ",".join(jars))
+    else:
+        azure = f"org.apache.hadoop:hadoop-azure:{hadoop_version()}"
+        builder = configure_spark_with_delta_pip(builder, extra_packages=[azure])
+    _log.info("starting local Spark with Delta (first start downloads jars from Maven Central)")
+    with _python_workers_run_this_interpreter():
+        spark = builder.getOrCreate()
+    if jars is None:
+        jvm_cache.remember_jars(spark.conf.get("spark.jars", ""))
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+@contextmanager
+def _python_workers_run_this_interpreter() -> Iterator[None]:
+    """Python workers must run this interpreter (with its packages), not whatever python3 is on PATH.
+
+    pyspark reads the worker executable from ``$PYSPARK_PYTHON`` once, as the context starts; the
+    variable is set for that moment only (unless the user set it) and removed again.
+    """
+    if "PYSPARK_PYTHON" in os.environ:
+        yield
+        return
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    try:
+        yield
+    finally:
+        os.environ.pop("PYSPARK_PYTHON", None)
