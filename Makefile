@@ -6,7 +6,7 @@ LAKEHOUSE ?= lakehouse
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test test-fast bench wheel notebooks clean
+.PHONY: run test test-fast lint bench wheel notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ run: $(VENV)/.installed-local
 ## test: the whole test suite, slow end-to-end tests included
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## lint: ruff's lint rules and formatting check (settings in pyproject.toml); CI runs it before the tests
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## test-fast: skip the tests marked slow
 test-fast: $(VENV)/.installed-test

@@ -89,3 +89,19 @@ def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop(name, None)
     with MlflowLocation.local(home).active():
         yield home
+
+
+#: The model (and training experiment) of the :func:`trained` fixture, shared by the scoring tests.
+TRAINED_MODEL, TRAINED_EXPERIMENT = "shared_model", "shared-model"
+
+
+@pytest.fixture(scope="session")
+def trained(spark, mlflow_home: Path) -> dict:
+    """One training run on the shipped sample: version 1 of :data:`TRAINED_MODEL`, its champion.
+
+    Tests that score with it or read it must not move its aliases."""
+    from diabetes_spark import jobs
+    from diabetes_spark.params import TrainParams
+
+    params = TrainParams(training_data="sample:diabetes.csv", experiment=TRAINED_EXPERIMENT, model_name=TRAINED_MODEL)
+    return jobs.run_training(spark, params, home=mlflow_home)

@@ -50,6 +50,7 @@ setup(
             "scikit-learn>=1.4",
             "build>=1.2",
             "pyyaml>=6",
+            "ruff==0.17.6",  # pinned: a new release may format or lint differently
         ],
     },
     entry_points={"console_scripts": ["diabetes-spark=diabetes_spark.cli:main"]},

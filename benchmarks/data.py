@@ -33,10 +33,8 @@ def generate(spark: SparkSession, n: int, folder: Path, *, seed: int = 7) -> dic
         return paths
     base = _base(spark).cache()
     size = base.count()
-    stds = base.agg(*[F.stddev(c).alias(c) for c in schemas.numeric_feature_names() + ["Y"]]).first().asDict()
-    rows = spark.range(n).select(
-        F.col("id"), (F.abs(F.xxhash64("id", F.lit(seed))) % size).alias("__k")
-    )
+    stds = base.agg(*[F.stddev(c).alias(c) for c in [*schemas.numeric_feature_names(), "Y"]]).first().asDict()
+    rows = spark.range(n).select(F.col("id"), (F.abs(F.xxhash64("id", F.lit(seed))) % size).alias("__k"))
     joined = rows.join(F.broadcast(base), "__k").drop("__k")
     columns = [F.format_string("P%010d", "id").alias("patient_id")]
     for i, c in enumerate(schemas.numeric_feature_names()):

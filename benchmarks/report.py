@@ -18,10 +18,22 @@ def machine() -> str:
     import psutil
     import pyspark
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return (f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.system()}, "
-            f"Python {platform.python_version()}, pyspark {pyspark.__version__}, mlflow {mlflow.__version__}, local[*] Spark")
+    cpu = (
+        next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.system()}, "
+        f"Python {platform.python_version()}, pyspark {pyspark.__version__}, mlflow {mlflow.__version__}, local[*] Spark"
+    )
 
 
 def table(results: dict[str, Any]) -> str:
@@ -31,14 +43,25 @@ def table(results: dict[str, Any]) -> str:
     rows = {}
     for s in results["series"]:
         rows.setdefault(s["n"], {})[s["name"]] = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
-    head = ("| rows | " + " | ".join(f"{n} s" for n in names) + " | "
-            + " | ".join(k.replace("/", " / ") for k in ratio_names) + " | Spark jobs per scoring run | per training run |")
+    head = (
+        "| rows | "
+        + " | ".join(f"{n} s" for n in names)
+        + " | "
+        + " | ".join(k.replace("/", " / ") for k in ratio_names)
+        + " | Spark jobs per scoring run | per training run |"
+    )
     lines = [head, "|" + "---|" * (len(names) + len(ratio_names) + 3)]
     for n in sorted(rows):
         r = results["ratios"][str(n)]
         ratios = [f"{r[k]:.2f}" if k in r else "—" for k in ratio_names]
         cells = [rows[n].get(name, "—") for name in names]
-        lines.append(f"| {n:,} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {results['jobs_per_scoring_run'][str(n)]} | {results['jobs_per_training_run'][str(n)]} |")
+        lines.append(
+            f"| {n:,} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(ratios)
+            + f" | {results['jobs_per_scoring_run'][str(n)]} | {results['jobs_per_training_run'][str(n)]} |"
+        )
     return "\n".join(lines)
 
 

@@ -40,8 +40,14 @@ class Series:
         return statistics.median(self.seconds)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "n": self.n, "seconds": self.seconds, "median": self.median,
-                "min": min(self.seconds), "max": max(self.seconds)}
+        return {
+            "name": self.name,
+            "n": self.n,
+            "seconds": self.seconds,
+            "median": self.median,
+            "min": min(self.seconds),
+            "max": max(self.seconds),
+        }
 
 
 class PeakMemory:
@@ -98,7 +104,12 @@ def io_floor(spark: Any, source: str, target: str, *, layout: dict[str, Any] | N
 
     df = spark.read.format("delta").load(source).withColumn("batch_id", F.lit("bench"))
     delta_writes.write_delta(
-        df, storage.resolve(target), mode="overwrite", replace_where="batch_id = 'bench'", merge_schema=True, **(layout or {})
+        df,
+        storage.resolve(target),
+        mode="overwrite",
+        replace_where="batch_id = 'bench'",
+        merge_schema=True,
+        **(layout or {}),
     )
 
 
@@ -186,7 +197,9 @@ def cold_start(home: Path, *, io_only: bool = False, jvm_cache: bool = True) -> 
     if not jvm_cache:
         env["DIABETES_SPARK_JVM_CACHE"] = "off"
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(home)], capture_output=True, text=True, check=True, env=env
+    ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["wall"] = time.perf_counter() - start
     return result
@@ -196,8 +209,22 @@ def _record_jvm_cache(home: Path) -> None:
     """Install what a first local run leaves behind: ingest the sample with the console script, which
     records the class-data archive and the jar list when they are not there yet (in the folder the
     cold starts use)."""
-    subprocess.run([sys.executable, "-m", "diabetes_spark", "ingest", "--source", "sample:diabetes.csv",
-                    "--table", str(home / "raw"), "--json"], capture_output=True, text=True, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diabetes_spark",
+            "ingest",
+            "--source",
+            "sample:diabetes.csv",
+            "--table",
+            str(home / "raw"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 def cold_starts(home: Path) -> dict[str, dict[str, float]]:
@@ -253,7 +280,9 @@ def run(
             train_jobs: list[int] = []
 
             def train_once() -> dict[str, Any]:
-                params = TrainParams(training_data=paths["delta"], experiment="bench", model_name=name, max_reject_fraction=1.0)
+                params = TrainParams(
+                    training_data=paths["delta"], experiment="bench", model_name=name, max_reject_fraction=1.0
+                )
                 summary, count = count_jobs(spark, lambda: jobs.run_training(spark, params, home=home))
                 train_jobs.append(count)
                 return summary
@@ -261,8 +290,14 @@ def run(
             trained = _timed(train, train_reps, train_once)
             jobs_per_training[n] = train_jobs[0]
             score = Series("scoring", n)
-            params = ScoreParams(input=paths["delta"], output=str(work / "scored"), model_name=name,
-                                 batch_id="bench", experiment="bench", max_reject_fraction=1.0)
+            params = ScoreParams(
+                input=paths["delta"],
+                output=str(work / "scored"),
+                model_name=name,
+                batch_id="bench",
+                experiment="bench",
+                max_reject_fraction=1.0,
+            )
             # The floor is also written into a table laid out like scoring's. Each gets one warm-up run
             # (which also creates its table), then they alternate, so all replace an earlier batch and
             # drifts of the machine touch them alike.
@@ -320,9 +355,16 @@ def _results(
             "scoring/io_floor paired": statistics.median(
                 sc / fl for sc, fl in zip(runs[("scoring", n)], runs[("io_floor", n)], strict=True)
             ),
-            **({"scoring/io_floor_scoring_layout": by[("scoring", n)] / by[("io_floor_scoring_layout", n)]}
-               if ("io_floor_scoring_layout", n) in by else {}),
-            **({"pandas/scoring": by[("pandas_sklearn", n)] / by[("scoring", n)]} if ("pandas_sklearn", n) in by else {}),
+            **(
+                {"scoring/io_floor_scoring_layout": by[("scoring", n)] / by[("io_floor_scoring_layout", n)]}
+                if ("io_floor_scoring_layout", n) in by
+                else {}
+            ),
+            **(
+                {"pandas/scoring": by[("pandas_sklearn", n)] / by[("scoring", n)]}
+                if ("pandas_sklearn", n) in by
+                else {}
+            ),
             **({"spark_udf/scoring": by[("spark_udf", n)] / by[("scoring", n)]} if ("spark_udf", n) in by else {}),
         }
     return {

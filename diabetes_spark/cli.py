@@ -100,8 +100,18 @@ def _demo(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
 
 _JOBS: dict[str, tuple[type, Command, tuple[str, ...], str]] = {
     "ingest": (params.IngestParams, _ingest, ("source", "table"), "land a raw CSV in a Delta table, rejects beside it"),
-    "train": (params.TrainParams, _train, ("training_data",), "train, evaluate, log, register and maybe promote a model"),
-    "score": (params.ScoreParams, _score, ("input", "output"), "score a table with a registered model, idempotent per batch"),
+    "train": (
+        params.TrainParams,
+        _train,
+        ("training_data",),
+        "train, evaluate, log, register and maybe promote a model",
+    ),
+    "score": (
+        params.ScoreParams,
+        _score,
+        ("input", "output"),
+        "score a table with a registered model, idempotent per batch",
+    ),
 }
 #: Deploy-time subcommands: each module has ``HELP``, ``add_arguments(parser)`` and ``run(args)``.
 _DEPLOY = {"setup-secrets": secrets, "jobs-json": bundle}

@@ -120,7 +120,7 @@ class BinCodes:
     marginal count of each bin is the sum over the combinations it is in. A row thus explodes into
     three or four codes instead of one per feature, and the grouped result stays within a few
     thousand rows. One ``count`` per bin instead would exceed Spark's whole-stage code generation
-    limit (``spark.sql.codegen.maxFields``, 100) and run the aggregate interpreted, about 3x slower.
+    limit (``spark.sql.codegen.maxFields``) and run the aggregate interpreted, much slower.
 
     Args:
         profile: A :func:`feature_profile`.
@@ -169,7 +169,9 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def count_codes(df: DataFrame, codes: Column, names_of: Callable[[int], Sequence[str]], names: Sequence[str]) -> dict[str, int]:
+def count_codes(
+    df: DataFrame, codes: Column, names_of: Callable[[int], Sequence[str]], names: Sequence[str]
+) -> dict[str, int]:
     """How many rows each of ``names`` counts, where the integer-array Column ``codes`` gives each
     row's codes (nulls skipped) and ``names_of(code)`` the names one code counts: every name, zero
     included, from one grouped aggregate (see :class:`BinCodes`)."""
@@ -190,7 +192,9 @@ def profile_counts(df: DataFrame, profile: dict[str, Any], *, where: Any = None)
     codes = F.array(F.lit(0), *bins.columns)
     if where is not None:
         codes = F.when(where, codes)
-    return count_codes(df, codes, lambda code: ["__rows"] if code == 0 else bins.bins_of(code), ["__rows", *bin_names(profile)])
+    return count_codes(
+        df, codes, lambda code: ["__rows"] if code == 0 else bins.bins_of(code), ["__rows", *bin_names(profile)]
+    )
 
 
 def _fractions(profile: dict[str, Any], counts: dict[str, int], total: int) -> dict[str, dict[str, float]]:
@@ -246,7 +250,12 @@ class BatchReport:
 
 #: What the monitor's own codes count: a scored row, a scored row of unseen SEX, a rejected row.
 _STATUS = (("rows_in", "rows_scored"), ("unseen_sex",), ("rows_in", "rows_rejected"))
-_PREDICTION_STATS = {"prediction_mean": F.mean, "prediction_std": F.stddev, "prediction_min": F.min, "prediction_max": F.max}
+_PREDICTION_STATS = {
+    "prediction_mean": F.mean,
+    "prediction_std": F.stddev,
+    "prediction_min": F.min,
+    "prediction_max": F.max,
+}
 
 
 def monitor(scored: DataFrame, *, unseen: Column, profile: dict[str, Any] | None, threshold: float) -> BatchReport:

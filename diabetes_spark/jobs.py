@@ -100,13 +100,17 @@ def run_training(
             with steps.read_annotated(spark, source, "training_raw", (schemas.LABEL,), tel) as annotated:
                 with tel.span("validate"):
                     rows_in, rows_rejected = steps.validate(annotated, params.max_reject_fraction, source)
-                    steps.record(tel, {"rows_in": rows_in, "rows_rejected": rows_rejected, "rows_valid": rows_in - rows_rejected})
+                    steps.record(
+                        tel, {"rows_in": rows_in, "rows_rejected": rows_rejected, "rows_valid": rows_in - rows_rejected}
+                    )
                     mlflow.log_param("input_columns", len(annotated.columns) - 2)
                 with tel.span("fit", estimator=params.estimator):
                     valid = schemas.valid_rows(annotated).select(*schemas.load_schema("training_raw").fieldNames())
                     result = training.fit(valid, params)
                 with tel.span("evaluate"):
-                    steps.record(tel, {"rows_train": result.rows_train, "rows_test": result.rows_test, **result.metrics})
+                    steps.record(
+                        tel, {"rows_train": result.rows_train, "rows_test": result.rows_test, **result.metrics}
+                    )
                     if result.best_params:
                         mlflow.log_params({f"best_{k}": v for k, v in result.best_params.items()})
                     steps.log_reports(annotated, rows_in, rows_rejected, result)
@@ -171,7 +175,9 @@ def run_batch_scoring(
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"score-{batch_id}") as run:
             tel.set_dimensions(mlflow_run_id=run.info.run_id)
             mlflow.set_tags({"job": "batch_score", "diabetes_spark_version": __version__, "batch_id": batch_id})
-            mlflow.log_params({**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version})
+            mlflow.log_params(
+                {**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version}
+            )
             with tel.span("load_model", model_uri=resolved.uri):
                 model, compiled, unseen = steps.load_scorer(resolved)
             with tel.span("validate"):
@@ -180,9 +186,18 @@ def run_batch_scoring(
             scored = scoring.reject_non_finite(scoring.predict(annotated, model, compiled=compiled))
             with tel.span("score") as log:  # Spark is lazy: this one pass validates, scores and counts
                 report = drift.monitor(
-                    scored, unseen=unseen, profile=registry.training_profile(resolved, log), threshold=params.drift_threshold
+                    scored,
+                    unseen=unseen,
+                    profile=registry.training_profile(resolved, log),
+                    threshold=params.drift_threshold,
                 )
-                tel.record({"rows_in": report.rows_in, "rows_scored": report.rows_scored, "rows_rejected": report.rows_rejected})
+                tel.record(
+                    {
+                        "rows_in": report.rows_in,
+                        "rows_scored": report.rows_scored,
+                        "rows_rejected": report.rows_rejected,
+                    }
+                )
                 if report.rows_in != report.rows_scored + report.rows_rejected:
                     raise ReconciliationError(
                         f"{report.rows_in} rows in but {report.rows_scored} scored + {report.rows_rejected} rejected; "
@@ -192,7 +207,9 @@ def run_batch_scoring(
                     scored, report.rows_in, report.rows_rejected, limit=params.max_reject_fraction, source=str(source)
                 )
                 if report.drift and not report.judged:
-                    log.info("drift not judged: %d scored rows, fewer than %d", report.rows_scored, drift.DRIFT_MIN_ROWS)
+                    log.info(
+                        "drift not judged: %d scored rows, fewer than %d", report.rows_scored, drift.DRIFT_MIN_ROWS
+                    )
             with tel.span("write", output=str(output)):
                 lineage = scoring.Lineage(
                     model_name=resolved.name,

@@ -65,7 +65,13 @@ def class_archive() -> Path | None:
     if folder is None or java is None:
         return None
     jars = os.path.join(os.path.dirname(pyspark.__file__), "jars")
-    parts = [java, str(os.stat(java).st_mtime_ns), pyspark.__version__, metadata.version("delta-spark"), *sorted(os.listdir(jars))]
+    parts = [
+        java,
+        str(os.stat(java).st_mtime_ns),
+        pyspark.__version__,
+        metadata.version("delta-spark"),
+        *sorted(os.listdir(jars)),
+    ]
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return folder / f"jvm-classes-{digest}.jsa"
 
@@ -83,7 +89,11 @@ def jar_list() -> Path | None:
     from importlib import metadata
 
     folder = cache_folder()
-    return None if folder is None else folder / f"jars-delta-{metadata.version('delta-spark')}-hadoop-{hadoop_version()}.txt"
+    return (
+        None
+        if folder is None
+        else folder / f"jars-delta-{metadata.version('delta-spark')}-hadoop-{hadoop_version()}.txt"
+    )
 
 
 def resolved_jars() -> list[str] | None:

@@ -32,7 +32,7 @@ def secret_env_name(scope: str, key: str) -> str:
     return f"{SECRET_ENV_PREFIX}{norm(scope)}__{norm(key)}"
 
 
-class NotebookExit(Exception):
+class NotebookExit(Exception):  # noqa: N818 - Databricks' own name
     """Raised by ``dbutils.notebook.exit`` to stop a notebook with a value, as on Databricks."""
 
     def __init__(self, value: str) -> None:
@@ -76,15 +76,23 @@ class _Secrets:
         name = secret_env_name(scope, key)
         value = os.environ.get(name)
         if value is None:
-            raise KeyError(f"secret {key!r} does not exist in scope {scope!r} (locally: set environment variable {name})")
+            raise KeyError(
+                f"secret {key!r} does not exist in scope {scope!r} (locally: set environment variable {name})"
+            )
         return value
 
     def list(self, scope: str) -> list[_SecretMetadata]:
         prefix = secret_env_name(scope, "")
-        return [_SecretMetadata(k[len(prefix) :].lower().replace("_", "-")) for k in sorted(os.environ) if k.startswith(prefix)]
+        return [
+            _SecretMetadata(k[len(prefix) :].lower().replace("_", "-"))
+            for k in sorted(os.environ)
+            if k.startswith(prefix)
+        ]
 
     def listScopes(self) -> list[str]:  # noqa: N802 - Databricks' name
-        return sorted({k[len(SECRET_ENV_PREFIX) :].split("__")[0].lower() for k in os.environ if k.startswith(SECRET_ENV_PREFIX)})
+        return sorted(
+            {k[len(SECRET_ENV_PREFIX) :].split("__")[0].lower() for k in os.environ if k.startswith(SECRET_ENV_PREFIX)}
+        )
 
 
 class _Fs:

@@ -198,7 +198,7 @@ def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, st
             continue
         filename = f"{path}:cell {cell.number}"
         try:
-            exec(compile(cell.source, filename, "exec"), namespace)  # noqa: S102 - running a notebook is the point
+            exec(compile(cell.source, filename, "exec"), namespace)
         except NotebookExit as done:
             return done.value
         except Exception as e:
@@ -220,7 +220,8 @@ def run_demo(spark: SparkSession, *, notebooks: Path, home: Path | None = None) 
     home = home or local_home()
     raw, predictions = str(home / "diabetes_raw"), str(home / "diabetes_predictions")
     ingest = jobs.run_ingest(
-        spark, job_params.IngestParams(source="sample:diabetes.csv", table=raw, mode="overwrite", max_reject_fraction=0.2)
+        spark,
+        job_params.IngestParams(source="sample:diabetes.csv", table=raw, mode="overwrite", max_reject_fraction=0.2),
     )
     no_adls = {"storage_account_secret": ""}
     train = run_notebook(notebooks / NOTEBOOKS["train"], spark=spark, widgets={**no_adls, "training_data": raw})
@@ -233,6 +234,11 @@ def run_demo(spark: SparkSession, *, notebooks: Path, home: Path | None = None) 
         "ingest": ingest,
         "train": json.loads(train or "{}"),
         "score": json.loads(score or "{}"),
-        "tables": {"raw": raw, "raw_rejects": raw + "_rejects", "predictions": predictions, "prediction_rejects": predictions + "_rejects"},
+        "tables": {
+            "raw": raw,
+            "raw_rejects": raw + "_rejects",
+            "predictions": predictions,
+            "prediction_rejects": predictions + "_rejects",
+        },
         "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{(home / 'mlflow.db').resolve()}",
     }

@@ -105,7 +105,9 @@ class IngestParams(_Common):
 class TrainParams(_Common):
     """Train, evaluate, log, register and (maybe) promote a model."""
 
-    training_data: str = _param("", "training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet)")
+    training_data: str = _param(
+        "", "training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet)"
+    )
     experiment: str = _param(DEFAULT_EXPERIMENT, "MLflow experiment name (a /Users/... path on Databricks)")
     model_name: str = _param(DEFAULT_MODEL_NAME, "registered model name (catalog.schema.model for Unity Catalog)")
     estimator: str = _param("linear", "estimator to fit", choices=ESTIMATORS)
@@ -164,9 +166,7 @@ class ScoreParams(_Common):
             raise ParamError("model_version or model_alias must be set; both are empty")
         _check_positive("drift_threshold", self.drift_threshold)
         if self.batch_id and not BATCH_ID_PATTERN.fullmatch(self.batch_id):
-            raise ParamError(
-                f"batch_id may hold letters, digits and . _ : @ - (at most 128); got {self.batch_id!r}"
-            )
+            raise ParamError(f"batch_id may hold letters, digits and . _ : @ - (at most 128); got {self.batch_id!r}")
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,9 @@ class NotebookParams(_Common):
         "appinsights-connection-string",
         "secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)",
     )
-    storage_account_secret: str = _param("adls-account-name", "secret key: ADLS Gen2 storage account name (empty: no ADLS)")
+    storage_account_secret: str = _param(
+        "adls-account-name", "secret key: ADLS Gen2 storage account name (empty: no ADLS)"
+    )
     storage_container_secret: str = _param("adls-container-name", "secret key: ADLS Gen2 container name")
     storage_key_secret: str = _param("adls-account-key", "secret key: ADLS Gen2 shared access key")
     databricks_job_id: str = _param("", "Databricks job id, for telemetry (the job sets {{job.id}})")
@@ -241,8 +243,7 @@ def widget_defaults(cls: type) -> dict[str, str]:
 def describe(cls: type) -> list[tuple[str, str, str, tuple[str, ...] | None]]:
     """(name, default, help, choices) for every parameter of ``cls``, in declaration order."""
     return [
-        (f.name, str(f.default), f.metadata.get("help", ""), f.metadata.get("choices"))
-        for f in dataclasses.fields(cls)
+        (f.name, str(f.default), f.metadata.get("help", ""), f.metadata.get("choices")) for f in dataclasses.fields(cls)
     ]
 
 

@@ -17,7 +17,6 @@ from diabetes_spark.errors import RegistryError, one_line
 from diabetes_spark.schemas import PREDICTION
 
 if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame
@@ -83,31 +82,38 @@ class MlflowLocation:
         else :meth:`local` under ``home``. Artifacts of new experiments go under ``home`` either way."""
         import mlflow
 
-        if os.environ.get(ENV_TRACKING_URI) or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+        given = os.environ.get(ENV_TRACKING_URI)
+        if given or "DATABRICKS_RUNTIME_VERSION" in os.environ:
             registry = os.environ.get(ENV_REGISTRY_URI) or None
-            return cls(tracking_uri=mlflow.get_tracking_uri(), registry_uri=registry, artifact_root=home / "mlartifacts")
+            return cls(
+                tracking_uri=given or mlflow.get_tracking_uri(),
+                registry_uri=registry,
+                artifact_root=home / "mlartifacts",
+            )
         return cls.local(home)
 
     @contextmanager
     def active(self) -> Iterator[MlflowLocation]:
         """Point MLflow's fluent API (runs, logging, ``mlflow.spark``) here for the block, and back
-        where it was after it, environment variables included."""
+        where it was after it. MLflow exports the URIs it is given to the environment (for
+        subprocesses); an URI that was not in the environment before is taken out again."""
         import mlflow
 
         if self.artifact_root is not None and self.tracking_uri.startswith("sqlite:"):
             self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
-        saved = {name: os.environ.get(name) for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
+        exported = {name: name in os.environ for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
+        tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
         if self.registry_uri:
             mlflow.set_registry_uri(self.registry_uri)
         try:
             yield self
         finally:
-            mlflow.set_tracking_uri(saved[ENV_TRACKING_URI])  # type: ignore[arg-type] - None: MLflow's default
-            mlflow.set_registry_uri(saved[ENV_REGISTRY_URI])  # type: ignore[arg-type]
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)  # MLflow exported ours for subprocesses
+            mlflow.set_tracking_uri(tracking if exported[ENV_TRACKING_URI] else None)  # type: ignore[arg-type]
+            mlflow.set_registry_uri(registry if exported[ENV_REGISTRY_URI] else None)  # type: ignore[arg-type]
+            for name, was_there in exported.items():
+                if not was_there:
+                    os.environ.pop(name, None)
 
     def ensure_experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (artifacts under :attr:`artifact_root`) if missing."""
@@ -137,8 +143,8 @@ def log_model(model: PipelineModel, *, example: DataFrame, metadata: dict[str, A
     The signature is inferred from the schemas of ``example`` and of the model's output, which runs
     no Spark job. No input example is logged: ``mlflow.spark.log_model`` does not pass
     ``validate_serving_input=False`` on, so an example makes MLflow reload the model through pyfunc
-    and predict on it (7 Spark jobs, ~5 s on a fresh JVM). Pip requirements are given, not
-    inferred: inference reloads the model in a subprocess with its own Spark (~15 s).
+    and predict on it (several Spark jobs). Pip requirements are given, not inferred: inference
+    reloads the model in a subprocess with its own Spark.
     ``metadata`` goes into the model's ``MLmodel`` file.
     """
     import mlflow
@@ -209,7 +215,9 @@ def set_alias(name: str, alias: str, version: str) -> None:
         except MlflowException as e:
             if attempt == _ALIAS_ATTEMPTS or not _is_concurrent_insert(e):
                 raise
-            _log.info("Alias %r of %s was created concurrently; setting it again (attempt %d)", alias, name, attempt + 1)
+            _log.info(
+                "Alias %r of %s was created concurrently; setting it again (attempt %d)", alias, name, attempt + 1
+            )
 
 
 #: Attempts to set an alias that other runs keep creating concurrently (one conflict is the norm).
@@ -294,7 +302,9 @@ def training_profile(resolved: ResolvedModel, log: logging.Logger) -> dict[str, 
     try:
         return mlflow.artifacts.load_dict(f"runs:/{resolved.run_id}/{PROFILE_ARTIFACT}")
     except Exception as e:  # a model trained elsewhere may have none: drift is then not scored
-        log.warning("no feature profile for %s (training run %s): drift not scored (%s)", resolved.uri, resolved.run_id, e)
+        log.warning(
+            "no feature profile for %s (training run %s): drift not scored (%s)", resolved.uri, resolved.run_id, e
+        )
         return None
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -131,7 +131,7 @@ def _schema_text(name: str) -> str:
         return (Path(__file__).resolve().parent.parent / "schemas" / f"{name}.json").read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> StructType:
     """Load one of :data:`SCHEMA_NAMES` as a Spark ``StructType``.
 
@@ -230,7 +230,9 @@ def annotate(df: DataFrame, schema: StructType, *, required: Sequence[str] = ())
     if has_corrupt:
         expected = len(df.columns) - 1
         reasons.append(
-            F.when(F.col(CORRUPT_RECORD).isNotNull(), F.lit(f"malformed line: expected {expected} comma-separated fields"))
+            F.when(
+                F.col(CORRUPT_RECORD).isNotNull(), F.lit(f"malformed line: expected {expected} comma-separated fields")
+            )
         )
     for field in schema.fields:
         value, reason = _parse(field.name, input_types[field.name], field.dataType)

@@ -97,7 +97,14 @@ def linear_spec(model: PipelineModel) -> dict[str, Any] | None:
     )
     from pyspark.ml.regression import LinearRegressionModel
 
-    kinds = (ImputerModel, StringIndexerModel, OneHotEncoderModel, VectorAssembler, StandardScalerModel, LinearRegressionModel)
+    kinds = (
+        ImputerModel,
+        StringIndexerModel,
+        OneHotEncoderModel,
+        VectorAssembler,
+        StandardScalerModel,
+        LinearRegressionModel,
+    )
     stages = model.stages
     if len(stages) != len(kinds) or not all(isinstance(s, k) for s, k in zip(stages, kinds)):
         return None
@@ -133,9 +140,9 @@ def linear_spec(model: PipelineModel) -> dict[str, Any] | None:
 def spec_column(spec: dict[str, Any]) -> Column:
     """The prediction Column of a :func:`linear_spec`."""
     expression: Column = F.lit(spec["intercept"])
-    for column, weight in spec["weights"].items():
+    for name, weight in spec["weights"].items():
         if weight != 0.0:
-            value = F.coalesce(F.col(column).cast("double"), F.lit(spec["surrogates"][column]))
+            value = F.coalesce(F.col(name).cast("double"), F.lit(spec["surrogates"][name]))
             expression = expression + F.lit(weight) * value
     (sex,) = CATEGORICAL
     category: Column = F.lit(spec["unknown_sex_weight"])
@@ -176,7 +183,9 @@ def reject_non_finite(scored: DataFrame) -> DataFrame:
     overflow = ~F.coalesce(finite(prediction), F.lit(False))
     inputs = [column(c) for c in scored.columns if c not in (PREDICTION, REASON, RECORD)]
     record = F.to_json(F.struct(*inputs), {"ignoreNullFields": "false"})
-    reason = F.when(overflow, F.concat_ws("; ", F.col(REASON), F.lit("prediction: not a finite number (input values too large)")))
+    reason = F.when(
+        overflow, F.concat_ws("; ", F.col(REASON), F.lit("prediction: not a finite number (input values too large)"))
+    )
     return scored.withColumns(
         {
             REASON: F.coalesce(reason, F.col(REASON)),

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 
 if TYPE_CHECKING:
@@ -78,7 +79,11 @@ def local_home() -> Path:
 
 
 def hadoop_version() -> str:
-    """The Hadoop version bundled with the installed pyspark (``hadoop-azure`` must match it)."""
+    """The Hadoop version bundled with the installed pyspark (``hadoop-azure`` must match it).
+
+    Raises:
+        ConfigurationError: The pyspark installation has no Hadoop client jar.
+    """
     import pyspark
 
     jars = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
@@ -86,7 +91,7 @@ def hadoop_version() -> str:
         match = re.search(r"hadoop-client-api-(\d+\.\d+\.\d+)\.jar$", jar)
         if match:
             return match.group(1)
-    raise RuntimeError(
+    raise ConfigurationError(
         "cannot find hadoop-client-api-*.jar in the pyspark installation; reinstall pyspark ('pip install .[local]')"
     )
 
@@ -123,7 +128,9 @@ def get_spark(
 
     builder = SparkSession.builder.appName(app_name).master(master or os.environ.get(ENV_MASTER, "local[*]"))
     settings = {**LOCAL_SPARK_CONF, **(conf or {})}
-    java_options = " ".join(o for o in (settings.get("spark.driver.extraJavaOptions", ""), jvm_cache.archive_options()) if o)
+    java_options = " ".join(
+        o for o in (settings.get("spark.driver.extraJavaOptions", ""), jvm_cache.archive_options()) if o
+    )
     if "ArchiveClassesAtExit" in java_options:  # recording an archive: do not map the old one as well
         java_options = settings["spark.driver.extraJavaOptions"]
     if java_options:

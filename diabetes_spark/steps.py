@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 
-
 @contextmanager
 def job_telemetry(given: Telemetry | None, component: str) -> Iterator[Telemetry]:
     """The caller's telemetry (it closes it), or one from the environment, closed here; either way
@@ -58,7 +57,9 @@ def job_telemetry(given: Telemetry | None, component: str) -> Iterator[Telemetry
 
 
 @contextmanager
-def read_annotated(spark: SparkSession, ref: TableRef, schema: str, required: tuple[str, ...], tel: Telemetry) -> Iterator[DataFrame]:
+def read_annotated(
+    spark: SparkSession, ref: TableRef, schema: str, required: tuple[str, ...], tel: Telemetry
+) -> Iterator[DataFrame]:
     """The input read (step ``read``) and validated, cached for the block: counting, reporting and
     writing reuse one read."""
     with tel.span("read", source=str(ref)):
@@ -162,7 +163,11 @@ def write_batch(
     predictions = scoring.with_lineage(valid, lineage)
     properties = scoring.PREDICTIONS_TABLE_PROPERTIES
     written = write(predictions, output, report.rows_scored, merge_schema=True, table_properties=properties, **layout)
-    if report.rows_rejected == 0 and storage.table_exists(spark, rejects) and not storage.holds_rows(spark, rejects, replace):
+    if (
+        report.rows_rejected == 0
+        and storage.table_exists(spark, rejects)
+        and not storage.holds_rows(spark, rejects, replace)
+    ):
         return written  # no rejects, and none of this batch to replace
     rejected = schemas.rejected_rows(scored, source=str(source), batch_id=lineage.batch_id)
     if report.rows_rejected == 0:  # known from the counts: no pass over the input to find none

@@ -98,7 +98,9 @@ def resolve(ref: str, *, base: str | None = None) -> TableRef:
 def abfss_uri(account: str, container: str, path: str = "") -> str:
     """``abfss://<container>@<account>.dfs.core.windows.net/<path>`` for an ADLS Gen2 location."""
     if not account or not container:
-        raise InputError(f"ADLS Gen2 needs an account and a container; got account={account!r}, container={container!r}")
+        raise InputError(
+            f"ADLS Gen2 needs an account and a container; got account={account!r}, container={container!r}"
+        )
     return f"abfss://{container}@{account}.dfs.core.windows.net/{path.lstrip('/')}"
 
 
@@ -167,7 +169,7 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
         raise InputError(f"cannot read the columns of {ref.kind} input {ref.location}: {one_line(e)}") from e
 
 
-def _csv_reader(spark: SparkSession):  # noqa: ANN202 - DataFrameReader
+def _csv_reader(spark: SparkSession):
     """A CSV reader for RFC 4180 files, as Python's ``csv`` module and spreadsheets write them: a
     quoted field may hold line breaks (one record over several lines) and ``""`` is a quote inside
     a quoted field. Spark's defaults split such a record into malformed pieces and read ``""``
@@ -262,7 +264,7 @@ def error_condition(error: Exception) -> str:
     return (condition() if condition else None) or ""
 
 
-def delta_table(spark: SparkSession, ref: TableRef):  # noqa: ANN201 - DeltaTable is imported lazily
+def delta_table(spark: SparkSession, ref: TableRef):
     """The ``DeltaTable`` of a path or catalog reference."""
     from delta.tables import DeltaTable
 

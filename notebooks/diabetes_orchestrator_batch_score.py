@@ -35,26 +35,44 @@
 
 # COMMAND ----------
 
-# Widgets: every parameter, declared once.
+# Widgets: every parameter, declared once, each under its help.
 # Generated from diabetes_spark/params.py by tests/make_notebooks.py: edit the help there.
-dbutils.widgets.text("wheel", "")  # wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
-dbutils.widgets.text("secret_scope", "diabetes-spark")  # Databricks secret scope holding the secrets below
-dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")  # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
-dbutils.widgets.text("storage_account_secret", "adls-account-name")  # secret key: ADLS Gen2 storage account name (empty: no ADLS)
-dbutils.widgets.text("storage_container_secret", "adls-container-name")  # secret key: ADLS Gen2 container name
-dbutils.widgets.text("storage_key_secret", "adls-account-key")  # secret key: ADLS Gen2 shared access key
-dbutils.widgets.text("databricks_job_id", "")  # Databricks job id, for telemetry (the job sets {{job.id}})
-dbutils.widgets.text("databricks_run_id", "")  # Databricks job run id, for telemetry (the job sets {{job.run_id}})
-dbutils.widgets.text("input", "")  # table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
-dbutils.widgets.text("output", "")  # predictions Delta table (path, abfss:// URI or catalog.schema.table)
-dbutils.widgets.text("model_name", "diabetes_progression")  # registered model name
-dbutils.widgets.text("model_version", "")  # model version to use (overrides model_alias)
-dbutils.widgets.text("model_alias", "champion")  # model alias to use when no version is given
-dbutils.widgets.text("batch_id", "")  # batch identifier (default: derived from the input, e.g. its Delta version)
-dbutils.widgets.text("rejects", "")  # Delta table for rejected rows (default: <output>_rejects)
-dbutils.widgets.text("experiment", "diabetes-progression")  # MLflow experiment for the scoring run
-dbutils.widgets.text("max_reject_fraction", "0.2")  # fail before writing if more than this share of rows is rejected
-dbutils.widgets.text("drift_threshold", "0.2")  # population stability index above which a feature is flagged as drifted
+# wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
+dbutils.widgets.text("wheel", "")
+# Databricks secret scope holding the secrets below
+dbutils.widgets.text("secret_scope", "diabetes-spark")
+# secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
+dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")
+# secret key: ADLS Gen2 storage account name (empty: no ADLS)
+dbutils.widgets.text("storage_account_secret", "adls-account-name")
+# secret key: ADLS Gen2 container name
+dbutils.widgets.text("storage_container_secret", "adls-container-name")
+# secret key: ADLS Gen2 shared access key
+dbutils.widgets.text("storage_key_secret", "adls-account-key")
+# Databricks job id, for telemetry (the job sets {{job.id}})
+dbutils.widgets.text("databricks_job_id", "")
+# Databricks job run id, for telemetry (the job sets {{job.run_id}})
+dbutils.widgets.text("databricks_run_id", "")
+# table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
+dbutils.widgets.text("input", "")
+# predictions Delta table (path, abfss:// URI or catalog.schema.table)
+dbutils.widgets.text("output", "")
+# registered model name
+dbutils.widgets.text("model_name", "diabetes_progression")
+# model version to use (overrides model_alias)
+dbutils.widgets.text("model_version", "")
+# model alias to use when no version is given
+dbutils.widgets.text("model_alias", "champion")
+# batch identifier (default: derived from the input, e.g. its Delta version)
+dbutils.widgets.text("batch_id", "")
+# Delta table for rejected rows (default: <output>_rejects)
+dbutils.widgets.text("rejects", "")
+# MLflow experiment for the scoring run
+dbutils.widgets.text("experiment", "diabetes-progression")
+# fail before writing if more than this share of rows is rejected
+dbutils.widgets.text("max_reject_fraction", "0.2")
+# population stability index above which a feature is flagged as drifted
+dbutils.widgets.text("drift_threshold", "0.2")
 
 # COMMAND ----------
 

@@ -42,33 +42,58 @@
 
 # COMMAND ----------
 
-# Widgets: every parameter, declared once.
+# Widgets: every parameter, declared once, each under its help.
 # Generated from diabetes_spark/params.py by tests/make_notebooks.py: edit the help there.
-dbutils.widgets.text("wheel", "")  # wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
-dbutils.widgets.text("secret_scope", "diabetes-spark")  # Databricks secret scope holding the secrets below
-dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")  # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
-dbutils.widgets.text("storage_account_secret", "adls-account-name")  # secret key: ADLS Gen2 storage account name (empty: no ADLS)
-dbutils.widgets.text("storage_container_secret", "adls-container-name")  # secret key: ADLS Gen2 container name
-dbutils.widgets.text("storage_key_secret", "adls-account-key")  # secret key: ADLS Gen2 shared access key
-dbutils.widgets.text("databricks_job_id", "")  # Databricks job id, for telemetry (the job sets {{job.id}})
-dbutils.widgets.text("databricks_run_id", "")  # Databricks job run id, for telemetry (the job sets {{job.run_id}})
-dbutils.widgets.text("training_data", "")  # training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
-dbutils.widgets.text("experiment", "diabetes-progression")  # MLflow experiment name (a /Users/... path on Databricks)
-dbutils.widgets.text("model_name", "diabetes_progression")  # registered model name (catalog.schema.model for Unity Catalog)
-dbutils.widgets.text("estimator", "linear")  # estimator to fit (linear, gbt, random_forest)
-dbutils.widgets.text("reg_param", "0.01")  # linear: regularisation strength (>= 0)
-dbutils.widgets.text("elastic_net_param", "0.0")  # linear: elastic-net mixing, 0 = ridge (L2), 1 = lasso (L1)
-dbutils.widgets.text("max_iter", "100")  # linear: maximum iterations
-dbutils.widgets.text("num_trees", "50")  # random_forest: number of trees
-dbutils.widgets.text("max_depth", "4")  # gbt / random_forest: maximum tree depth
-dbutils.widgets.text("imputer_strategy", "mean")  # how empty numeric values are imputed (mean, median)
-dbutils.widgets.text("train_fraction", "0.8")  # share of valid rows used for fitting; the rest is the held-out test split
-dbutils.widgets.text("seed", "42")  # seed of the train/test split and of the estimators
-dbutils.widgets.text("tuning", "none")  # hyper-parameter search over a small grid (none, train_validation_split, cross_validation)
-dbutils.widgets.text("num_folds", "3")  # folds for cross_validation
-dbutils.widgets.text("min_rows", "30")  # minimum number of valid rows required to train
-dbutils.widgets.text("primary_metric", "rmse")  # metric of the champion/challenger gate (rmse, mae, r2)
-dbutils.widgets.text("max_reject_fraction", "0.2")  # fail before training if more than this share of rows is rejected
+# wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
+dbutils.widgets.text("wheel", "")
+# Databricks secret scope holding the secrets below
+dbutils.widgets.text("secret_scope", "diabetes-spark")
+# secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
+dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")
+# secret key: ADLS Gen2 storage account name (empty: no ADLS)
+dbutils.widgets.text("storage_account_secret", "adls-account-name")
+# secret key: ADLS Gen2 container name
+dbutils.widgets.text("storage_container_secret", "adls-container-name")
+# secret key: ADLS Gen2 shared access key
+dbutils.widgets.text("storage_key_secret", "adls-account-key")
+# Databricks job id, for telemetry (the job sets {{job.id}})
+dbutils.widgets.text("databricks_job_id", "")
+# Databricks job run id, for telemetry (the job sets {{job.run_id}})
+dbutils.widgets.text("databricks_run_id", "")
+# training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
+dbutils.widgets.text("training_data", "")
+# MLflow experiment name (a /Users/... path on Databricks)
+dbutils.widgets.text("experiment", "diabetes-progression")
+# registered model name (catalog.schema.model for Unity Catalog)
+dbutils.widgets.text("model_name", "diabetes_progression")
+# estimator to fit (linear, gbt, random_forest)
+dbutils.widgets.text("estimator", "linear")
+# linear: regularisation strength (>= 0)
+dbutils.widgets.text("reg_param", "0.01")
+# linear: elastic-net mixing, 0 = ridge (L2), 1 = lasso (L1)
+dbutils.widgets.text("elastic_net_param", "0.0")
+# linear: maximum iterations
+dbutils.widgets.text("max_iter", "100")
+# random_forest: number of trees
+dbutils.widgets.text("num_trees", "50")
+# gbt / random_forest: maximum tree depth
+dbutils.widgets.text("max_depth", "4")
+# how empty numeric values are imputed (mean, median)
+dbutils.widgets.text("imputer_strategy", "mean")
+# share of valid rows used for fitting; the rest is the held-out test split
+dbutils.widgets.text("train_fraction", "0.8")
+# seed of the train/test split and of the estimators
+dbutils.widgets.text("seed", "42")
+# hyper-parameter search over a small grid (none, train_validation_split, cross_validation)
+dbutils.widgets.text("tuning", "none")
+# folds for cross_validation
+dbutils.widgets.text("num_folds", "3")
+# minimum number of valid rows required to train
+dbutils.widgets.text("min_rows", "30")
+# metric of the champion/challenger gate (rmse, mae, r2)
+dbutils.widgets.text("primary_metric", "rmse")
+# fail before training if more than this share of rows is rejected
+dbutils.widgets.text("max_reject_fraction", "0.2")
 
 # COMMAND ----------
 

@@ -70,7 +70,9 @@ class Collector:
             body = gzip.decompress(body)
         text = body.decode("utf-8")
         stripped = text.strip()
-        items = json.loads(stripped) if stripped.startswith("[") else [json.loads(line) for line in stripped.splitlines()]
+        items = (
+            json.loads(stripped) if stripped.startswith("[") else [json.loads(line) for line in stripped.splitlines()]
+        )
         with self._lock:
             self.attempts += 1
         if self.mode == "fail":
@@ -86,7 +88,7 @@ class Collector:
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server protocol
+            def do_POST(self) -> None:
                 path = "/" + "/".join(p for p in self.path.split("?")[0].split("/") if p)
                 if not path.endswith("/v2.1/track"):
                     self._reply(404, {"error": f"unknown path {self.path}"})
@@ -109,7 +111,7 @@ class Collector:
                 except OSError:  # the client gave up (a timeout test): nothing to answer
                     pass
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output clean
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         return Handler

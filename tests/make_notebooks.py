@@ -2,7 +2,7 @@
 
 Each widget's help text is written once, in the params dataclasses. This script rewrites two
 regions of each notebook in ``notebooks/``: the parameter table of the ``%md`` header cell and
-the cell of ``dbutils.widgets.text(name, default)  # help`` lines. The rest is left as it is.
+the cell of ``dbutils.widgets.text(name, default)`` lines, each under a comment with its help. The rest is left as it is.
 
 Usage: ``python tests/make_notebooks.py [--check]``; ``--check`` writes nothing and exits 1 if a
 notebook is out of date (``tests/test_notebooks.py`` runs it).
@@ -48,8 +48,8 @@ def table(job_params: type) -> str:
 
 def widget_cell(job_params: type) -> str:
     """The generated widget-declaration cell, without the blank lines around it."""
-    lines = [f"dbutils.widgets.text({json.dumps(n)}, {json.dumps(d)})  # {h}" for n, d, h in _widgets(job_params)]
-    return "\n".join(["# Widgets: every parameter, declared once.", CELL_MARK, *lines])
+    lines = [f"# {h}\ndbutils.widgets.text({json.dumps(n)}, {json.dumps(d)})" for n, d, h in _widgets(job_params)]
+    return "\n".join(["# Widgets: every parameter, declared once, each under its help.", CELL_MARK, *lines])
 
 
 def render(text: str, job_params: type, name: str = "notebook") -> str:

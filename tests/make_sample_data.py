@@ -47,7 +47,7 @@ def main(out_dir: Path) -> None:
 
     frame = load_diabetes(scaled=False, as_frame=True).frame
     rows = []
-    for i, rec in enumerate(frame.itertuples(index=False)):
+    for rec in frame.itertuples(index=False):
         values = dict(zip(COLUMNS, rec[:10]))
         row = {c: (SEX[v] if c == "SEX" else _fmt(v)) for c, v in values.items()}
         row["Y"] = _fmt(rec[10])

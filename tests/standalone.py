@@ -122,7 +122,9 @@ class StandaloneCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         master = "org.apache.spark.deploy.master.Master"
-        self._spawn("master", master, "--host", "127.0.0.1", "--port", str(self.port), "--webui-port", str(self.webui_port))
+        self._spawn(
+            "master", master, "--host", "127.0.0.1", "--port", str(self.port), "--webui-port", str(self.webui_port)
+        )
         for i in range(self.workers):
             self.work_dir(i).mkdir(parents=True, exist_ok=True)
             self._spawn(
@@ -139,7 +141,9 @@ class StandaloneCluster:
             exited = [p.args[1] for p in self.processes if p.poll() is not None]
             if exited or time.monotonic() - began > timeout:
                 self.stop()
-                why = f"{', '.join(exited)} exited" if exited else f"not {self.workers} ALIVE workers after {timeout:g} s"
+                why = (
+                    f"{', '.join(exited)} exited" if exited else f"not {self.workers} ALIVE workers after {timeout:g} s"
+                )
                 raise RuntimeError(f"standalone cluster did not start: {why}\n{self.log_tail()}")
             time.sleep(0.5)
         self.startup_seconds = time.monotonic() - began

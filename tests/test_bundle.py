@@ -240,8 +240,18 @@ def test_failure_email_is_a_variable(resolved: dict[str, dict[str, dict[str, Any
 
 @pytest.mark.parametrize(
     "expression",
-    ["0 0 3 ? * SUN", "0 0 5 * * ?", "0 15 10 ? * MON-FRI", "0 0/5 14,18 * * ?", "0 0 12 L * ?", "0 0 12 15W * ?",
-     "0 0 12 ? * 6#3", "0 0 12 ? * 6L", "0 0 12 1 JAN,JUL ? 2030", "0 30 2 ? * 1-5/2"],
+    [
+        "0 0 3 ? * SUN",
+        "0 0 5 * * ?",
+        "0 15 10 ? * MON-FRI",
+        "0 0/5 14,18 * * ?",
+        "0 0 12 L * ?",
+        "0 0 12 15W * ?",
+        "0 0 12 ? * 6#3",
+        "0 0 12 ? * 6L",
+        "0 0 12 1 JAN,JUL ? 2030",
+        "0 30 2 ? * 1-5/2",
+    ],
 )
 def test_quartz_cron_accepts_valid_expressions(expression: str) -> None:
     cron.validate_quartz_cron(expression)
@@ -271,8 +281,19 @@ def test_quartz_cron_rejects_invalid_expressions(expression: str, message: str) 
 
 def test_jobs_json_route_writes_the_same_jobs(tmp_path: Path, resolved: dict[str, dict[str, dict[str, Any]]]) -> None:
     code = cli.main(
-        ["jobs-json", "--bundle-dir", str(ROOT), "--target", "prod", "--out", str(tmp_path), "--user", USER,
-         "--var", "alert_email=ops@example.com"]
+        [
+            "jobs-json",
+            "--bundle-dir",
+            str(ROOT),
+            "--target",
+            "prod",
+            "--out",
+            str(tmp_path),
+            "--user",
+            USER,
+            "--var",
+            "alert_email=ops@example.com",
+        ]
     )
     assert code == 0
     written = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
@@ -302,7 +323,9 @@ def test_jobs_json_route_takes_a_root_path_and_variables(tmp_path: Path) -> None
         ([], "pass --user"),
     ],
 )
-def test_jobs_json_route_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+def test_jobs_json_route_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     user = [] if not argv else ["--user", USER]
     code = cli.main(["jobs-json", "--bundle-dir", str(ROOT), "--out", str(tmp_path), *user, *argv])
     assert code == 2
@@ -332,4 +355,4 @@ def test_the_yaml_has_no_duplicate_keys() -> None:
 
     Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     for path in [ROOT / "databricks.yml", *sorted((ROOT / "resources").glob("*.yml"))]:
-        yaml.load(path.read_text(encoding="utf-8"), Loader=Strict)  # noqa: S506 - a SafeLoader subclass
+        yaml.load(path.read_text(encoding="utf-8"), Loader=Strict)

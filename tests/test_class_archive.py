@@ -28,10 +28,17 @@ print(json.dumps({"args": [str(a) for a in args], "jars": conf.get("spark.jars")
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, jvm_cache.ENV_JVM_CACHE: str(cache), "DIABETES_SPARK_MASTER": "local[1]", "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        jvm_cache.ENV_JVM_CACHE: str(cache),
+        "DIABETES_SPARK_MASTER": "local[1]",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
-def test_the_cache_is_named_for_its_folder_java_and_jars_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_cache_is_named_for_its_folder_java_and_jars_and_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv(jvm_cache.ENV_JVM_CACHE, str(tmp_path))
     archive = jvm_cache.class_archive()
     assert archive is not None and archive.parent == tmp_path and archive.suffix == ".jsa"
@@ -43,9 +50,21 @@ def test_the_cache_is_named_for_its_folder_java_and_jars_and_can_be_turned_off(m
 
 
 @pytest.mark.slow
-def test_the_first_command_records_the_archive_and_later_sessions_map_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_command_records_the_archive_and_later_sessions_map_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "jvm"
-    ingest = [sys.executable, "-m", "diabetes_spark", "ingest", "--source", "sample:diabetes.csv", "--table", "lake/raw", "--json"]
+    ingest = [
+        sys.executable,
+        "-m",
+        "diabetes_spark",
+        "ingest",
+        "--source",
+        "sample:diabetes.csv",
+        "--table",
+        "lake/raw",
+        "--json",
+    ]
     done = subprocess.run(ingest, cwd=tmp_path, env=_env(cache), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     # stdout is the summary alone: the JVM's notes about the archive are off
@@ -55,10 +74,19 @@ def test_the_first_command_records_the_archive_and_later_sessions_map_it(tmp_pat
     assert archive is not None and listing is not None
     assert sorted(p.name for p in cache.iterdir()) == sorted([archive.name, listing.name])  # complete, no partial left
     jars = listing.read_text().split()
-    assert any(Path(jar).name.startswith("io.delta_delta-spark") for jar in jars) and all(Path(jar).is_file() for jar in jars)
+    assert any(Path(jar).name.startswith("io.delta_delta-spark") for jar in jars) and all(
+        Path(jar).is_file() for jar in jars
+    )
 
     log = tmp_path / "classes.log"
-    probe = subprocess.run([sys.executable, "-c", PROBE, str(log)], cwd=tmp_path, env=_env(cache), capture_output=True, text=True, timeout=600)
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, str(log)],
+        cwd=tmp_path,
+        env=_env(cache),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert probe.returncode == 0, probe.stderr[-3000:]
     started = json.loads(probe.stdout.splitlines()[-1])
     assert f"-XX:SharedArchiveFile={archive}" in started["args"]

@@ -78,7 +78,9 @@ class ClusterRun:
 
     def executor_dirs(self) -> list[Path]:
         """The work dir of each executor the application had: ``<worker>/<app id>/<executor id>``."""
-        return sorted(d for i in range(self.cluster.workers) for d in (self.cluster.work_dir(i) / self.app_id).glob("*"))
+        return sorted(
+            d for i in range(self.cluster.workers) for d in (self.cluster.work_dir(i) / self.app_id).glob("*")
+        )
 
 
 def _secrets() -> dict[str, str]:
@@ -104,7 +106,12 @@ def _job_env() -> dict[str, str]:
     env = cluster_env()
     source_root = str(Path(diabetes_spark.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH", "")) if p)
-    for name in ("APPLICATIONINSIGHTS_CONNECTION_STRING", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DIABETES_SPARK_MASTER"):
+    for name in (
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "DIABETES_SPARK_MASTER",
+    ):
         env.pop(name, None)
     return env
 

@@ -89,7 +89,9 @@ def _retries(caplog: pytest.LogCaptureFixture, table: Path) -> list[str]:
     return [
         r.args[1]
         for r in caplog.records
-        if r.name == "diabetes_spark.delta_writes" and "conflicted with a concurrent commit" in r.msg and r.args[0] == str(table)
+        if r.name == "diabetes_spark.delta_writes"
+        and "conflicted with a concurrent commit" in r.msg
+        and r.args[0] == str(table)
     ]
 
 
@@ -107,7 +109,9 @@ def test_first_two_appenders_to_an_empty_location_both_land_once(spark, tmp_path
     b = spark.createDataFrame([("b", i) for i in range(5)], ROWS)
     first, second = _interleaved(a, b, table, 0, tmp_path)
     with caplog.at_level(logging.WARNING, logger="diabetes_spark.delta_writes"):
-        counts = _together(first=lambda: delta_writes.write_delta(first, ref), second=lambda: delta_writes.write_delta(second, ref))
+        counts = _together(
+            first=lambda: delta_writes.write_delta(first, ref), second=lambda: delta_writes.write_delta(second, ref)
+        )
     assert counts == {"first": 3, "second": 5}
     assert [c.split(":")[0] for c in _retries(caplog, table)] == ["ProtocolChangedException"]
     assert_df_equality(_read(spark, table), a.union(b), ignore_row_order=True, ignore_nullable=True)
@@ -234,7 +238,9 @@ def test_two_training_runs_at_once_register_two_versions_and_the_better_is_champ
     assert run.data.tags["champion_decision"] == "promoted"
 
 
-def test_a_new_alias_set_by_two_runs_at_once_is_set_not_refused(mlflow_home: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+def test_a_new_alias_set_by_two_runs_at_once_is_set_not_refused(
+    mlflow_home: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
     """MLflow's SQL store sets an alias by a lookup and then an insert or update. Both runs here look
     it up before either writes, so both insert: the later insert breaks the alias' unique key."""
     from sqlalchemy.orm import Session
@@ -308,7 +314,9 @@ def _interleave_runs(monkeypatch, table: Path, version: int, tmp_path: Path) -> 
 
 
 def _assert_same_rows(spark, out: Path, reference: Path) -> None:
-    assert_df_equality(_read(spark, out).drop(*RUN_COLUMNS), _read(spark, reference).drop(*RUN_COLUMNS), ignore_row_order=True)
+    assert_df_equality(
+        _read(spark, out).drop(*RUN_COLUMNS), _read(spark, reference).drop(*RUN_COLUMNS), ignore_row_order=True
+    )
     assert_df_equality(
         _read(spark, Path(f"{out}_rejects")).drop("rejected_at"),
         _read(spark, Path(f"{reference}_rejects")).drop("rejected_at"),
@@ -324,7 +332,8 @@ def test_two_batches_scored_at_once_into_an_empty_location_both_land(
     _interleave_runs(monkeypatch, out, 0, tmp_path)
     with caplog.at_level(logging.WARNING, logger="diabetes_spark.delta_writes"):
         runs = _together(
-            first=lambda: _score(spark, mlflow_home, out, "day-1"), second=lambda: _score(spark, mlflow_home, out, "day-2")
+            first=lambda: _score(spark, mlflow_home, out, "day-1"),
+            second=lambda: _score(spark, mlflow_home, out, "day-2"),
         )
     assert [r["rows_scored"] for r in runs.values()] == [38, 38]
     assert [c.split(":")[0] for c in _retries(caplog, out)] == ["ProtocolChangedException"]
@@ -340,17 +349,22 @@ def test_two_runs_of_the_same_batch_at_once_leave_one_copy(
     # The table already holds another batch, which must come through untouched.
     day2 = _read(spark, reference).filter("batch_id = 'day-2'")
     delta_writes.write_delta(day2, storage.resolve(str(out)))
-    delta_writes.write_delta(_read(spark, Path(f"{reference}_rejects")).filter("batch_id = 'day-2'"), storage.resolve(str(rejects)))
+    delta_writes.write_delta(
+        _read(spark, Path(f"{reference}_rejects")).filter("batch_id = 'day-2'"), storage.resolve(str(rejects))
+    )
     _interleave_runs(monkeypatch, out, 1, tmp_path)
     with caplog.at_level(logging.WARNING, logger="diabetes_spark.delta_writes"):
         runs = _together(
-            first=lambda: _score(spark, mlflow_home, out, "day-1"), second=lambda: _score(spark, mlflow_home, out, "day-1")
+            first=lambda: _score(spark, mlflow_home, out, "day-1"),
+            second=lambda: _score(spark, mlflow_home, out, "day-1"),
         )
     assert [r["rows_scored"] for r in runs.values()] == [38, 38]
     assert [c.split(":")[0] for c in _retries(caplog, out)] == ["ConcurrentAppendException"]
     _assert_same_rows(spark, out, reference)
     # The copy that stayed is the one the retrying run wrote.
-    (run_id,) = [r[0] for r in _read(spark, out).filter("batch_id = 'day-1'").select("mlflow_run_id").distinct().collect()]
+    (run_id,) = [
+        r[0] for r in _read(spark, out).filter("batch_id = 'day-1'").select("mlflow_run_id").distinct().collect()
+    ]
     assert run_id == runs["second"]["run_id"]
 
 
@@ -358,7 +372,9 @@ def test_two_runs_of_the_same_batch_at_once_leave_one_copy(
 
 
 @pytest.mark.slow
-def test_moving_the_alias_mid_run_does_not_mix_versions(spark, mlflow_home: Path, race, tmp_path: Path, monkeypatch) -> None:
+def test_moving_the_alias_mid_run_does_not_mix_versions(
+    spark, mlflow_home: Path, race, tmp_path: Path, monkeypatch
+) -> None:
     resolved, other = race["good"]["model_version"], race["bad"]["model_version"]
     assert registry.alias_version(MODEL, registry.CHAMPION) == resolved
     model_metadata, moved = registry.model_metadata, []

@@ -10,20 +10,15 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
+from conftest import TRAINED_MODEL
 from diabetes_spark import delta_writes, jobs, scoring, storage
-from diabetes_spark.params import ScoreParams, TrainParams
+from diabetes_spark.params import ScoreParams
 
-MODEL = "failures_model"
+MODEL = TRAINED_MODEL
 EXPERIMENT = "failures-tests"
 INPUT = "sample:scoring_batch.csv"
 #: Columns that differ between any two runs by design: when and by which MLflow run.
 RUN_COLUMNS = ("scored_at", "mlflow_run_id")
-
-
-@pytest.fixture(scope="module")
-def trained(spark, mlflow_home: Path) -> dict:
-    params = TrainParams(training_data="sample:diabetes.csv", experiment=EXPERIMENT, model_name=MODEL)
-    return jobs.run_training(spark, params, home=mlflow_home)
 
 
 def _score(spark, mlflow_home: Path, output: Path, batch_id: str) -> dict:

@@ -4,11 +4,11 @@ import bisect
 import math
 
 import pytest
-from chispa import assert_approx_df_equality, assert_df_equality
+from chispa import assert_df_equality
 from pyspark.ml import Pipeline
 from pyspark.ml.linalg import Vectors, VectorUDT
-from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from diabetes_spark import drift, evaluation, schemas, storage, training
 from diabetes_spark.errors import TrainingError
@@ -73,7 +73,7 @@ def default_result(sample_valid) -> training.TrainResult:
 
 def test_split_is_seeded_and_complete(sample_valid) -> None:
     a_train, a_test = training.split(sample_valid, train_fraction=0.8, seed=42)
-    b_train, b_test = training.split(sample_valid, train_fraction=0.8, seed=42)
+    _, b_test = training.split(sample_valid, train_fraction=0.8, seed=42)
     assert_df_equality(a_test, b_test, ignore_row_order=True)
     assert a_train.count() + a_test.count() == sample_valid.count() == 437
 

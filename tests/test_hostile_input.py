@@ -40,13 +40,14 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from conftest import TRAINED_MODEL
 from diabetes_spark import jobs, registry, schemas, scoring, storage
 from diabetes_spark.errors import DiabetesSparkError, InputError, RejectThresholdError, SchemaError
 from diabetes_spark.params import IngestParams, ScoreParams, TrainParams
 
 pytestmark = pytest.mark.slow
 
-MODEL = "hostile_model"
+MODEL = TRAINED_MODEL
 EXPERIMENT = "hostile-input-tests"
 RAW = schemas.load_schema("training_raw")
 INPUT = schemas.load_schema("scoring_input")
@@ -105,14 +106,18 @@ NUMBER_TEXT = _padded(
     st.one_of(
         st.integers(-(10**6), 10**6).map(str),
         st.floats(allow_nan=False, allow_infinity=False).map(repr),
-        st.sampled_from(["1e308", "-1e308", "123456789012345678901234567890", "+5", ".5", "5.", "-0", "1e-400", "4.8598"]),
+        st.sampled_from(
+            ["1e308", "-1e308", "123456789012345678901234567890", "+5", ".5", "5.", "-0", "1e-400", "4.8598"]
+        ),
     )
 )
 NONFINITE_TEXT = _padded(
     st.sampled_from(["NaN", "nan", "Infinity", "-Infinity", "inf", "-inf", "+inf", "1e400", "-1e400", "1e309"])
 )
 BAD_TEXT = st.one_of(
-    st.sampled_from(["abc", "n/a", "4.2.1", "١٢", "½", "1,5", "--1", "1e", "e5", "1_000", "１２", '5"', "12 34", "NULL", "-"]),
+    st.sampled_from(
+        ["abc", "n/a", "4.2.1", "١٢", "½", "1,5", "--1", "1e", "e5", "1_000", "１２", '5"', "12 34", "NULL", "-"]
+    ),
     TEXT.map(lambda s: "x" + s),  # a leading letter that no number starts with: never parses
 )
 _CELL_TEXTS = {
@@ -148,7 +153,11 @@ def headers(draw: st.DrawFn, schema: StructType, *, invalid_names: bool = True) 
     names = schema.fieldNames()
     missing = draw(st.sets(st.sampled_from(names), min_size=1, max_size=2)) if draw(_flag(10)) else set()
     present = [draw(st.sampled_from([n, n.lower(), n.title()])) for n in names if n not in missing]
-    extra = EXTRA_NAME if invalid_names else EXTRA_NAME.map(lambda n: "".join("_" if c in DELTA_INVALID else c for c in n) or "_")
+    extra = (
+        EXTRA_NAME
+        if invalid_names
+        else EXTRA_NAME.map(lambda n: "".join("_" if c in DELTA_INVALID else c for c in n) or "_")
+    )
     extras = draw(st.lists(extra, max_size=3))
     return draw(st.permutations(present + extras))
 
@@ -173,7 +182,7 @@ def _verdict(header: list[str], schema: StructType, *, scoring_input: bool, type
         or not all(n.lower() in lowered for n in schema.fieldNames())
         or not all(header)
         or set(lowered) & reserved
-        or corrupt and (types is None or corrupt != ["string"])
+        or (corrupt and (types is None or corrupt != ["string"]))
     ):
         return "error"
     if corrupt:
@@ -193,14 +202,17 @@ class CsvCase:
     bom: bool
 
     def text(self) -> str:
-        lines = [_csv_line(self.header, self.quote_all)] + [_csv_line([c.value for c in r], self.quote_all) for r in self.rows]
+        lines = [_csv_line(self.header, self.quote_all)] + [
+            _csv_line([c.value for c in r], self.quote_all) for r in self.rows
+        ]
         return ("\ufeff" if self.bom else "") + self.newline.join(lines) + (self.newline if self.final_newline else "")
 
 
 def _csv_line(fields: list[str], quote_all: bool) -> str:
     """One RFC 4180 record; an empty lone field is quoted, or the line would be a blank line."""
+
     def one(f: str) -> str:
-        if quote_all or set(f) & set(',"\n\r') or len(fields) == 1 and not f:
+        if quote_all or set(f) & set(',"\n\r') or (len(fields) == 1 and not f):
             return '"' + f.replace('"', '""') + '"'
         return f
 
@@ -316,7 +328,10 @@ def _write_table(spark, case: TableCase, where: Path) -> str:
     columns = list(zip(*[[c.value for c in r] for r in case.rows])) or [[] for _ in case.header]
     if case.parquet:
         path = where / "input.parquet"
-        arrays = [pa.array([bytes(v) if isinstance(v, bytearray) else v for v in col], type=_ARROW[t]) for col, t in zip(columns, case.types)]
+        arrays = [
+            pa.array([bytes(v) if isinstance(v, bytearray) else v for v in col], type=_ARROW[t])
+            for col, t in zip(columns, case.types)
+        ]
         pq.write_table(pa.Table.from_arrays(arrays, names=case.header), path)
         return str(path)
     schema = StructType.fromDDL(", ".join(f"`{n.replace('`', '``')}` {t}" for n, t in zip(case.header, case.types)))
@@ -345,7 +360,9 @@ def _prediction(spec: dict[str, Any], by_role: dict[str, Cell]) -> float:
     return result + spec["sex_weights"].get(by_role["SEX"].text(), spec["unknown_sex_weight"])
 
 
-def _row_rejected(roles: list[str | None], row: list[Cell], width: int, required: tuple[str, ...], spec: dict | None) -> bool:
+def _row_rejected(
+    roles: list[str | None], row: list[Cell], width: int, required: tuple[str, ...], spec: dict | None
+) -> bool:
     """Whether validation must reject ``row``: a wrong field count, a non-finite or unparseable value
     in a numeric column, a missing required value; when scoring with ``spec``, a prediction that is
     not a finite number (values so large that the model's arithmetic overflows)."""
@@ -353,12 +370,14 @@ def _row_rejected(roles: list[str | None], row: list[Cell], width: int, required
         return True
     by_role = {role: c for role, c in zip(roles, row) if role is not None}
     for role, c in by_role.items():
-        if role != "SEX" and c.kind in ("nonfinite", "bad") or role in required and c.kind == "empty":
+        if (role != "SEX" and c.kind in ("nonfinite", "bad")) or (role in required and c.kind == "empty"):
             return True
     return spec is not None and not math.isfinite(_prediction(spec, by_role))
 
 
-def _rejected(roles: list[str | None], rows: list[list[Cell]], width: int, required: tuple[str, ...], spec: dict | None) -> int:
+def _rejected(
+    roles: list[str | None], rows: list[list[Cell]], width: int, required: tuple[str, ...], spec: dict | None
+) -> int:
     return sum(_row_rejected(roles, r, width, required, spec) for r in rows)
 
 
@@ -451,13 +470,6 @@ def _score_and_check(spark, mlflow_home: Path, folder: Path, source: str, expect
 
 
 @pytest.fixture(scope="module")
-def trained(spark, mlflow_home: Path) -> dict:
-    """The one model the scoring examples use."""
-    params = TrainParams(training_data="sample:diabetes.csv", experiment=EXPERIMENT, model_name=MODEL)
-    return jobs.run_training(spark, params, home=mlflow_home)
-
-
-@pytest.fixture(scope="module")
 def spec(trained) -> dict[str, Any]:
     """The champion's folded linear model, to tell which valid rows overflow its arithmetic."""
     resolved = registry.resolve_version(MODEL, version=trained["model_version"])
@@ -506,7 +518,9 @@ def _expected(case: CsvCase | TableCase, rows_in: int, schema: StructType, limit
     verdict = _verdict(case.header, schema, scoring_input=spec is not None, types=types)
     required = () if spec else (schemas.LABEL,)
     roles = _role(case.header, schema)
-    rejected = _rejected(roles, case.rows, len(case.header), required, spec) if verdict in ("clean", "refused") else None
+    rejected = (
+        _rejected(roles, case.rows, len(case.header), required, spec) if verdict in ("clean", "refused") else None
+    )
     unreadable = isinstance(case, TableCase) and len({h.lower() for h in case.header}) < len(case.header)
     return Expected(rows_in=rows_in, verdict=verdict, rejected=rejected, limit=limit, unreadable=unreadable)
 
@@ -570,23 +584,37 @@ CSV_SCORING_EXAMPLES = [
     _csv_example(INPUT, INPUT.fieldNames(), ["1e308", "F", *["1e308"] * 8], ["4", "M", *["4"] * 8]),
     _csv_example(INPUT, [*INPUT.fieldNames(), "prediction"], [*GOOD_ROW[:10], "1"]),
 ]
-_ODD = [("AGE", "date"), ("SEX", "string"), ("BMI", "boolean"), ("BP", "timestamp"), ("S1", "array<double>"), ("S2", "binary")]
-_ODD_ROWS = ([date(2020, 1, 1), "F", True, datetime(2020, 1, 1), [1.0], bytearray(b"7")], [None, "M", None, None, None, None])
+_ODD = [
+    ("AGE", "date"),
+    ("SEX", "string"),
+    ("BMI", "boolean"),
+    ("BP", "timestamp"),
+    ("S1", "array<double>"),
+    ("S2", "binary"),
+]
+_ODD_ROWS = (
+    [date(2020, 1, 1), "F", True, datetime(2020, 1, 1), [1.0], bytearray(b"7")],
+    [None, "M", None, None, None, None],
+)
 _DOUBLES = [(c, "double") for c in ("S3", "S4", "S5", "S6")]
 TABLE_INGEST_EXAMPLES = [
     _table_example(False, [*_ODD, *_DOUBLES, ("Y", "double")], *[[*r, 1.0, 2.0, 3.0, 4.0, 5.0] for r in _ODD_ROWS]),
-    _table_example(True, [*[(c, "double") for c in RAW.fieldNames() if c != "SEX"], ("SEX", "string"), ("Y", "boolean")]),
+    _table_example(
+        True, [*[(c, "double") for c in RAW.fieldNames() if c != "SEX"], ("SEX", "string"), ("Y", "boolean")]
+    ),
 ]
 TABLE_SCORING_EXAMPLES = [
     _table_example(True, [*_ODD, *_DOUBLES], *[[*r, 1.0, 2.0, 3.0, 4.0] for r in _ODD_ROWS]),
-    _table_example(False, [*[(c, "double") for c in INPUT.fieldNames() if c != "SEX"], ("SEX", "string"), ("batch_id", "string")]),
+    _table_example(
+        False, [*[(c, "double") for c in INPUT.fieldNames() if c != "SEX"], ("SEX", "string"), ("batch_id", "string")]
+    ),
 ]
 
 
-def _examples(cases: list[CsvCase] | list[TableCase]):  # noqa: ANN202 - a decorator
+def _examples(cases: list[CsvCase] | list[TableCase]):
     """Run each of ``cases`` (with no reject threshold) before the generated examples."""
 
-    def decorate(test):  # noqa: ANN001, ANN202
+    def decorate(test):
         for case in reversed(cases):
             test = example(case=case, limit=1.0)(test)
         return test
@@ -626,13 +654,17 @@ def test_scoring_of_generated_csv_reconciles_or_fails_cleanly(
     folder = _fresh(workdir)
     text = case.text()
     (folder / "batch.csv").write_text(text, encoding="utf-8", newline="")
-    _score_and_check(spark, mlflow_home, folder, str(folder / "batch.csv"), _csv_expected(case, text, INPUT, limit, spec))
+    _score_and_check(
+        spark, mlflow_home, folder, str(folder / "batch.csv"), _csv_expected(case, text, INPUT, limit, spec)
+    )
 
 
 @settings(HOSTILE, max_examples=15)
 @_examples(TABLE_INGEST_EXAMPLES)
 @given(case=table_cases(RAW), limit=LIMITS)
-def test_ingest_of_generated_tables_reconciles_or_fails_cleanly(spark, workdir: Path, case: TableCase, limit: float) -> None:
+def test_ingest_of_generated_tables_reconciles_or_fails_cleanly(
+    spark, workdir: Path, case: TableCase, limit: float
+) -> None:
     folder = _fresh(workdir)
     source = _write_table(spark, case, folder)
     _ingest_and_check(spark, folder, source, _table_expected(case, RAW, limit))
@@ -650,6 +682,7 @@ def test_scoring_of_generated_tables_reconciles_or_fails_cleanly(
 
 
 # ---------------------------------------------------------------- the reject threshold: nothing written
+
 
 def _threshold_csv(path: Path, schema: StructType, good: int, bad: int) -> str:
     """``good`` valid rows and ``bad`` rows whose BMI is ``x``."""
@@ -685,7 +718,10 @@ def test_scoring_over_the_reject_threshold_writes_nothing(spark, mlflow_home: Pa
     output, rejects = tmp_path / "preds", tmp_path / "preds_rejects"
     params = ScoreParams(input="sample:scoring_batch.csv", output=str(output), model_name=MODEL, experiment=EXPERIMENT)
     assert params.max_reject_fraction == 0.2  # the documented default
-    assert jobs.run_batch_scoring(spark, dataclasses.replace(params, batch_id="day-1"), home=mlflow_home)["rows_scored"] == 38
+    assert (
+        jobs.run_batch_scoring(spark, dataclasses.replace(params, batch_id="day-1"), home=mlflow_home)["rows_scored"]
+        == 38
+    )
     before = _versions(spark, output, rejects)
     bad = _threshold_csv(tmp_path / "bad.csv", INPUT, 7, 3)
     for out in (output, tmp_path / "fresh"):
@@ -698,7 +734,9 @@ def test_scoring_over_the_reject_threshold_writes_nothing(spark, mlflow_home: Pa
     assert _batches(spark, output) == {"day-1": 38}
 
 
-def test_training_over_the_reject_threshold_registers_nothing(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
+def test_training_over_the_reject_threshold_registers_nothing(
+    spark, mlflow_home: Path, trained, tmp_path: Path
+) -> None:
     client = MlflowClient()
     versions = sorted(v.version for v in client.search_model_versions(f"name = '{MODEL}'"))
     aliases = {a: registry.alias_version(MODEL, a) for a in (registry.CHAMPION, registry.CHALLENGER)}

@@ -17,9 +17,9 @@ from pyspark.sql import functions as F
 
 from diabetes_spark import cli, params, registry, storage
 from diabetes_spark.errors import NotebookError
-from diabetes_spark.registry import MlflowLocation
-from diabetes_spark.notebook import NOTEBOOKS, parse_notebook, run_demo, run_notebook
 from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit, secret_env_name
+from diabetes_spark.notebook import NOTEBOOKS, parse_notebook, run_demo, run_notebook
+from diabetes_spark.registry import MlflowLocation
 from tests import make_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +155,9 @@ def test_failing_step_fails_the_notebook_and_marks_the_run_failed(
 
 def test_missing_required_secret_is_a_clear_error(spark, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(secret_env_name("diabetes-spark", "adls-account-name"), raising=False)
-    with pytest.raises(NotebookError, match=r"secret 'adls-account-name' is missing from secret scope 'diabetes-spark'"):
+    with pytest.raises(
+        NotebookError, match=r"secret 'adls-account-name' is missing from secret scope 'diabetes-spark'"
+    ):
         run_notebook(NB / NOTEBOOKS["score"], spark=spark, widgets={"input": "x", "output": "y"})
 
 
@@ -184,11 +186,23 @@ def test_training_notebook_runs_against_the_installed_wheel(wheel_venv: Path, tm
     notebook.parent.mkdir()
     notebook.write_text((NB / NOTEBOOKS["train"]).read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DIABETES_SPARK_", "PYTHONPATH"))}
-    env.update({"DIABETES_SPARK_MASTER": "local[1]", "DIABETES_SPARK_HOME": str(tmp_path / "home"), "DIABETES_SPARK_JVM_CACHE": "off"})
+    env.update(
+        {
+            "DIABETES_SPARK_MASTER": "local[1]",
+            "DIABETES_SPARK_HOME": str(tmp_path / "home"),
+            "DIABETES_SPARK_JVM_CACHE": "off",
+        }
+    )
     result = subprocess.run(
         [
-            str(wheel_venv / "bin" / "diabetes-spark"), "notebook", str(notebook), "--json",
-            "--widget", "training_data=sample:diabetes.csv", "--widget", "storage_account_secret=",
+            str(wheel_venv / "bin" / "diabetes-spark"),
+            "notebook",
+            str(notebook),
+            "--json",
+            "--widget",
+            "training_data=sample:diabetes.csv",
+            "--widget",
+            "storage_account_secret=",
         ],
         cwd=tmp_path,
         capture_output=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-
 import zipfile
 from pathlib import Path
 
@@ -29,7 +28,11 @@ def test_wheel_contents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for schema in ("training_raw", "scoring_input", "predictions", "rejects"):
         assert f"diabetes_spark/_schemas/{schema}.json" in names
-    assert {"diabetes_spark/py.typed", "diabetes_spark/data/diabetes.csv", "diabetes_spark/data/scoring_batch.csv"} <= names
+    assert {
+        "diabetes_spark/py.typed",
+        "diabetes_spark/data/diabetes.csv",
+        "diabetes_spark/data/scoring_batch.csv",
+    } <= names
     assert not any(n.startswith(("tests/", "notebooks/", "schemas/")) for n in names)
     metadata = zipfile.ZipFile(wheel).read(f"diabetes_spark-{__version__}.dist-info/METADATA").decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
@@ -44,7 +47,15 @@ def test_installed_wheel_loads_schemas_and_ingests_the_sample(wheel_venv: Path, 
     assert out.splitlines()[0] == "['record', 'reason', 'source', 'batch_id', 'rejected_at']"
     assert str(ROOT) not in out.splitlines()[1]
     result = subprocess.run(
-        [wheel_venv / "bin" / "diabetes-spark", "ingest", "--source", "sample:diabetes.csv", "--table", "lake/raw", "--json"],
+        [
+            wheel_venv / "bin" / "diabetes-spark",
+            "ingest",
+            "--source",
+            "sample:diabetes.csv",
+            "--table",
+            "lake/raw",
+            "--json",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -19,13 +19,33 @@ def test_widget_strings_are_converted_to_field_types() -> None:
     ("cls", "values", "message"),
     [
         (params.TrainParams, {"training_data": "t", "seed": "x"}, "seed must be an int; got 'x'"),
-        (params.TrainParams, {"training_data": "t", "train_fraction": "1.5"}, "train_fraction must be in (0, 1); got 1.5"),
-        (params.TrainParams, {"training_data": "t", "estimator": "svm"}, "estimator must be one of linear, gbt, random_forest; got 'svm'"),
+        (
+            params.TrainParams,
+            {"training_data": "t", "train_fraction": "1.5"},
+            "train_fraction must be in (0, 1); got 1.5",
+        ),
+        (
+            params.TrainParams,
+            {"training_data": "t", "estimator": "svm"},
+            "estimator must be one of linear, gbt, random_forest; got 'svm'",
+        ),
         (params.TrainParams, {"training_data": ""}, "training_data is required"),
         (params.TrainParams, {"training_data": "t", "num_folds": "1"}, "num_folds must be >= 2; got 1"),
-        (params.ScoreParams, {"input": "i", "output": "o", "model_version": "v2"}, "model_version must be a whole number"),
-        (params.ScoreParams, {"input": "i", "output": "o", "model_alias": " "}, "model_version or model_alias must be set"),
-        (params.IngestParams, {"source": "s", "table": "t", "mode": "merge"}, "mode must be one of append, overwrite; got 'merge'"),
+        (
+            params.ScoreParams,
+            {"input": "i", "output": "o", "model_version": "v2"},
+            "model_version must be a whole number",
+        ),
+        (
+            params.ScoreParams,
+            {"input": "i", "output": "o", "model_alias": " "},
+            "model_version or model_alias must be set",
+        ),
+        (
+            params.IngestParams,
+            {"source": "s", "table": "t", "mode": "merge"},
+            "mode must be one of append, overwrite; got 'merge'",
+        ),
         (params.IngestParams, {"source": "s", "table": "t", "bogus": "1"}, "unknown parameter(s) ['bogus']"),
     ],
 )

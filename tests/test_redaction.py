@@ -21,7 +21,9 @@ SECRET_SETTINGS = [
     pytest.param("fs.azure.account.key.acct.blob.core.windows.net", "a2V5", id="account-key-blob-endpoint"),
     pytest.param("spark.hadoop.fs.azure.sas.fixed.token.acct.dfs.core.windows.net", "sv=1&sig=x", id="sas-fixed-token"),
     pytest.param("fs.azure.sas.container.acct.blob.core.windows.net", "sv=1&sig=x", id="sas-per-container"),
-    pytest.param("spark.executorEnv.AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true", id="connection-string-env"),
+    pytest.param(
+        "spark.executorEnv.AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true", id="connection-string-env"
+    ),
     pytest.param("spark.executorEnv.AZURE_STORAGE_SAS_TOKEN", "sv=1", id="sas-token-env"),
     pytest.param("spark.executorEnv.AZURE_STORAGE_KEY", "a2V5", id="storage-key-env"),
     pytest.param(
@@ -30,10 +32,20 @@ SECRET_SETTINGS = [
         id="storage-connection-string-value",
     ),
     pytest.param(
-        "spark.executorEnv.BUS", "Endpoint=sb://x/;SharedAccessKeyName=r;SharedAccessKey=a2V5", id="shared-access-key-value"
+        "spark.executorEnv.BUS",
+        "Endpoint=sb://x/;SharedAccessKeyName=r;SharedAccessKey=a2V5",
+        id="shared-access-key-value",
     ),
-    pytest.param("spark.executorEnv.TELEMETRY", "InstrumentationKey=00000000-0000;IngestionEndpoint=https://x/", id="app-insights-value"),
-    pytest.param("spark.executorEnv.INPUT", "https://acct.blob.core.windows.net/c/f.csv?sv=2024-11-04&sp=r&sig=abc", id="sas-url-value"),
+    pytest.param(
+        "spark.executorEnv.TELEMETRY",
+        "InstrumentationKey=00000000-0000;IngestionEndpoint=https://x/",
+        id="app-insights-value",
+    ),
+    pytest.param(
+        "spark.executorEnv.INPUT",
+        "https://acct.blob.core.windows.net/c/f.csv?sv=2024-11-04&sp=r&sig=abc",
+        id="sas-url-value",
+    ),
 ]
 
 PLAIN_SETTINGS = [
@@ -50,7 +62,9 @@ def _redact(spark, key: str, value: str) -> str:
     jvm = sc._jvm
     pairs = jvm.java.util.ArrayList()
     pairs.add(jvm.scala.Tuple2(key, value))
-    shown = jvm.org.apache.spark.util.Utils.redact(sc._jsc.sc().conf(), jvm.scala.jdk.javaapi.CollectionConverters.asScala(pairs).toSeq())
+    shown = jvm.org.apache.spark.util.Utils.redact(
+        sc._jsc.sc().conf(), jvm.scala.jdk.javaapi.CollectionConverters.asScala(pairs).toSeq()
+    )
     return shown.apply(0)._2()
 
 

@@ -32,7 +32,7 @@ def test_schema_files_are_spark_json_and_round_trip(name: str) -> None:
 
 def test_schema_columns() -> None:
     assert schemas.feature_names() == ["AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6"]
-    assert COLS == [*schemas.feature_names(), "Y"]
+    assert [*schemas.feature_names(), "Y"] == COLS
     assert schemas.load_schema("rejects").fieldNames() == ["record", "reason", "source", "batch_id", "rejected_at"]
 
 

@@ -13,18 +13,13 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
-from diabetes_spark import cli, delta_writes, drift, evaluation, jobs, registry, schemas, scoring, storage
+from conftest import TRAINED_MODEL
+from diabetes_spark import cli, delta_writes, drift, jobs, registry, schemas, scoring, storage
 from diabetes_spark.errors import RegistryError, RejectThresholdError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
 
-MODEL = "score_model"
+MODEL = TRAINED_MODEL
 INPUT = schemas.load_schema("scoring_input")
-
-
-@pytest.fixture(scope="module")
-def trained(spark, mlflow_home: Path) -> dict:
-    params = TrainParams(training_data="sample:diabetes.csv", experiment="scoring-tests", model_name=MODEL)
-    return jobs.run_training(spark, params, home=mlflow_home)
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +69,29 @@ def test_tree_models_are_not_compiled(spark) -> None:
     assert scoring.compile_linear(result.model) is None and scoring.linear_spec(result.model) is None
 
 
-def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home: Path, model, trained, tmp_path: Path) -> None:
+def test_scoring_output_is_input_plus_prediction_and_lineage(
+    spark, mlflow_home: Path, model, trained, tmp_path: Path
+) -> None:
     rows = [
         ("p1", 59.0, "F", 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0),
         ("p2", 48.0, "M", None, 87.0, 183.0, 103.2, 70.0, 3.0, 3.8918, 69.0),
         ("p3", 30.0, "Z", 22.0, 80.0, 150.0, 90.0, 50.0, 3.0, 4.0, 80.0),
     ]
-    inline = spark.createDataFrame(rows, "patient string, " + ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in INPUT))
+    inline = spark.createDataFrame(
+        rows, "patient string, " + ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in INPUT)
+    )
     source = str(tmp_path / "in")
     delta_writes.write_delta(inline, storage.resolve(source))
     summary = _score(spark, mlflow_home, input=source, output=str(tmp_path / "out"), batch_id="b-1")
-    assert {k: summary[k] for k in ("rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "unseen_sex")} == {
-        "rows_in": 3, "rows_scored": 3, "rows_rejected": 0, "model_version": trained["model_version"], "batch_id": "b-1", "unseen_sex": 1
+    assert {
+        k: summary[k] for k in ("rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "unseen_sex")
+    } == {
+        "rows_in": 3,
+        "rows_scored": 3,
+        "rows_rejected": 0,
+        "model_version": trained["model_version"],
+        "batch_id": "b-1",
+        "unseen_sex": 1,
     }
     got = storage.read_table(spark, storage.resolve(str(tmp_path / "out")))
     (scored_at,) = [r[0] for r in got.select("scored_at").distinct().collect()]
@@ -105,7 +111,9 @@ def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home:
         )
         .select(*schemas.load_schema("predictions").fieldNames(), "patient")
     )
-    assert_approx_df_equality(_plain(got), _plain(expected), precision=1e-9, ignore_row_order=True, ignore_nullable=True)
+    assert_approx_df_equality(
+        _plain(got), _plain(expected), precision=1e-9, ignore_row_order=True, ignore_nullable=True
+    )
     assert got.columns == [*schemas.load_schema("predictions").fieldNames(), "patient"]
     # The table is partitioned by batch and keeps statistics for the lineage and the prediction only;
     # batch_id lives in the partition folder, not the files; scored_at is INT64 microseconds.
@@ -118,7 +126,9 @@ def test_scoring_output_is_input_plus_prediction_and_lineage(spark, mlflow_home:
     assert all(s.field("scored_at").type.unit == "us" and "batch_id" not in s.names for s in schemas_written)
     # The predictions came from the folded spec in the model's metadata, not from a model load.
     assert MlflowClient().get_run(summary["run_id"]).data.tags["scoring_path"] == "column_expression"
-    spec = registry.model_metadata(registry.resolve_version(MODEL, version=trained["model_version"]))[scoring.LINEAR_SPEC]
+    spec = registry.model_metadata(registry.resolve_version(MODEL, version=trained["model_version"]))[
+        scoring.LINEAR_SPEC
+    ]
     assert spec == scoring.linear_spec(model)
 
 
@@ -191,7 +201,18 @@ def test_cli_score_prints_the_contract_and_default_batch_id_is_stable(
     monkeypatch.setenv("DIABETES_SPARK_HOME", str(mlflow_home))
     source = tmp_path / "batch.csv"
     source.write_text(Path(storage.resolve("sample:scoring_batch.csv").location).read_text())
-    args = ["score", "--input", str(source), "--output", str(tmp_path / "p"), "--model-name", MODEL, "--experiment", "scoring-tests", "--json"]
+    args = [
+        "score",
+        "--input",
+        str(source),
+        "--output",
+        str(tmp_path / "p"),
+        "--model-name",
+        MODEL,
+        "--experiment",
+        "scoring-tests",
+        "--json",
+    ]
     summaries = []
     for _ in range(2):
         assert cli.main(args) == 0
@@ -209,7 +230,9 @@ def test_missing_column_fails_and_writes_nothing(spark, mlflow_home: Path, train
     assert not (tmp_path / "o").exists()
 
 
-def test_reject_threshold_fails_before_writing_with_counts_and_reasons(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
+def test_reject_threshold_fails_before_writing_with_counts_and_reasons(
+    spark, mlflow_home: Path, trained, tmp_path: Path
+) -> None:
     header = "AGE,SEX,BMI,BP,S1,S2,S3,S4,S5,S6"
     good = "59,F,32.1,101,157,93.2,38,4,4.8598,87"
     rows = [good] * 7 + ["old,F,32.1,101,157,93.2,38,4,4.8598,87"] * 3  # 30% rejected, above the 20% default
@@ -218,7 +241,9 @@ def test_reject_threshold_fails_before_writing_with_counts_and_reasons(spark, ml
     with pytest.raises(RejectThresholdError, match=message):
         _score(spark, mlflow_home, input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"), batch_id="too-bad")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o_rejects").exists()
-    summary = _score(spark, mlflow_home, input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"), max_reject_fraction=0.5)
+    summary = _score(
+        spark, mlflow_home, input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"), max_reject_fraction=0.5
+    )
     assert (summary["rows_scored"], summary["rows_rejected"]) == (7, 3)
 
 

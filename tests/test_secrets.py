@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import pytest
 
-from diabetes_spark.notebook import NOTEBOOKS
 from diabetes_spark.local_dbutils import secret_env_name
+from diabetes_spark.notebook import NOTEBOOKS
 from tests.collector import Collector
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -60,12 +60,18 @@ class Workspace:
             return 200, {"scopes": [{"name": s, "backend_type": "DATABRICKS"} for s in listed]}
         if (method, path) == ("POST", "/api/2.0/secrets/scopes/create"):
             if body["scope"] in self.scopes:
-                return 400, {"error_code": "RESOURCE_ALREADY_EXISTS", "message": f"Scope {body['scope']} already exists!"}
+                return 400, {
+                    "error_code": "RESOURCE_ALREADY_EXISTS",
+                    "message": f"Scope {body['scope']} already exists!",
+                }
             self.scopes.add(body["scope"])
             return 200, {}
         if (method, path) == ("POST", "/api/2.0/secrets/put"):
             if body["scope"] not in self.scopes:
-                return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Scope {body['scope']} does not exist!"}
+                return 404, {
+                    "error_code": "RESOURCE_DOES_NOT_EXIST",
+                    "message": f"Scope {body['scope']} does not exist!",
+                }
             self.secrets[(body["scope"], body["key"])] = body["string_value"]
             return 200, {}
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}
@@ -87,10 +93,10 @@ def workspace() -> Iterator[tuple[Workspace, str]]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             self._serve("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._serve("POST")
 
         def log_message(self, *args: Any) -> None:
@@ -235,7 +241,10 @@ def test_missing_values_are_prompted_for_without_echo(
 
     assert len(prompts) == 2
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in prompts[0] and "ADLS_ACCOUNT_KEY" in prompts[1]
-    assert state.secrets[("diabetes-spark", DEFAULT_KEYS["appinsights_secret"])] == VALUES["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    assert (
+        state.secrets[("diabetes-spark", DEFAULT_KEYS["appinsights_secret"])]
+        == VALUES["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    )
     assert state.secrets[("diabetes-spark", DEFAULT_KEYS["storage_key_secret"])] == VALUES["ADLS_ACCOUNT_KEY"]
     assert summary["sources"] == {
         DEFAULT_KEYS["appinsights_secret"]: "prompt",
@@ -331,7 +340,7 @@ def test_no_host_configured_at_all_is_a_clear_error(monkeypatch: pytest.MonkeyPa
     secrets.add_arguments(parser)
     for name, value in VALUES.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigurationError, match="no Databricks workspace configured.*DATABRICKS_HOST"):
+    with pytest.raises(ConfigurationError, match=r"no Databricks workspace configured.*DATABRICKS_HOST"):
         secrets.run(parser.parse_args(["--scope", "s", "--no-prompt", "--timeout", "1"]))
 
 
@@ -351,7 +360,7 @@ def test_a_rejected_token_or_missing_permission_is_a_clear_error(
     _assert_no_value_leaked(message)
 
     monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-wrong")
-    with pytest.raises(ConfigurationError, match="refused to list the secret scopes.*Invalid access token"):
+    with pytest.raises(ConfigurationError, match=r"refused to list the secret scopes.*Invalid access token"):
         secrets.run(_args(host, "--no-prompt"))
 
 

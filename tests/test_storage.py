@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,29 @@ from diabetes_spark.storage import TableRef
 @pytest.mark.parametrize(
     ("ref", "base", "expected"),
     [
-        ("abfss://c@acct.dfs.core.windows.net/gold/preds", None, TableRef("delta", "abfss://c@acct.dfs.core.windows.net/gold/preds")),
+        (
+            "abfss://c@acct.dfs.core.windows.net/gold/preds",
+            None,
+            TableRef("delta", "abfss://c@acct.dfs.core.windows.net/gold/preds"),
+        ),
         ("dbfs:/mnt/x/table", None, TableRef("delta", "dbfs:/mnt/x/table")),
         ("/tmp/lake/raw", None, TableRef("delta", "/tmp/lake/raw")),
         ("lake/raw", None, TableRef("delta", "lake/raw")),
-        ("gold/preds", "abfss://c@acct.dfs.core.windows.net/", TableRef("delta", "abfss://c@acct.dfs.core.windows.net/gold/preds")),
+        (
+            "gold/preds",
+            "abfss://c@acct.dfs.core.windows.net/",
+            TableRef("delta", "abfss://c@acct.dfs.core.windows.net/gold/preds"),
+        ),
         ("/abs/preds", "abfss://c@acct.dfs.core.windows.net", TableRef("delta", "/abs/preds")),
         ("main.diabetes.predictions", None, TableRef("table", "main.diabetes.predictions")),
         ("diabetes.predictions", "abfss://c@a.dfs.core.windows.net", TableRef("table", "diabetes.predictions")),
         ("data/in.csv", None, TableRef("csv", "data/in.csv")),
         ("in.csv", "abfss://c@a.dfs.core.windows.net", TableRef("csv", "abfss://c@a.dfs.core.windows.net/in.csv")),
-        ("abfss://c@a.dfs.core.windows.net/x.PARQUET", None, TableRef("parquet", "abfss://c@a.dfs.core.windows.net/x.PARQUET")),
+        (
+            "abfss://c@a.dfs.core.windows.net/x.PARQUET",
+            None,
+            TableRef("parquet", "abfss://c@a.dfs.core.windows.net/x.PARQUET"),
+        ),
     ],
 )
 def test_resolve(ref: str, base: str | None, expected: TableRef) -> None:
@@ -80,7 +91,9 @@ def test_table_properties_are_set_when_a_write_creates_the_table(spark, tmp_path
     ref = storage.resolve(str(tmp_path / "t"))
     df = spark.createDataFrame([("a", 1, "x"), ("b", 2, "y")], "batch string, v int, note string")
     delta_writes.write_delta(df, ref, table_properties={"delta.dataSkippingStatsColumns": "batch,v"})
-    delta_writes.write_delta(df, ref, table_properties={"delta.dataSkippingStatsColumns": "note"})  # exists: kept as it is
+    delta_writes.write_delta(
+        df, ref, table_properties={"delta.dataSkippingStatsColumns": "note"}
+    )  # exists: kept as it is
     assert spark.sql(f"DESCRIBE DETAIL delta.`{ref.location}`").first()["properties"] == {
         "delta.dataSkippingStatsColumns": "batch,v"
     }
@@ -94,13 +107,19 @@ def test_partition_columns_are_set_when_a_write_creates_the_table(spark, tmp_pat
     df = spark.createDataFrame([("a", 1), ("b", 2)], "batch string, v int")
     delta_writes.write_delta(df, ref, partition_by=("batch",))
     again = spark.createDataFrame([("a", 9)], "batch string, v int")
-    assert delta_writes.write_delta(again, ref, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",)) == 1
+    assert (
+        delta_writes.write_delta(again, ref, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",))
+        == 1
+    )
     expected = spark.createDataFrame([("a", 9), ("b", 2)], "batch string, v int")
     assert_df_equality(storage.read_table(spark, ref), expected, ignore_row_order=True, ignore_nullable=True)
     assert sorted(p.name for p in (tmp_path / "t").glob("batch=*")) == ["batch=a", "batch=b"]
     # An existing table keeps its layout: an unpartitioned one takes the same write as it is.
     delta_writes.write_delta(df, plain)
-    assert delta_writes.write_delta(again, plain, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",)) == 1
+    assert (
+        delta_writes.write_delta(again, plain, mode="overwrite", replace_where="batch = 'a'", partition_by=("batch",))
+        == 1
+    )
     assert_df_equality(storage.read_table(spark, plain), expected, ignore_row_order=True, ignore_nullable=True)
     layouts = [spark.sql(f"DESCRIBE DETAIL delta.`{r.location}`").first()["partitionColumns"] for r in (ref, plain)]
     assert layouts == [["batch"], []]
@@ -130,7 +149,9 @@ def test_writing_to_a_csv_is_refused(spark, tmp_path: Path) -> None:
 def test_sample_references_resolve_to_the_shipped_files() -> None:
     ref = storage.resolve("sample:scoring_batch.csv")
     assert ref.kind == "csv" and Path(ref.location).read_text().startswith("patient_id,AGE,SEX")
-    with pytest.raises(InputError, match="no sample named 'nope.csv'; shipped samples: diabetes.csv, scoring_batch.csv"):
+    with pytest.raises(
+        InputError, match=r"no sample named 'nope\.csv'; shipped samples: diabetes\.csv, scoring_batch\.csv"
+    ):
         storage.resolve("sample:nope.csv")
 
 

@@ -24,9 +24,9 @@ from urllib.parse import quote
 import pytest
 
 from diabetes_spark import __version__, cli, jobs, telemetry
-from diabetes_spark.telemetry.config import parse_connection_string
 from diabetes_spark.errors import ConfigurationError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
+from diabetes_spark.telemetry.config import parse_connection_string
 from tests.collector import Collector
 
 ENV = telemetry.ENV_CONNECTION_STRING
@@ -86,7 +86,11 @@ def _exporter_threads() -> list[str]:
 
 def _score_params(tmp_path: Path, batch_id: str) -> ScoreParams:
     return ScoreParams(
-        input="sample:scoring_batch.csv", output=str(tmp_path / "p"), model_name=MODEL, experiment=EXPERIMENT, batch_id=batch_id
+        input="sample:scoring_batch.csv",
+        output=str(tmp_path / "p"),
+        model_name=MODEL,
+        experiment=EXPERIMENT,
+        batch_id=batch_id,
     )
 
 
@@ -97,7 +101,9 @@ def _free_port() -> int:
 
 
 def _lost_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "diabetes_spark.telemetry" and r.levelno == logging.WARNING]
+    return [
+        r.getMessage() for r in caplog.records if r.name == "diabetes_spark.telemetry" and r.levelno == logging.WARNING
+    ]
 
 
 def _sdk_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -136,7 +142,10 @@ def test_connection_strings_and_bare_keys_are_normalised(value: str, expected: t
         ("Sup3rS3cret-not-a-connection-string", "a part has no '='"),
         ("IngestionEndpoint=https://x.example/", "no InstrumentationKey"),
         (f"InstrumentationKey={KEY};Authorization=AAD", "only Authorization=ikey"),
-        (f"InstrumentationKey={KEY};IngestionEndpoint=ftp://Sup3rS3cret.example", "IngestionEndpoint is not an http(s) URL"),
+        (
+            f"InstrumentationKey={KEY};IngestionEndpoint=ftp://Sup3rS3cret.example",
+            "IngestionEndpoint is not an http(s) URL",
+        ),
     ],
 )
 def test_an_invalid_connection_string_fails_at_start_without_echoing_it(value: str, problem: str) -> None:
@@ -150,10 +159,16 @@ def test_an_invalid_connection_string_fails_at_start_without_echoing_it(value: s
     assert logging.getLogger(telemetry.COMPONENT_TRAIN).handlers == []
 
 
-def test_a_bad_key_in_the_environment_fails_at_job_start(spark, mlflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_key_in_the_environment_fails_at_job_start(
+    spark, mlflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ENV, "InstrumentationKey=12345")
-    params = TrainParams(training_data="sample:diabetes.csv", experiment="telemetry-bad-key", model_name="never_trained")
-    with pytest.raises(ConfigurationError, match=r"\(\$APPLICATIONINSIGHTS_CONNECTION_STRING\): its InstrumentationKey is not"):
+    params = TrainParams(
+        training_data="sample:diabetes.csv", experiment="telemetry-bad-key", model_name="never_trained"
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"\(\$APPLICATIONINSIGHTS_CONNECTION_STRING\): its InstrumentationKey is not"
+    ):
         jobs.run_training(spark, params, home=mlflow_home)
     import mlflow
 
@@ -167,10 +182,9 @@ def test_without_a_connection_string_telemetry_is_console_only(
     before = threading.active_count()
     tel = telemetry.start(telemetry.COMPONENT_SCORE, secrets=[SECRET])
     assert not tel.exporting and threading.active_count() == before
-    with pytest.raises(ValueError, match="boom"):
-        with tel.span("score") as log:
-            log.warning("key is %s", SECRET)
-            raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"), tel.span("score") as log:
+        log.warning("key is %s", SECRET)
+        raise ValueError("boom")
     tel.record({"rows_in": 3})
     tel.close()
     messages = [(r.name, r.getMessage()) for r in caplog.records]
@@ -193,9 +207,8 @@ def test_records_are_correlated_redacted_and_sent_once(monkeypatch: pytest.Monke
             log.info("raw %s, url %s, base64 %s", *SECRET_FORMS)
         tel.record({"rows_in": 40, "rows_rejected": 2, "nan": float("nan"), "text": "x"})  # type: ignore[dict-item]
         error = RuntimeError(f"cannot use key {SECRET}")
-        with pytest.raises(RuntimeError):
-            with tel.span("write"):
-                raise error
+        with pytest.raises(RuntimeError), tel.span("write"):
+            raise error
         tel.logger().exception("batch scoring failed: %s", error, exc_info=error)  # as a notebook does
         tel.close()
         tel.close()  # a second close does nothing
@@ -254,7 +267,9 @@ def test_two_sessions_in_one_process_each_reach_their_endpoint_and_stop(caplog: 
 
 def test_a_slow_endpoint_costs_at_most_the_flush_timeout(caplog: pytest.LogCaptureFixture) -> None:
     with Collector("delay", delay=6.0) as collector:
-        tel = telemetry.start(telemetry.COMPONENT_SCORE, connection_string=collector.connection_string(), flush_timeout=1.0)
+        tel = telemetry.start(
+            telemetry.COMPONENT_SCORE, connection_string=collector.connection_string(), flush_timeout=1.0
+        )
         with tel.span("score") as log:
             log.info("scored")
         tel.record({"rows_scored": 38})
@@ -268,7 +283,9 @@ def test_a_slow_endpoint_costs_at_most_the_flush_timeout(caplog: pytest.LogCaptu
     assert _sdk_warnings(caplog) == []
 
 
-def test_overlapping_sessions_of_one_component_leave_its_logger_as_they_found_it(caplog: pytest.LogCaptureFixture) -> None:
+def test_overlapping_sessions_of_one_component_leave_its_logger_as_they_found_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
     logger = logging.getLogger(telemetry.COMPONENT_TRAIN)
     before = (logger.level, logger.propagate, list(logger.handlers))
@@ -319,11 +336,15 @@ def test_twenty_thousand_quick_records_to_a_black_hole_cost_at_most_the_flush_ti
 
 def test_twenty_thousand_quick_records_all_reach_a_healthy_endpoint(caplog: pytest.LogCaptureFixture) -> None:
     with Collector() as collector:
-        tel = telemetry.start(telemetry.COMPONENT_SCORE, connection_string=collector.connection_string(), flush_timeout=60.0)
+        tel = telemetry.start(
+            telemetry.COMPONENT_SCORE, connection_string=collector.connection_string(), flush_timeout=60.0
+        )
         _emit_quickly(tel)
         tel.close()
         messages = [_base(m)["message"] for m in collector.of_type("Message")]
-    assert sorted(m for m in messages if m.startswith("row ")) == sorted(f"row {i} scored" for i in range(QUICK_RECORDS))
+    assert sorted(m for m in messages if m.startswith("row ")) == sorted(
+        f"row {i} scored" for i in range(QUICK_RECORDS)
+    )
     assert _lost_warnings(caplog) == [] and _sdk_warnings(caplog) == []
 
 
@@ -337,7 +358,7 @@ def collector() -> Iterator[Collector]:
 
 
 @pytest.fixture(scope="module")
-def trained(spark, mlflow_home: Path, collector: Collector) -> dict[str, Any]:
+def training_run(spark, mlflow_home: Path, collector: Collector) -> dict[str, Any]:
     """A real training run whose telemetry the job starts from the environment and closes itself."""
     params = TrainParams(training_data="sample:diabetes.csv", experiment=EXPERIMENT, model_name=MODEL)
     with pytest.MonkeyPatch.context() as mp:
@@ -346,17 +367,19 @@ def trained(spark, mlflow_home: Path, collector: Collector) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_training_run_sends_steps_logs_and_metrics_under_one_operation(trained: dict[str, Any], collector: Collector) -> None:
+def test_training_run_sends_steps_logs_and_metrics_under_one_operation(
+    training_run: dict[str, Any], collector: Collector
+) -> None:
     # No waiting: the job flushed before it returned.
-    request, run = _run(collector, mlflow_run_id=trained["run_id"])
+    request, run = _run(collector, mlflow_run_id=training_run["run_id"])
     assert _base(request)["success"] is True
     assert {e["tags"]["ai.cloud.role"] for e in run} == {"Train_Orchestrator"}
     dependencies = {_base(d)["name"]: d for d in _of(run, "RemoteDependency")}
     assert set(dependencies) == TRAIN_STEPS and all(_base(d)["success"] for d in dependencies.values())
     span_ids = {_base(d)["id"]: n for n, d in dependencies.items()}
     common = {
-        "mlflow_run_id": trained["run_id"],
-        "mlflow_experiment_id": trained["experiment_id"],
+        "mlflow_run_id": training_run["run_id"],
+        "mlflow_experiment_id": training_run["experiment_id"],
         "model_name": MODEL,
         "diabetes_spark_version": __version__,
     }
@@ -366,18 +389,23 @@ def test_training_run_sends_steps_logs_and_metrics_under_one_operation(trained: 
         assert {k: _props(message).get(k) for k in common} == common
         assert span_ids[message["tags"]["ai.operation.parentId"]] == _props(message)["step"]  # logs carry their span
     (decision,) = [m for m in messages if _base(m)["message"].startswith(f"model {MODEL} v")]
-    assert _props(decision)["model_version"] == trained["model_version"]
+    assert _props(decision)["model_version"] == training_run["model_version"]
     metrics = _metrics(run)
-    assert [(v, p["mlflow_run_id"]) for v, p in metrics["rows_in"]] == [(442.0, trained["run_id"])]
+    assert [(v, p["mlflow_run_id"]) for v, p in metrics["rows_in"]] == [(442.0, training_run["run_id"])]
     assert [v for v, _ in metrics["rows_rejected"]] == [5.0]
-    assert [v for v, _ in metrics["rmse"]] == [pytest.approx(trained["metrics"]["rmse"])]
+    assert [v for v, _ in metrics["rmse"]] == [pytest.approx(training_run["metrics"]["rmse"])]
     assert {p["step"] for _, p in metrics[telemetry.STEP_DURATION_METRIC]} == TRAIN_STEPS
     assert not _of(run, "Exception")
 
 
 @pytest.mark.slow
 def test_failing_training_run_sends_the_exception_with_its_stack(
-    spark, mlflow_home: Path, collector: Collector, trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spark,
+    mlflow_home: Path,
+    collector: Collector,
+    training_run: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (tmp_path / "cols.csv").write_text("AGE,SEX,Y\n1,M,2\n")
     monkeypatch.setenv(ENV, collector.connection_string(KEY))
@@ -385,7 +413,7 @@ def test_failing_training_run_sends_the_exception_with_its_stack(
     with pytest.raises(SchemaError):
         jobs.run_training(spark, params, home=mlflow_home)
     requests = [r for r in collector.of_type("Request") if _base(r)["success"] is False]
-    (request,) = [r for r in requests if _props(r)["mlflow_experiment_id"] == trained["experiment_id"]]
+    (request,) = [r for r in requests if _props(r)["mlflow_experiment_id"] == training_run["experiment_id"]]
     run = [e for e in collector.envelopes if _op(e) == _op(request)]
     steps = [(_base(d)["name"], _base(d)["success"]) for d in _of(run, "RemoteDependency")]
     assert steps == [("read", False)]
@@ -394,12 +422,19 @@ def test_failing_training_run_sends_the_exception_with_its_stack(
     assert details["typeName"] == "SchemaError" and details["hasFullStack"]
     assert "missing required column" in details["message"]
     assert "_read_annotated" in {frame["method"] for frame in details["parsedStack"]}
-    assert _props(exception)["step"] == "read" and _props(exception)["mlflow_run_id"] == _props(request)["mlflow_run_id"]
+    assert (
+        _props(exception)["step"] == "read" and _props(exception)["mlflow_run_id"] == _props(request)["mlflow_run_id"]
+    )
 
 
 @pytest.mark.slow
 def test_scoring_run_owned_by_a_notebook_sends_batch_dimensions_and_no_secret(
-    spark, mlflow_home: Path, collector: Collector, trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spark,
+    mlflow_home: Path,
+    collector: Collector,
+    training_run: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # What a notebook does: a secret from the (local) secret scope, job ids from the Databricks job.
     monkeypatch.setenv(LOCAL_SECRET, SECRET)
@@ -441,10 +476,12 @@ def test_scoring_run_owned_by_a_notebook_sends_batch_dimensions_and_no_secret(
 
 @pytest.mark.slow
 def test_scoring_survives_an_endpoint_answering_500_within_the_flush_timeout(
-    spark, mlflow_home: Path, trained: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    spark, mlflow_home: Path, training_run: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with Collector("fail") as failing:
-        tel = telemetry.start(telemetry.COMPONENT_SCORE, connection_string=failing.connection_string(KEY), flush_timeout=2.0)
+        tel = telemetry.start(
+            telemetry.COMPONENT_SCORE, connection_string=failing.connection_string(KEY), flush_timeout=2.0
+        )
         summary = jobs.run_batch_scoring(spark, _score_params(tmp_path, "tel-500"), home=mlflow_home, telemetry=tel)
         began = time.monotonic()
         tel.close()
@@ -461,7 +498,7 @@ def test_scoring_survives_an_endpoint_answering_500_within_the_flush_timeout(
 def test_cli_score_exits_0_when_the_endpoint_is_not_listening(
     spark,
     mlflow_home: Path,
-    trained: dict[str, Any],
+    training_run: dict[str, Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

@@ -31,7 +31,9 @@ def test_train_registers_logs_and_promotes_only_when_better(
     first = jobs.run_training(spark, bad, home=mlflow_home)
     assert (first["model_version"], first["promoted"], first["champion_version"]) == ("1", True, "1")
 
-    code = cli.main(["train", "--training-data", "sample:diabetes.csv", "--experiment", experiment, "--model-name", name, "--json"])
+    code = cli.main(
+        ["train", "--training-data", "sample:diabetes.csv", "--experiment", experiment, "--model-name", name, "--json"]
+    )
     assert code == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(second) >= {"run_id", "model_name", "model_version", "metrics", "promoted"}
@@ -102,7 +104,11 @@ def test_all_labels_null_fails_cleanly(spark, mlflow_home: Path, tmp_path: Path)
     rows = "\n".join("59,F,32.1,101,157,93.2,38,4,4.8598,87," for _ in range(40))
     (tmp_path / "nolabel.csv").write_text(f"{HEADER}\n{rows}\n")
     _fails_without_open_run(
-        spark, mlflow_home, str(tmp_path / "nolabel.csv"), RejectThresholdError, r"40 of 40 rows .* 'Y: missing \(required\)' x40"
+        spark,
+        mlflow_home,
+        str(tmp_path / "nolabel.csv"),
+        RejectThresholdError,
+        r"40 of 40 rows .* 'Y: missing \(required\)' x40",
     )
 
 

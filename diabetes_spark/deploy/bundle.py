@@ -47,7 +47,9 @@ def load_bundle(root: str | Path = ".") -> dict[str, Any]:
     root = Path(root)
     main_file = root / "databricks.yml"
     if not main_file.is_file():
-        raise ConfigurationError(f"no databricks.yml in {root.resolve()}: run from the repository root, or --bundle-dir")
+        raise ConfigurationError(
+            f"no databricks.yml in {root.resolve()}: run from the repository root, or --bundle-dir"
+        )
     config = yaml.safe_load(main_file.read_text(encoding="utf-8")) or {}
     jobs: dict[str, Any] = {}
     files = [main_file] + [p for pattern in config.get("include", []) for p in sorted(root.glob(pattern))]
@@ -141,7 +143,9 @@ def _context(
     context["workspace.file_path"] = workspace.get("file_path") or "${workspace.root_path}/files"
     context["workspace.artifact_path"] = workspace.get("artifact_path") or "${workspace.root_path}/artifacts"
     for _ in range(len(context)):  # values may refer to each other; each round resolves one level
-        context = {k: None if v is None else _REFERENCE.sub(partial(_lookup, context=context), v) for k, v in context.items()}
+        context = {
+            k: None if v is None else _REFERENCE.sub(partial(_lookup, context=context), v) for k, v in context.items()
+        }
     return context
 
 
@@ -261,8 +265,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder to write <job key>.json into")
     parser.add_argument("--bundle-dir", default=".", help="folder holding databricks.yml (default: .)")
     parser.add_argument("--user", help="identity that owns and runs the jobs (for ${workspace.current_user.userName})")
-    parser.add_argument("--root-path", help="workspace folder for files/notebooks and files/dist (default: the bundle's)")
-    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a bundle variable (repeatable)")
+    parser.add_argument(
+        "--root-path", help="workspace folder for files/notebooks and files/dist (default: the bundle's)"
+    )
+    parser.add_argument(
+        "--var", action="append", default=[], metavar="NAME=VALUE", help="set a bundle variable (repeatable)"
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

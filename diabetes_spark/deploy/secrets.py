@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``setup-secrets`` flags to ``parser`` (key-name defaults come from ``NotebookParams``)."""
     parser.add_argument("--scope", required=True, help="secret scope to create if missing and fill")
     parser.add_argument("--host", help="workspace URL (default: $DATABRICKS_HOST or the profile's host)")
-    parser.add_argument("--profile", help="~/.databrickscfg profile to sign in with (default: $DATABRICKS_CONFIG_PROFILE)")
+    parser.add_argument(
+        "--profile", help="~/.databrickscfg profile to sign in with (default: $DATABRICKS_CONFIG_PROFILE)"
+    )
     for name, default, help_text, _ in params.describe(params.NotebookParams):
         if name in SECRET_ENVIRONMENT:
             env = SECRET_ENVIRONMENT[name][0]
@@ -58,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 help=f"{help_text}; value from ${env} or a prompt (default key: {default!r}; '' skips it)",
             )
     parser.add_argument(
-        "--no-prompt", action="store_true", help="fail instead of prompting when a value's environment variable is unset"
+        "--no-prompt",
+        action="store_true",
+        help="fail instead of prompting when a value's environment variable is unset",
     )
     parser.add_argument(
         "--timeout",
@@ -110,8 +114,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         created = _create_scope(client, host, scope)
     secrets = list(values.values())
     for field, key in wanted.items():
-        _call(host, f"put secret {key!r} in scope {scope!r}", secrets, client.secrets.put_secret, scope, key,
-              string_value=values[field])
+        _call(
+            host,
+            f"put secret {key!r} in scope {scope!r}",
+            secrets,
+            client.secrets.put_secret,
+            scope,
+            key,
+            string_value=values[field],
+        )
         _log.info("put secret %s in scope %s", key, scope)
     return {
         "scope": scope,
@@ -194,7 +205,7 @@ def _create_scope(client: Any, host: str, scope: str) -> bool:
         client.secrets.create_scope(scope)
     except ResourceAlreadyExists:
         return False
-    except Exception as e:  # noqa: BLE001 - mapped like every other call
+    except Exception as e:
         _raise_unreachable(host, f"create secret scope {scope!r}", e, [])
     _log.info("created secret scope %s", scope)
     return True
@@ -204,7 +215,7 @@ def _call(host: str, what: str, secrets: Sequence[str], function: Any, *args: An
     """``function(*args, **kwargs)``, its SDK, HTTP and retry-timeout errors made one clear message."""
     try:
         return function(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001 - re-raised below, as a ConfigurationError or unchanged
+    except Exception as e:
         _raise_unreachable(host, what, e, secrets)
 
 

@@ -65,14 +65,12 @@ def start(
         connection_string: ``InstrumentationKey=...;IngestionEndpoint=...`` or a bare instrumentation
             key (a GUID; it becomes ``InstrumentationKey=<key>``). ``None`` reads
             ``$APPLICATIONINSIGHTS_CONNECTION_STRING``; empty means console only.
-        secrets: Values to redact from everything sent or logged (the connection string itself is
-            always redacted).
+        secrets: Values to redact from everything sent or logged (the connection string always is).
         dimensions: Custom dimensions for every record, e.g. ``databricks_job_id``.
         flush_timeout: The most seconds :meth:`Telemetry.close` spends delivering what is buffered.
 
     Raises:
-        ConfigurationError: The connection string or key is malformed (the message names the
-            problem, never the value).
+        ConfigurationError: A malformed connection string or key (named, never the value).
     """
     source = "passed to telemetry.start"
     if connection_string is None:
@@ -99,8 +97,6 @@ class FinishedSpan:
     ok: bool
     attributes: Mapping[str, Any]
     server: bool
-
-
 
 
 class Telemetry:
@@ -167,7 +163,9 @@ class Telemetry:
             ok = False
             self._failed = True
             if isinstance(error, Exception) and not self._was_sent(error):
-                log.exception("step %s failed after %.2f s", step, time.perf_counter() - clock, extra={logs.SKIP_CONSOLE: True})
+                log.exception(
+                    "step %s failed after %.2f s", step, time.perf_counter() - clock, extra={logs.SKIP_CONSOLE: True}
+                )
             raise
         finally:
             stack.pop()
@@ -310,8 +308,6 @@ class Telemetry:
         ended = datetime.now(timezone.utc)
         self._sdk.send_span(FinishedSpan(name, self.trace_id, span_id, parent, begun, ended, ok, values, server))
 
-
-
     # -- set-up and shut-down -------------------------------------------------------------------
 
     def _export_to(self, key: str, endpoint: str) -> None:
@@ -334,7 +330,6 @@ class Telemetry:
         relay.threshold = logs.attach(logger, handlers, info=self._sdk is not None)
         self._logging_state = (logger, handlers)
 
-
     def _close(self) -> None:
         begun, clock = self._started
         try:
@@ -346,12 +341,9 @@ class Telemetry:
             with self._lock:
                 self._sent_errors.clear()
         if self._sdk is not None:
-            self._shutdown(self._sdk)
+            from diabetes_spark.telemetry import opencensus
 
-    def _shutdown(self, sdk: Exporters) -> None:
-        from diabetes_spark.telemetry import opencensus
-
-        opencensus.stop_and_report(sdk, self.component, self._endpoint, self.flush_timeout, self._redactor)
+            opencensus.stop_and_report(self._sdk, self.component, self._endpoint, self.flush_timeout, self._redactor)
 
 
 def _new_span_id() -> str:

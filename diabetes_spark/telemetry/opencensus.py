@@ -137,7 +137,9 @@ def build(connection_string: str, *, timeout: float, processor: Callable[[Any], 
         exporter.add_telemetry_processor(processor)
     log_handler, trace_exporter, metrics_exporter = built
     metrics = PendingMetrics(deliveries[2])
-    metrics_exporter.exporter_thread = transport.get_exporter_thread([metrics], metrics_exporter, interval=EXPORT_INTERVAL)
+    metrics_exporter.exporter_thread = transport.get_exporter_thread(
+        [metrics], metrics_exporter, interval=EXPORT_INTERVAL
+    )
     return Exporters(log_handler, trace_exporter, metrics_exporter, metrics, deliveries)
 
 
@@ -177,7 +179,9 @@ def stop(exporters: Exporters, timeout: float) -> tuple[int, int, int, str]:
     return handed, handed - accepted, dropped, errors[-1] if errors else ""
 
 
-def start(component: str, trace_id: str, redactor: Redactor, key: str, endpoint: str, flush_timeout: float) -> Exporters | None:
+def start(
+    component: str, trace_id: str, redactor: Redactor, key: str, endpoint: str, flush_timeout: float
+) -> Exporters | None:
     """The exporters of one run (``None``, with a warning, when the SDK cannot start them)."""
     timeout = max(min(flush_timeout, 10.0), 0.5)
     try:
@@ -193,7 +197,9 @@ def start(component: str, trace_id: str, redactor: Redactor, key: str, endpoint:
         return None
 
 
-def stop_and_report(exporters: Exporters, component: str, endpoint: str, flush_timeout: float, redactor: Redactor) -> None:
+def stop_and_report(
+    exporters: Exporters, component: str, endpoint: str, flush_timeout: float, redactor: Redactor
+) -> None:
     """:func:`stop` within ``flush_timeout`` seconds, and one warning if anything was lost."""
     handed, lost, dropped, error = stop(exporters, flush_timeout)
     if lost <= 0:

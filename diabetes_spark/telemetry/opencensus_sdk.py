@@ -40,8 +40,8 @@ __all__ = [
 ]
 
 EXPORT_INTERVAL = 15.0
-#: Records each exporter buffers before dropping new ones (the SDK's 8192 overflowed at 20k quick
-#: log records even with a healthy endpoint); at ~1 KiB a record this bounds the buffer near 50 MiB.
+#: Records each exporter buffers before dropping new ones: the SDK's default overflowed on a burst of
+#: quick log records even with a healthy endpoint (tests/test_telemetry.py sends such a burst).
 QUEUE_CAPACITY = 50_000
 #: Envelopes per HTTP request (the SDK sends 100; the ingestion API takes far more per call).
 MAX_BATCH_SIZE = 500
@@ -106,7 +106,7 @@ _IN_EMIT = threading.local()  # the delivery counter of the handler emitting on 
 
 class _CountDrops(logging.Filter):
     """Counts the SDK's "Queue is full. Dropping telemetry." for our handlers instead of logging it
-    once per dropped record (20k quick records made thousands of console lines); :func:`stop`
+    once per dropped record (a burst of quick records made thousands of console lines); :func:`stop`
     reports the drops in its one warning."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -199,7 +199,9 @@ class PendingMetrics:
         metrics = []
         for name, value, labels, when in pending:
             keys = sorted(labels)
-            descriptor = MetricDescriptor(name, name, "1", MetricDescriptorType.GAUGE_DOUBLE, [LabelKey(k, k) for k in keys])
+            descriptor = MetricDescriptor(
+                name, name, "1", MetricDescriptorType.GAUGE_DOUBLE, [LabelKey(k, k) for k in keys]
+            )
             series = TimeSeries([LabelValue(labels[k]) for k in keys], [Point(ValueDouble(value), when)], None)
             metrics.append(Metric(descriptor, [series]))
         return metrics
@@ -209,7 +211,7 @@ def abandon(exporter: Any) -> None:
     """After the deadline, drop what a worker still holds and tell it to exit.
 
     Otherwise a worker facing a black-holed endpoint keeps sending stale batches, one request
-    timeout each, long after the job moved on (20k records: 40 batches). The records are already
+    timeout each, long after the job moved on. The records are already
     counted as lost. The SDK offers no public way to do this; it reaches into its ``Queue``.
     """
     worker, pending = getattr(exporter, "_worker", None), getattr(exporter, "_queue", None)

@@ -1,0 +1,77 @@
+"""Every failure a user can cause exits 2 with one line naming the problem and what to do;
+exit 1 is only for bugs."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from diabetes_spark import cli, jobs
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["score", "--input", "sample:scoring_batch.csv", "--output", "{tmp}/out.csv"],
+            r"score: error: cannot derive a rejects table from the csv file .*out\.csv: write to a Delta table .*--rejects",
+        ),
+        (["notebook", "nb.py", "--widget", "no_value"], r"notebook: error: --widget takes NAME=VALUE; got 'no_value'"),
+        (["jobs-json", "--out", "{tmp}", "--var", "=x"], r"jobs-json: error: --var takes NAME=VALUE; got '=x'"),
+        (
+            ["ingest", "--source", "{tmp}/missing.csv", "--table", "{tmp}/t"],
+            r"ingest: error: input .*missing\.csv does not exist",
+        ),
+        (
+            ["train", "--training-data", "sample:diabetes.csv", "--train-fraction", "1.5"],
+            r"train: error: train_fraction must be in \(0, 1\); got 1\.5",
+        ),
+    ],
+)
+def test_a_user_error_exits_2_with_one_line(
+    spark, argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, line = _run([a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)
+    assert (code, line.split(":")[0]) == (cli.EXIT_USER_ERROR, f"diabetes-spark {argv[0]}")
+    assert re.search(message, line), line
+
+
+def test_an_unreachable_registry_is_a_user_error_not_a_missing_model(
+    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
+    argv = ["score", "--input", "sample:scoring_batch.csv", "--output", str(tmp_path / "p"), "--model-name", "m"]
+    code, line = _run(argv, capsys)
+    assert code == cli.EXIT_USER_ERROR, line
+    assert f"cannot read registered model 'm' from the model registry at {uri}" in line
+    assert "does not exist" not in line and "MLFLOW_TRACKING_URI" in line
+
+
+def test_a_bug_exits_1_as_unexpected(
+    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args, **kwargs):
+        raise KeyError("an internal invariant")
+
+    monkeypatch.setattr(jobs, "run_ingest", broken)
+    monkeypatch.delenv("DIABETES_SPARK_DEBUG", raising=False)
+    code, line = _run(["ingest", "--source", "sample:diabetes.csv", "--table", str(tmp_path / "t")], capsys)
+    assert (code, line) == (cli.EXIT_UNEXPECTED, "diabetes-spark ingest: unexpected KeyError: 'an internal invariant'")
