@@ -128,7 +128,11 @@ _STARTS_SPARK = (*_JOBS, "notebook", "demo")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the console script."""
-    parser = argparse.ArgumentParser(prog="diabetes-spark", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="diabetes-spark",
+        description="Train and batch-score diabetes progression on Spark: the jobs, the notebooks run "
+        "locally, the demo, and the deploy-time commands.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command, (cls, _, required, help_text) in _JOBS.items():

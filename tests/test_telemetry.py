@@ -421,7 +421,7 @@ def test_failing_training_run_sends_the_exception_with_its_stack(
     details = _base(exception)["exceptions"][0]
     assert details["typeName"] == "SchemaError" and details["hasFullStack"]
     assert "missing required column" in details["message"]
-    assert "_read_annotated" in {frame["method"] for frame in details["parsedStack"]}
+    assert "read_annotated" in {frame["method"] for frame in details["parsedStack"]}
     assert (
         _props(exception)["step"] == "read" and _props(exception)["mlflow_run_id"] == _props(request)["mlflow_run_id"]
     )
