@@ -21,6 +21,14 @@ LOCAL = [
     "matplotlib>=3.8",
 ]
 
+# The deploy-time commands: setup-secrets (databricks-sdk), jobs-json (pyyaml, databricks-bundles' typed
+# models). Lower bounds: the versions the tests ran with.
+DEPLOY = [
+    "databricks-sdk>=0.162",
+    "databricks-bundles>=1.22.1",
+    "pyyaml>=6.0.4",
+]
+
 setup(
     name="diabetes_spark",
     version=VERSION,
@@ -35,21 +43,23 @@ setup(
         "diabetes_spark.data": ["*.csv"],
         "diabetes_spark._schemas": ["*.json"],
     },
-    # What a Databricks ML runtime may lack; pyspark, delta-spark, mlflow and pandas come with it.
+    # What a Databricks ML runtime may lack; pyspark, delta-spark, mlflow and pandas come with it. Nothing
+    # deploy-time: databricks-sdk would upgrade protobuf under the runtime's MLflow (it breaks DBR 15.4).
     install_requires=[
         "opencensus-ext-azure>=1.1.13",
-        "databricks-sdk>=0.60",
     ],
     extras_require={
         "local": LOCAL,
+        # The deploy-time commands (setup-secrets, jobs-json), run where you deploy from, never on a cluster.
+        "deploy": DEPLOY,
         "test": [
+            *DEPLOY,
             "pytest>=8",
             "pytest-timeout>=2.3",
             "chispa>=0.10",
             "hypothesis>=6.100",
             "scikit-learn>=1.4",
             "build>=1.2",
-            "pyyaml>=6",
             "ruff==0.17.6",  # pinned: a new release may format or lint differently
         ],
     },

@@ -90,6 +90,7 @@ def run_training(
 
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with steps.job_telemetry(telemetry, COMPONENT_TRAIN) as tel, location.active():
+        registry.check_model_name(params.model_name)
         source = storage.resolve(params.training_data)
         experiment_id = location.ensure_experiment(params.experiment)
         tel.set_dimensions(mlflow_experiment_id=experiment_id, model_name=params.model_name)
@@ -160,6 +161,7 @@ def run_batch_scoring(
 
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with steps.job_telemetry(telemetry, COMPONENT_SCORE) as tel, location.active():
+        registry.check_model_name(params.model_name)
         source, output = storage.resolve(params.input), storage.resolve(params.output)
         rejects = storage.resolve(params.rejects) if params.rejects else output.sibling("_rejects")
         tel.set_dimensions(model_name=params.model_name)
@@ -179,7 +181,7 @@ def run_batch_scoring(
                 {**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version}
             )
             with tel.span("load_model", model_uri=resolved.uri):
-                model, compiled, unseen = steps.load_scorer(resolved)
+                model, compiled, unseen = steps.load_scorer(resolved, params.dfs_tmpdir)
             with tel.span("validate"):
                 annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
             # Not cached: re-reading the pinned input and scoring it again is cheaper than a cache.

@@ -1,10 +1,11 @@
 """What the two Databricks notebooks share, and a runner for them off Databricks.
 
 :class:`NotebookContext` turns widgets into params objects, reads the secret scope (ADLS Gen2
-credentials into the Spark conf, the App Insights connection string into telemetry) and resolves
-table references relative to the ADLS container root. :func:`run_notebook` executes a Databricks
-source-format notebook cell by cell with ``spark`` and a ``dbutils`` stand-in (``%pip`` cells are
-skipped: the package is installed already), and :func:`run_demo` runs the whole loop through both.
+access: none when Unity Catalog grants it, else OAuth or the account key into the Spark conf; the
+App Insights connection string into telemetry) and resolves table references relative to the ADLS
+container root. :func:`run_notebook` executes a Databricks source-format notebook cell by cell with
+``spark`` and a ``dbutils`` stand-in (``%pip`` cells are skipped: the package is installed
+already), and :func:`run_demo` runs the whole loop through both.
 """
 
 from __future__ import annotations
@@ -89,11 +90,25 @@ class NotebookContext:
         root = None
         if settings.storage_account_secret:
             account = _secret(dbutils, scope, settings.storage_account_secret)
-            container = _secret(dbutils, scope, settings.storage_container_secret)
-            key = _secret(dbutils, scope, settings.storage_key_secret)
-            secret_values.append(key)
-            storage.configure_adls(spark, account, key)
-            root = storage.abfss_uri(account, container)
+            root = storage.abfss_uri(account, _secret(dbutils, scope, settings.storage_container_secret))
+            if settings.storage_client_id_secret:  # a service principal, for this account only
+                client_id, client_secret, tenant = (
+                    _secret(dbutils, scope, name)
+                    for name in (
+                        settings.storage_client_id_secret,
+                        settings.storage_client_secret_secret,
+                        settings.storage_tenant_id_secret,
+                    )
+                )
+                secret_values.append(client_secret)
+                storage.configure_adls_oauth(
+                    spark, account, client_id=client_id, client_secret=client_secret, tenant=tenant
+                )
+            elif settings.storage_key_secret:  # the shared account key, the legacy way
+                key = _secret(dbutils, scope, settings.storage_key_secret)
+                secret_values.append(key)
+                storage.configure_adls(spark, account, key)
+            # else: Unity Catalog grants the access (an external location): no Spark setting at all
         connection = _optional_secret(dbutils, scope, settings.appinsights_secret)
         if connection:
             secret_values.append(connection)

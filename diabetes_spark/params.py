@@ -124,6 +124,11 @@ class TrainParams(_Common):
     min_rows: int = _param(30, "minimum number of valid rows required to train")
     primary_metric: str = _param("rmse", "metric of the champion/challenger gate", choices=PRIMARY_METRICS)
     max_reject_fraction: float = _param(0.2, "fail before training if more than this share of rows is rejected")
+    dfs_tmpdir: str = _param(
+        "",
+        "folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard "
+        "access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)",
+    )
 
     def __post_init__(self) -> None:
         _check_required("training_data", self.training_data)
@@ -154,6 +159,11 @@ class ScoreParams(_Common):
     experiment: str = _param(DEFAULT_EXPERIMENT, "MLflow experiment for the scoring run")
     max_reject_fraction: float = _param(0.2, "fail before writing if more than this share of rows is rejected")
     drift_threshold: float = _param(0.2, "population stability index above which a feature is flagged as drifted")
+    dfs_tmpdir: str = _param(
+        "",
+        "folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard "
+        "access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)",
+    )
 
     def __post_init__(self) -> None:
         _check_required("input", self.input)
@@ -173,8 +183,13 @@ class ScoreParams(_Common):
 class NotebookParams(_Common):
     """What a Databricks notebook needs beyond its job's parameters: the wheel, secrets, job ids.
 
-    The secret widgets hold secret *key names* in ``secret_scope``, never values. An empty
-    ``storage_account_secret`` means no ADLS Gen2 (local paths or catalog tables only).
+    The secret widgets hold secret *key names* in ``secret_scope``, never values. Storage access,
+    in the order Databricks recommends it: with every storage widget empty the job sets no Spark
+    setting at all and reads what Unity Catalog grants (catalog tables, volumes, external
+    locations); with ``storage_client_id_secret`` set, a service principal signs in with OAuth for
+    that account only; otherwise ``storage_key_secret`` names the shared account key. A non-empty
+    ``storage_account_secret`` (with ``storage_container_secret``) also roots relative table paths
+    at that container.
     """
 
     wheel: str = _param("", "wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed")
@@ -184,10 +199,17 @@ class NotebookParams(_Common):
         "secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)",
     )
     storage_account_secret: str = _param(
-        "adls-account-name", "secret key: ADLS Gen2 storage account name (empty: no ADLS)"
+        "adls-account-name", "secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only)"
     )
     storage_container_secret: str = _param("adls-container-name", "secret key: ADLS Gen2 container name")
-    storage_key_secret: str = _param("adls-account-key", "secret key: ADLS Gen2 shared access key")
+    storage_key_secret: str = _param(
+        "adls-account-key", "secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog)"
+    )
+    storage_client_id_secret: str = _param(
+        "", "secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth)"
+    )
+    storage_client_secret_secret: str = _param("", "secret key: that service principal's client secret")
+    storage_tenant_id_secret: str = _param("", "secret key: that service principal's Entra ID tenant id")
     databricks_job_id: str = _param("", "Databricks job id, for telemetry (the job sets {{job.id}})")
     databricks_run_id: str = _param("", "Databricks job run id, for telemetry (the job sets {{job.run_id}})")
 

@@ -27,13 +27,13 @@ GATE_ROUNDS = 5
 ALIAS_SETTLE_SECONDS = 1.0
 
 
-def champion_score(name: str, champion: str, result: TrainResult, metric: str) -> float:
-    """Version ``champion`` of model ``name`` scored by ``metric`` on ``result``'s held-out rows."""
-    resolved = registry.resolve_version(name, version=champion)
+def champion_score(params: TrainParams, champion: str, result: TrainResult) -> float:
+    """Version ``champion`` scored by the primary metric on ``result``'s held-out rows."""
+    resolved = registry.resolve_version(params.model_name, version=champion)
     spec = registry.model_metadata(resolved).get(scoring.LINEAR_SPEC)
-    model = None if spec else registry.load_model(resolved)
+    model = None if spec else registry.load_model(resolved, dfs_tmpdir=params.dfs_tmpdir)
     predictions = scoring.predict(result.test, model, compiled=scoring.spec_column(spec) if spec else None)
-    return evaluation.regression_metrics(predictions, label=LABEL, prediction=PREDICTION)[metric]
+    return evaluation.regression_metrics(predictions, label=LABEL, prediction=PREDICTION)[params.primary_metric]
 
 
 def _judge(params: TrainParams, champion: str | None, result: TrainResult) -> tuple[bool, str]:
@@ -44,7 +44,7 @@ def _judge(params: TrainParams, champion: str | None, result: TrainResult) -> tu
         return True, "no champion yet"
     metric = params.primary_metric
     challenger = result.metrics[metric]
-    score = champion_score(params.model_name, champion, result, metric)
+    score = champion_score(params, champion, result)
     mlflow.log_metric(f"champion_{metric}", score)
     better = evaluation.is_better(metric, challenger, score)
     verdict = "beats" if better else "does not beat"

@@ -9,11 +9,11 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark.errors import RegistryError, one_line
+from diabetes_spark.errors import ConfigurationError, RegistryError, one_line
 from diabetes_spark.schemas import PREDICTION
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ __all__ = [
     "REPORTS_ARTIFACT",
     "PROFILE_ARTIFACT",
     "training_profile",
+    "check_model_name",
     "MlflowLocation",
     "version_tags",
     "ensure_experiment",
@@ -79,29 +80,26 @@ class MlflowLocation:
     @classmethod
     def from_environment(cls, home: Path) -> MlflowLocation:
         """``$MLFLOW_TRACKING_URI`` / ``$MLFLOW_REGISTRY_URI`` when set (Databricks sets its own),
-        else :meth:`local` under ``home``. Artifacts of new experiments go under ``home`` either way."""
+        else :meth:`local` under ``home``. Only the local store gets an artifact location from us:
+        any other tracking server decides where a new experiment's artifacts go."""
         import mlflow
 
-        given = os.environ.get(ENV_TRACKING_URI)
-        if given or "DATABRICKS_RUNTIME_VERSION" in os.environ:
-            registry = os.environ.get(ENV_REGISTRY_URI) or None
-            return cls(
-                tracking_uri=given or mlflow.get_tracking_uri(),
-                registry_uri=registry,
-                artifact_root=home / "mlartifacts",
-            )
-        return cls.local(home)
+        tracking, registry = os.environ.get(ENV_TRACKING_URI), os.environ.get(ENV_REGISTRY_URI) or None
+        if tracking or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+            return cls(tracking_uri=tracking or mlflow.get_tracking_uri(), registry_uri=registry)
+        local = cls.local(home)
+        return replace(local, registry_uri=registry or local.registry_uri)
 
     @contextmanager
     def active(self) -> Iterator[MlflowLocation]:
         """Point MLflow's fluent API (runs, logging, ``mlflow.spark``) here for the block, and back
         where it was after it. MLflow exports the URIs it is given to the environment (for
-        subprocesses); an URI that was not in the environment before is taken out again."""
+        subprocesses); the variables are put back exactly as they were."""
         import mlflow
 
         if self.artifact_root is not None and self.tracking_uri.startswith("sqlite:"):
             self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
-        exported = {name: name in os.environ for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
+        environment = {name: os.environ.get(name) for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
         tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
         if self.registry_uri:
@@ -109,11 +107,14 @@ class MlflowLocation:
         try:
             yield self
         finally:
-            mlflow.set_tracking_uri(tracking if exported[ENV_TRACKING_URI] else None)  # type: ignore[arg-type]
-            mlflow.set_registry_uri(registry if exported[ENV_REGISTRY_URI] else None)  # type: ignore[arg-type]
-            for name, was_there in exported.items():
-                if not was_there:
+            # MLflow's state back to what it was: explicit URIs if the environment had any, else none ...
+            mlflow.set_tracking_uri(tracking if environment[ENV_TRACKING_URI] else None)  # type: ignore[arg-type]
+            mlflow.set_registry_uri(registry if environment[ENV_REGISTRY_URI] else None)  # type: ignore[arg-type]
+            for name, value in environment.items():  # ... and the variables it exported, exactly as they were
+                if value is None:
                     os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def ensure_experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (artifacts under :attr:`artifact_root`) if missing."""
@@ -137,7 +138,9 @@ def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:
         return experiment.experiment_id
 
 
-def log_model(model: PipelineModel, *, example: DataFrame, metadata: dict[str, Any] | None = None) -> Any:
+def log_model(
+    model: PipelineModel, *, example: DataFrame, metadata: dict[str, Any] | None = None, dfs_tmpdir: str = ""
+) -> Any:
     """Log the fitted pipeline with ``mlflow.spark`` in the active run, with its signature.
 
     The signature is inferred from the schemas of ``example`` and of the model's output, which runs
@@ -145,7 +148,9 @@ def log_model(model: PipelineModel, *, example: DataFrame, metadata: dict[str, A
     ``validate_serving_input=False`` on, so an example makes MLflow reload the model through pyfunc
     and predict on it (several Spark jobs). Pip requirements are given, not inferred: inference
     reloads the model in a subprocess with its own Spark.
-    ``metadata`` goes into the model's ``MLmodel`` file.
+    ``metadata`` goes into the model's ``MLmodel`` file. ``dfs_tmpdir`` (empty: MLflow's default,
+    ``$MLFLOW_DFS_TMP``) is where the model is staged; standard access and serverless compute need
+    a ``/Volumes/...`` path.
     """
     import mlflow
     import mlflow.spark
@@ -159,6 +164,7 @@ def log_model(model: PipelineModel, *, example: DataFrame, metadata: dict[str, A
         signature=signature,
         pip_requirements=[f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"],
         metadata=metadata,
+        dfs_tmpdir=dfs_tmpdir or None,
     )
 
 
@@ -288,11 +294,30 @@ def _raise_unless_not_found(error: Exception, what: str) -> None:
         ) from error
 
 
-def load_model(resolved: ResolvedModel) -> PipelineModel:
-    """Load a resolved version as a Spark ``PipelineModel`` (no pyfunc wrapper, no UDF)."""
+def load_model(resolved: ResolvedModel, *, dfs_tmpdir: str = "") -> PipelineModel:
+    """Load a resolved version as a Spark ``PipelineModel`` (no pyfunc wrapper, no UDF), staged
+    through ``dfs_tmpdir`` (see :func:`log_model`)."""
     import mlflow.spark
 
-    return mlflow.spark.load_model(resolved.uri)
+    return mlflow.spark.load_model(resolved.uri, dfs_tmpdir=dfs_tmpdir or None)
+
+
+def check_model_name(name: str) -> None:
+    """Under a Unity Catalog registry (``databricks-uc``) a model name has three levels.
+
+    Raises:
+        ConfigurationError: ``name`` is not ``catalog.schema.model``; the message says what to pass.
+    """
+    import mlflow
+
+    uri = mlflow.get_registry_uri() or ""
+    if uri.startswith("databricks-uc") and (name.count(".") != 2 or "" in name.split(".")):
+        leaf = name.rsplit(".", 1)[-1] or "diabetes_progression"
+        raise ConfigurationError(
+            f"model_name {name!r} is not a Unity Catalog model name: the registry {uri} needs "
+            f"catalog.schema.model, e.g. main.diabetes.{leaf}. Pass it as --model-name or the model_name widget "
+            "(the schema must exist and you need CREATE MODEL on it)."
+        )
 
 
 def training_profile(resolved: ResolvedModel, log: logging.Logger) -> dict[str, Any] | None:

@@ -125,13 +125,14 @@ def register(params: TrainParams, result: training.TrainResult, valid: DataFrame
         result.model,
         example=valid.select(*schemas.feature_names()),
         metadata={scoring.LINEAR_SPEC: spec} if spec else None,
+        dfs_tmpdir=params.dfs_tmpdir,
     )
     version = registry.register(info.model_uri, params.model_name)
     registry.set_alias(params.model_name, registry.CHALLENGER, version)
     return version
 
 
-def load_scorer(resolved: registry.ResolvedModel) -> tuple[Any, Column | None, Column]:
+def load_scorer(resolved: registry.ResolvedModel, dfs_tmpdir: str = "") -> tuple[Any, Column | None, Column]:
     """``(PipelineModel or None, compiled Column or None, unseen-SEX Column)`` of a resolved version.
 
     A linear model's folded coefficients travel in its metadata: no ``PipelineModel`` load then.
@@ -139,7 +140,7 @@ def load_scorer(resolved: registry.ResolvedModel) -> tuple[Any, Column | None, C
     import mlflow
 
     spec = registry.model_metadata(resolved).get(scoring.LINEAR_SPEC)
-    model = None if spec else registry.load_model(resolved)
+    model = None if spec else registry.load_model(resolved, dfs_tmpdir=dfs_tmpdir)
     compiled = scoring.spec_column(spec) if spec else scoring.compile_linear(model)
     labels = list(spec["sex_weights"]) if spec else scoring.category_labels(model)
     mlflow.set_tag("scoring_path", "column_expression" if compiled is not None else "pipeline_transform")

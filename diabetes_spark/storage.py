@@ -31,6 +31,8 @@ __all__ = [
     "abfss_uri",
     "adls_conf_key",
     "configure_adls",
+    "adls_oauth_settings",
+    "configure_adls_oauth",
     "read_table",
     "delta_table",
     "delta_version",
@@ -124,6 +126,33 @@ def configure_adls(spark: SparkSession, account: str, key: str) -> None:
         raise InputError(f"empty access key for storage account {account!r}")
     hide_in_logs(key)
     spark.conf.set(adls_conf_key(account), key)
+
+
+def adls_oauth_settings(account: str, *, client_id: str, client_secret: str, tenant: str) -> dict[str, str]:
+    """The Spark settings that make a service principal sign in to one ADLS Gen2 account with OAuth
+    (client credentials), leaving every other account as it is."""
+    suffix = f"{account}.dfs.core.windows.net"
+    return {
+        f"fs.azure.account.auth.type.{suffix}": "OAuth",
+        f"fs.azure.account.oauth.provider.type.{suffix}": "org.apache.hadoop.fs.azurebfs.oauth2.ClientCredsTokenProvider",
+        f"fs.azure.account.oauth2.client.id.{suffix}": client_id,
+        f"fs.azure.account.oauth2.client.secret.{suffix}": client_secret,
+        f"fs.azure.account.oauth2.client.endpoint.{suffix}": f"https://login.microsoftonline.com/{tenant}/oauth2/token",
+    }
+
+
+def configure_adls_oauth(spark: SparkSession, account: str, *, client_id: str, client_secret: str, tenant: str) -> None:
+    """Put :func:`adls_oauth_settings` into the session's conf; the client secret is hidden from
+    logs first, as the account key is (see :func:`configure_adls`)."""
+    from diabetes_spark.redaction import hide_in_logs
+
+    if not (client_id and client_secret and tenant):
+        raise InputError(f"OAuth to storage account {account!r} needs a client id, a client secret and a tenant id")
+    hide_in_logs(client_secret)
+    for key, value in adls_oauth_settings(
+        account, client_id=client_id, client_secret=client_secret, tenant=tenant
+    ).items():
+        spark.conf.set(key, value)
 
 
 def _is_missing_path(error: Exception) -> bool:

@@ -15,9 +15,12 @@
 # MAGIC | `wheel` | `` | wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed |
 # MAGIC | `secret_scope` | `diabetes-spark` | Databricks secret scope holding the secrets below |
 # MAGIC | `appinsights_secret` | `appinsights-connection-string` | secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry) |
-# MAGIC | `storage_account_secret` | `adls-account-name` | secret key: ADLS Gen2 storage account name (empty: no ADLS) |
+# MAGIC | `storage_account_secret` | `adls-account-name` | secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only) |
 # MAGIC | `storage_container_secret` | `adls-container-name` | secret key: ADLS Gen2 container name |
-# MAGIC | `storage_key_secret` | `adls-account-key` | secret key: ADLS Gen2 shared access key |
+# MAGIC | `storage_key_secret` | `adls-account-key` | secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog) |
+# MAGIC | `storage_client_id_secret` | `` | secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth) |
+# MAGIC | `storage_client_secret_secret` | `` | secret key: that service principal's client secret |
+# MAGIC | `storage_tenant_id_secret` | `` | secret key: that service principal's Entra ID tenant id |
 # MAGIC | `databricks_job_id` | `` | Databricks job id, for telemetry (the job sets {{job.id}}) |
 # MAGIC | `databricks_run_id` | `` | Databricks job run id, for telemetry (the job sets {{job.run_id}}) |
 # MAGIC | `input` | `` | table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet) |
@@ -30,6 +33,7 @@
 # MAGIC | `experiment` | `diabetes-progression` | MLflow experiment for the scoring run |
 # MAGIC | `max_reject_fraction` | `0.2` | fail before writing if more than this share of rows is rejected |
 # MAGIC | `drift_threshold` | `0.2` | population stability index above which a feature is flagged as drifted |
+# MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
 # MAGIC
 # MAGIC Off Databricks: `diabetes-spark notebook notebooks/diabetes_orchestrator_batch_score.py --widget name=value ...`
 
@@ -43,12 +47,18 @@ dbutils.widgets.text("wheel", "")
 dbutils.widgets.text("secret_scope", "diabetes-spark")
 # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
 dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")
-# secret key: ADLS Gen2 storage account name (empty: no ADLS)
+# secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only)
 dbutils.widgets.text("storage_account_secret", "adls-account-name")
 # secret key: ADLS Gen2 container name
 dbutils.widgets.text("storage_container_secret", "adls-container-name")
-# secret key: ADLS Gen2 shared access key
+# secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog)
 dbutils.widgets.text("storage_key_secret", "adls-account-key")
+# secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth)
+dbutils.widgets.text("storage_client_id_secret", "")
+# secret key: that service principal's client secret
+dbutils.widgets.text("storage_client_secret_secret", "")
+# secret key: that service principal's Entra ID tenant id
+dbutils.widgets.text("storage_tenant_id_secret", "")
 # Databricks job id, for telemetry (the job sets {{job.id}})
 dbutils.widgets.text("databricks_job_id", "")
 # Databricks job run id, for telemetry (the job sets {{job.run_id}})
@@ -73,6 +83,8 @@ dbutils.widgets.text("experiment", "diabetes-progression")
 dbutils.widgets.text("max_reject_fraction", "0.2")
 # population stability index above which a feature is flagged as drifted
 dbutils.widgets.text("drift_threshold", "0.2")
+# folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
+dbutils.widgets.text("dfs_tmpdir", "")
 
 # COMMAND ----------
 

@@ -15,9 +15,12 @@
 # MAGIC | `wheel` | `` | wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed |
 # MAGIC | `secret_scope` | `diabetes-spark` | Databricks secret scope holding the secrets below |
 # MAGIC | `appinsights_secret` | `appinsights-connection-string` | secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry) |
-# MAGIC | `storage_account_secret` | `adls-account-name` | secret key: ADLS Gen2 storage account name (empty: no ADLS) |
+# MAGIC | `storage_account_secret` | `adls-account-name` | secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only) |
 # MAGIC | `storage_container_secret` | `adls-container-name` | secret key: ADLS Gen2 container name |
-# MAGIC | `storage_key_secret` | `adls-account-key` | secret key: ADLS Gen2 shared access key |
+# MAGIC | `storage_key_secret` | `adls-account-key` | secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog) |
+# MAGIC | `storage_client_id_secret` | `` | secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth) |
+# MAGIC | `storage_client_secret_secret` | `` | secret key: that service principal's client secret |
+# MAGIC | `storage_tenant_id_secret` | `` | secret key: that service principal's Entra ID tenant id |
 # MAGIC | `databricks_job_id` | `` | Databricks job id, for telemetry (the job sets {{job.id}}) |
 # MAGIC | `databricks_run_id` | `` | Databricks job run id, for telemetry (the job sets {{job.run_id}}) |
 # MAGIC | `training_data` | `` | training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet) |
@@ -37,6 +40,7 @@
 # MAGIC | `min_rows` | `30` | minimum number of valid rows required to train |
 # MAGIC | `primary_metric` | `rmse` | metric of the champion/challenger gate (rmse, mae, r2) |
 # MAGIC | `max_reject_fraction` | `0.2` | fail before training if more than this share of rows is rejected |
+# MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
 # MAGIC
 # MAGIC Off Databricks: `diabetes-spark notebook notebooks/diabetes_orchestrator_train.py --widget name=value ...`
 
@@ -50,12 +54,18 @@ dbutils.widgets.text("wheel", "")
 dbutils.widgets.text("secret_scope", "diabetes-spark")
 # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
 dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")
-# secret key: ADLS Gen2 storage account name (empty: no ADLS)
+# secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only)
 dbutils.widgets.text("storage_account_secret", "adls-account-name")
 # secret key: ADLS Gen2 container name
 dbutils.widgets.text("storage_container_secret", "adls-container-name")
-# secret key: ADLS Gen2 shared access key
+# secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog)
 dbutils.widgets.text("storage_key_secret", "adls-account-key")
+# secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth)
+dbutils.widgets.text("storage_client_id_secret", "")
+# secret key: that service principal's client secret
+dbutils.widgets.text("storage_client_secret_secret", "")
+# secret key: that service principal's Entra ID tenant id
+dbutils.widgets.text("storage_tenant_id_secret", "")
 # Databricks job id, for telemetry (the job sets {{job.id}})
 dbutils.widgets.text("databricks_job_id", "")
 # Databricks job run id, for telemetry (the job sets {{job.run_id}})
@@ -94,6 +104,8 @@ dbutils.widgets.text("min_rows", "30")
 dbutils.widgets.text("primary_metric", "rmse")
 # fail before training if more than this share of rows is rejected
 dbutils.widgets.text("max_reject_fraction", "0.2")
+# folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
+dbutils.widgets.text("dfs_tmpdir", "")
 
 # COMMAND ----------
 

@@ -250,8 +250,8 @@ def test_reject_threshold_fails_before_writing_with_counts_and_reasons(
 def test_missing_model_version_or_alias_names_what_exists(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=rf"registered model 'nope' does not exist; registered models: .*'{MODEL}'"):
         registry.resolve_version("nope")
-    with pytest.raises(RegistryError, match=r"version 99 of model 'score_model' does not exist; versions: \['1'\]"):
+    with pytest.raises(RegistryError, match=rf"version 99 of model '{MODEL}' does not exist; versions: \['1'\]"):
         registry.resolve_version(MODEL, version="99")
-    with pytest.raises(RegistryError, match=r"alias 'gold' of model 'score_model' does not exist; .*'champion': '1'"):
+    with pytest.raises(RegistryError, match=rf"alias 'gold' of model '{MODEL}' does not exist; .*'champion': '1'"):
         _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=str(tmp_path / "o"), model_alias="gold")
     assert not (tmp_path / "o").exists()

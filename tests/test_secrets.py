@@ -64,9 +64,25 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    home = tmp_path_factory.mktemp("secrets-home")
+#: Storage routes whose secret is the sentinel: widgets naming the secrets, the secrets, the conf key that carries it.
+ROUTES = {
+    "account_key": ([], {"adls-account-key": SENTINEL}, f"fs.azure.account.key.{ACCOUNT}.dfs.core.windows.net"),
+    "oauth": (
+        [
+            "storage_client_id_secret=adls-client-id",
+            "storage_client_secret_secret=adls-client-secret",
+            "storage_tenant_id_secret=adls-tenant-id",
+        ],
+        {"adls-client-id": "0f0e0d0c-client-id", "adls-client-secret": SENTINEL, "adls-tenant-id": "tenant-guid"},
+        f"fs.azure.account.oauth2.client.secret.{ACCOUNT}.dfs.core.windows.net",
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ROUTES))
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    widgets, planted, conf_key = ROUTES[request.param]
+    home = tmp_path_factory.mktemp(f"secrets-home-{request.param}")
     events = home / "spark-events"
     events.mkdir()
     bad = home / "bad_batch.csv"
@@ -77,6 +93,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     score += ["--widget", f"output={home / 'predictions'}"]
     failing = ["notebook", str(notebooks / NOTEBOOKS["score"]), "--widget", f"input={bad}"]
     failing += ["--widget", f"output={home / 'predictions'}"]
+    train, score, failing = ([*run, *(a for w in widgets for a in ("--widget", w))] for run in (train, score, failing))
     with Collector() as collector:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "APPLICATIONINSIGHTS_"))}
         env.update(
@@ -84,7 +101,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 "DIABETES_SPARK_HOME": str(home),
                 secret_env_name(SCOPE, "adls-account-name"): ACCOUNT,
                 secret_env_name(SCOPE, "adls-container-name"): "lake",
-                secret_env_name(SCOPE, "adls-account-key"): SENTINEL,
+                **{secret_env_name(SCOPE, key): value for key, value in planted.items()},
                 secret_env_name(SCOPE, "appinsights-connection-string"): collector.connection_string(),
                 "PYTHONPATH": str(ROOT),
             }
@@ -100,7 +117,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         assert collector.wait_for(lambda: len(collector.of_type("Request")) >= 3)
         bodies = list(collector.bodies)
         envelopes = list(collector.envelopes)
-    return {"home": home, "events": events, "done": done, "bodies": bodies, "envelopes": envelopes}
+    return {
+        "home": home,
+        "events": events,
+        "done": done,
+        "bodies": bodies,
+        "envelopes": envelopes,
+        "conf_key": conf_key,
+    }
 
 
 @pytest.mark.slow
@@ -110,7 +134,7 @@ def test_the_runs_really_used_the_secret_and_one_failed(runs: dict) -> None:
     assert "SchemaError" in done.stderr and "missing required column" in done.stderr
     # The key reached Spark (its conf is in the event log, redacted) and telemetry ran for all three.
     events = "\n".join(p.read_text(errors="replace") for p in _files(runs["events"]))
-    assert f"fs.azure.account.key.{ACCOUNT}.dfs.core.windows.net" in events
+    assert runs["conf_key"] in events
     assert "*********(redacted)" in events
     names = {e["data"]["baseData"].get("name") for e in runs["envelopes"] if e["name"].endswith(".Request")}
     assert names == {"Train_Orchestrator", "Batch_Score_Orchestrator"}

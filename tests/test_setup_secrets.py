@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +34,23 @@ VALUES = {
     "ADLS_CONTAINER_NAME": "planted-container",
     "ADLS_ACCOUNT_KEY": "cGxhbnRlZC1hY2NvdW50LWtleS12YWx1ZQ==PLANTED",
 }
+#: A service principal for OAuth to ADLS Gen2 (its key names are empty by default: not put unless named).
+OAUTH_VALUES = {
+    "AZURE_CLIENT_ID": "0badc0de-1111-4222-8333-444455556666",
+    "AZURE_CLIENT_SECRET": "Pl4nted~ClientSecret.Value_0123456789",
+    "AZURE_TENANT_ID": "7e57e57e-aaaa-4bbb-8ccc-ddddeeeeffff",
+}
+OAUTH_FLAGS = (
+    "--storage-client-id-secret",
+    "adls-client-id",
+    "--storage-client-secret-secret",
+    "adls-client-secret",
+    "--storage-tenant-id-secret",
+    "adls-tenant-id",
+)
 DEFAULT_KEYS = params.widget_defaults(params.NotebookParams)
+#: The fields setup-secrets puts with its default key names (the OAuth ones default to "": skipped).
+DEFAULT_FIELDS = [f for f in secrets.SECRET_ENVIRONMENT if DEFAULT_KEYS[f]]
 
 
 class Workspace:
@@ -116,7 +134,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith(("DATABRICKS_", "ARM_")) or name in VALUES:
+        if name.startswith(("DATABRICKS_", "ARM_", "AZURE_")) or name in VALUES:
             monkeypatch.delenv(name)
     monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-databrickscfg"))
     monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
@@ -129,7 +147,7 @@ def _args(host: str, *extra: str) -> argparse.Namespace:
 
 
 def _assert_no_value_leaked(text: str) -> None:
-    for value in VALUES.values():
+    for value in [*VALUES.values(), *OAUTH_VALUES.values()]:
         assert value not in text
 
 
@@ -150,13 +168,27 @@ def test_creates_the_scope_and_puts_the_four_secrets_from_the_environment(
 
     summary = secrets.run(_args(host, "--no-prompt"))
 
-    keys = [DEFAULT_KEYS[f] for f in secrets.SECRET_ENVIRONMENT]
+    assert DEFAULT_FIELDS == [
+        "appinsights_secret",
+        "storage_account_secret",
+        "storage_container_secret",
+        "storage_key_secret",
+    ]
+    keys = [DEFAULT_KEYS[f] for f in DEFAULT_FIELDS]
     assert state.requests == [
         ("GET", "/api/2.0/secrets/scopes/list", None),
         ("POST", "/api/2.0/secrets/scopes/create", {"scope": "diabetes-spark"}),
         *[
-            ("POST", "/api/2.0/secrets/put", {"scope": "diabetes-spark", "key": key, "string_value": VALUES[env]})
-            for key, (env, _) in zip(keys, secrets.SECRET_ENVIRONMENT.values())
+            (
+                "POST",
+                "/api/2.0/secrets/put",
+                {
+                    "scope": "diabetes-spark",
+                    "key": DEFAULT_KEYS[f],
+                    "string_value": VALUES[secrets.SECRET_ENVIRONMENT[f][0]],
+                },
+            )
+            for f in DEFAULT_FIELDS
         ],
     ]
     assert summary == {
@@ -375,6 +407,140 @@ def test_the_module_command_prints_one_json_summary(
 
     out, err = capsys.readouterr()
     assert code == 0
-    assert json.loads(out)["keys"] == [DEFAULT_KEYS[f] for f in secrets.SECRET_ENVIRONMENT]
+    assert json.loads(out)["keys"] == [DEFAULT_KEYS[f] for f in DEFAULT_FIELDS]
     assert {scope for scope, _ in state.secrets} == {"team"}
     _assert_no_value_leaked(out + err)
+
+
+def test_oauth_secrets_are_put_under_the_key_names_given_and_never_shown(
+    workspace: tuple[Workspace, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state, host = workspace
+    for name, value in {**VALUES, **OAUTH_VALUES}.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.DEBUG)
+
+    # The OAuth route: no account key (an empty key name skips it).
+    summary = secrets.run(_args(host, "--no-prompt", *OAUTH_FLAGS, "--storage-key-secret", ""))
+
+    assert summary["keys"] == [
+        DEFAULT_KEYS["appinsights_secret"],
+        DEFAULT_KEYS["storage_account_secret"],
+        DEFAULT_KEYS["storage_container_secret"],
+        "adls-client-id",
+        "adls-client-secret",
+        "adls-tenant-id",
+    ]
+    assert state.secrets[("diabetes-spark", "adls-client-id")] == OAUTH_VALUES["AZURE_CLIENT_ID"]
+    assert state.secrets[("diabetes-spark", "adls-client-secret")] == OAUTH_VALUES["AZURE_CLIENT_SECRET"]
+    assert state.secrets[("diabetes-spark", "adls-tenant-id")] == OAUTH_VALUES["AZURE_TENANT_ID"]
+    assert ("diabetes-spark", DEFAULT_KEYS["storage_key_secret"]) not in state.secrets
+    assert "**REDACTED**" in _log_text(caplog)
+    out, err = capfd.readouterr()
+    for text in (out, err, _log_text(caplog), json.dumps(summary)):
+        _assert_no_value_leaked(text)
+
+
+def test_the_oauth_secrets_are_skipped_by_default_and_without_an_account(
+    workspace: tuple[Workspace, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, host = workspace
+    for name, value in {**VALUES, **OAUTH_VALUES}.items():
+        monkeypatch.setenv(name, value)
+    for field in ("storage_client_id_secret", "storage_client_secret_secret", "storage_tenant_id_secret"):
+        assert DEFAULT_KEYS[field] == ""
+
+    assert "adls-client-id" not in secrets.run(_args(host, "--no-prompt"))["keys"]
+    summary = secrets.run(_args(host, "--no-prompt", *OAUTH_FLAGS, "--storage-account-secret", ""))
+
+    assert summary["keys"] == [DEFAULT_KEYS["appinsights_secret"]]
+    assert not any(key.startswith("adls-client") or key == "adls-tenant-id" for _, key in state.secrets)
+
+
+def test_only_some_oauth_key_names_is_an_error_before_contacting_the_workspace(
+    workspace: tuple[Workspace, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, host = workspace
+    for name, value in {**VALUES, **OAUTH_VALUES}.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigurationError, match="OAuth to ADLS Gen2 needs all three of") as info:
+        secrets.run(_args(host, "--no-prompt", "--storage-client-id-secret", "adls-client-id"))
+    for flag in OAUTH_FLAGS[::2]:
+        assert flag in str(info.value)
+    assert state.requests == []
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("AZURE_CLIENT_ID", "my-app", "AZURE_CLIENT_ID is not an application (client) id"),
+        ("AZURE_TENANT_ID", "tenant_Planted!", "AZURE_TENANT_ID is not a tenant id"),
+    ],
+)
+def test_implausible_oauth_values_fail_without_repeating_them(
+    workspace: tuple[Workspace, str], monkeypatch: pytest.MonkeyPatch, env: str, value: str, message: str
+) -> None:
+    state, host = workspace
+    for name, planted in {**VALUES, **OAUTH_VALUES}.items():
+        monkeypatch.setenv(name, planted)
+    monkeypatch.setenv(env, value)
+
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as info:
+        secrets.run(_args(host, "--no-prompt", *OAUTH_FLAGS))
+    assert value not in str(info.value)
+    assert not state.secrets
+
+
+def test_a_tenant_given_as_a_domain_is_accepted(
+    workspace: tuple[Workspace, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, host = workspace
+    for name, value in {**VALUES, **OAUTH_VALUES}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AZURE_TENANT_ID", "contoso.onmicrosoft.com")
+
+    secrets.run(_args(host, "--no-prompt", *OAUTH_FLAGS))
+
+    assert state.secrets[("diabetes-spark", "adls-tenant-id")] == "contoso.onmicrosoft.com"
+
+
+def test_the_client_secret_is_redacted_from_a_workspace_error(
+    workspace: tuple[Workspace, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, host = workspace
+    for name, value in {**VALUES, **OAUTH_VALUES}.items():
+        monkeypatch.setenv(name, value)
+    secret = OAUTH_VALUES["AZURE_CLIENT_SECRET"]
+    original = state.handle
+
+    def echo_the_secret(method: str, path: str, headers: Any, body: Any) -> tuple[int, dict[str, Any]]:
+        if path == "/api/2.0/secrets/put" and body["key"] == "adls-client-secret":
+            return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": f"bad value {secret} for key"}
+        return original(method, path, headers, body)
+
+    monkeypatch.setattr(state, "handle", echo_the_secret)
+    with pytest.raises(ConfigurationError, match="could not put secret 'adls-client-secret'") as info:
+        secrets.run(_args(host, "--no-prompt", *OAUTH_FLAGS))
+    assert secret not in str(info.value)
+    assert "bad value" in str(info.value)
+
+
+def test_without_databricks_sdk_it_says_to_install_the_deploy_extra(
+    workspace: tuple[Workspace, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state, host = workspace
+    for name, value in VALUES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(sys.modules, "databricks.sdk", None)  # import fails as if it were not installed
+
+    with pytest.raises(ConfigurationError, match=re.escape("pip install 'diabetes_spark[deploy]'")):
+        secrets.run(_args(host, "--no-prompt"))
+    assert cli.main(["setup-secrets", "--scope", "s", "--host", host, "--no-prompt"]) == 2
+    assert "pip install 'diabetes_spark[deploy]'" in capsys.readouterr().err
+    assert state.requests == []

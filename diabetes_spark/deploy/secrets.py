@@ -1,9 +1,16 @@
 """``diabetes-spark setup-secrets``: the Databricks secret scope and the project's secrets.
 
 Creates the scope if it is missing and puts the App Insights connection string and the ADLS Gen2
-account name, container name and key, read from the environment (:data:`SECRET_ENVIRONMENT`) or
-prompted for without echo. Values are checked before anything is stored, and neither the summary
-nor an error message ever repeats one: they name keys and environment variables instead.
+secrets of the storage route a deployment chose: the account and container names with the shared
+account key (the legacy route) and/or a service principal's client id, client secret and tenant id
+(OAuth). Values are read from the environment (:data:`SECRET_ENVIRONMENT`) or prompted for without
+echo, checked before anything is stored, and neither the summary nor an error message ever repeats
+one: they name keys and environment variables instead. A secret whose key name is empty is skipped;
+the OAuth key names are empty by default, and with no account name no storage secret is put (the
+Unity Catalog route needs none).
+
+It needs databricks-sdk, which is not installed with the wheel (on a Databricks 15.4 runtime it
+would upgrade protobuf under MLflow): ``pip install 'diabetes_spark[deploy]'``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from diabetes_spark import params
+from diabetes_spark.deploy.bundle import import_deploy_module
 from diabetes_spark.errors import ConfigurationError, one_line
 from diabetes_spark.redaction import Redactor
 from diabetes_spark.telemetry.config import parse_connection_string
@@ -34,11 +42,17 @@ SECRET_ENVIRONMENT: dict[str, tuple[str, str]] = {
     "storage_account_secret": ("ADLS_ACCOUNT_NAME", "ADLS Gen2 storage account name"),
     "storage_container_secret": ("ADLS_CONTAINER_NAME", "ADLS Gen2 container name"),
     "storage_key_secret": ("ADLS_ACCOUNT_KEY", "ADLS Gen2 storage account key"),
+    "storage_client_id_secret": ("AZURE_CLIENT_ID", "service principal application (client) id for ADLS Gen2"),
+    "storage_client_secret_secret": ("AZURE_CLIENT_SECRET", "service principal client secret for ADLS Gen2"),
+    "storage_tenant_id_secret": ("AZURE_TENANT_ID", "Entra ID tenant id of that service principal"),
 }
-_STORAGE_FIELDS = ("storage_account_secret", "storage_container_secret", "storage_key_secret")
+_OAUTH_FIELDS = ("storage_client_id_secret", "storage_client_secret_secret", "storage_tenant_id_secret")
+_STORAGE_FIELDS = ("storage_account_secret", "storage_container_secret", "storage_key_secret", *_OAUTH_FIELDS)
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")  # secret scope and key names (Secrets API rule)
 _ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _CONTAINER = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_DOMAIN = re.compile(r"(?=.{4,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 _DEFAULT_TIMEOUT_SECONDS = 30.0
 _ERROR_LIMIT = 300  # characters of an SDK error quoted in a message
 
@@ -84,9 +98,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         (key name -> ``environment`` or ``prompt``).
 
     Raises:
-        ConfigurationError: A bad scope or key name, a value missing with ``--no-prompt`` (or with no
-            terminal to prompt on), an implausible value, or no workspace reachable or authorised.
+        ConfigurationError: databricks-sdk not installed, a bad scope or key name, only some of the
+            OAuth key names, a value missing with ``--no-prompt`` (or with no terminal to prompt on),
+            an implausible value, or no workspace reachable or authorised.
     """
+    import_deploy_module("databricks.sdk", "setup-secrets")
     scope = _check_name("scope", args.scope)
     wanted = _wanted_keys(args)
     values = {field: os.environ.get(SECRET_ENVIRONMENT[field][0], "").strip() for field in wanted}
@@ -138,6 +154,10 @@ def _wanted_keys(args: argparse.Namespace) -> dict[str, str]:
     names = {f: (getattr(args, f, None) or "").strip() for f in SECRET_ENVIRONMENT}
     if not names["storage_account_secret"]:
         names.update({f: "" for f in _STORAGE_FIELDS})
+    oauth = [f for f in _OAUTH_FIELDS if names[f]]
+    if oauth and len(oauth) != len(_OAUTH_FIELDS):
+        flags = ", ".join("--" + f.replace("_", "-") for f in _OAUTH_FIELDS)
+        raise ConfigurationError(f"OAuth to ADLS Gen2 needs all three of {flags}: name every key or none")
     wanted = {f: _check_name(f"--{f.replace('_', '-')}", key) for f, key in names.items() if key}
     if not wanted:
         raise ConfigurationError("every secret key name is empty: nothing to put")
@@ -173,6 +193,14 @@ def _check_values(values: Mapping[str, str]) -> None:
     if container is not None and not _CONTAINER.fullmatch(container):
         raise ConfigurationError(
             "ADLS_CONTAINER_NAME is not a container name (3-63 lowercase letters, digits and single hyphens)"
+        )
+    client_id = values.get("storage_client_id_secret")
+    if client_id is not None and not _GUID.fullmatch(client_id):
+        raise ConfigurationError("AZURE_CLIENT_ID is not an application (client) id (a GUID)")
+    tenant = values.get("storage_tenant_id_secret")
+    if tenant is not None and not (_GUID.fullmatch(tenant) or _DOMAIN.fullmatch(tenant)):
+        raise ConfigurationError(
+            "AZURE_TENANT_ID is not a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com)"
         )
 
 
