@@ -41,6 +41,11 @@ DEFAULT_EXPERIMENT = "diabetes-progression"
 DEFAULT_MODEL_NAME = "diabetes_progression"
 
 P = TypeVar("P")
+#: Help of ``dfs_tmpdir``, a parameter of both jobs that load or log a model.
+DFS_TMPDIR_HELP = (
+    "folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard "
+    "access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)"
+)
 BATCH_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
@@ -124,11 +129,7 @@ class TrainParams(_Common):
     min_rows: int = _param(30, "minimum number of valid rows required to train")
     primary_metric: str = _param("rmse", "metric of the champion/challenger gate", choices=PRIMARY_METRICS)
     max_reject_fraction: float = _param(0.2, "fail before training if more than this share of rows is rejected")
-    dfs_tmpdir: str = _param(
-        "",
-        "folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard "
-        "access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)",
-    )
+    dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
 
     def __post_init__(self) -> None:
         _check_required("training_data", self.training_data)
@@ -159,11 +160,7 @@ class ScoreParams(_Common):
     experiment: str = _param(DEFAULT_EXPERIMENT, "MLflow experiment for the scoring run")
     max_reject_fraction: float = _param(0.2, "fail before writing if more than this share of rows is rejected")
     drift_threshold: float = _param(0.2, "population stability index above which a feature is flagged as drifted")
-    dfs_tmpdir: str = _param(
-        "",
-        "folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard "
-        "access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)",
-    )
+    dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
 
     def __post_init__(self) -> None:
         _check_required("input", self.input)

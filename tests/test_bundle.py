@@ -25,7 +25,7 @@ from databricks.bundles.jobs import Job
 
 from diabetes_spark import __version__, cli, params
 from diabetes_spark.deploy import bundle as deploy_bundle  # `bundle` is the fixture below
-from diabetes_spark.deploy import cron, secrets
+from diabetes_spark.deploy import cron, models, secrets
 from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 from diabetes_spark.session import JOB_SPARK_CONF
@@ -168,7 +168,7 @@ def test_an_unknown_field_or_a_wrong_type_fails_the_typed_models(
     raw: dict[str, dict[str, dict[str, Any]]], kind: str, change: Any, message: str
 ) -> None:
     model = {"jobs": Job, "experiments": MlflowExperiment}[kind]
-    check = {"jobs": deploy_bundle.check_job_settings, "experiments": deploy_bundle.check_experiment}[kind]
+    check = {"jobs": models.check_job_settings, "experiments": models.check_experiment}[kind]
     for key, spec in raw[kind].items():
         broken = copy.deepcopy(spec)
         change(broken)
@@ -184,7 +184,7 @@ def test_every_substituted_job_passes_the_typed_model_without_losing_a_field(
     resolved: dict[str, dict[str, dict[str, Any]]], target: str
 ) -> None:
     for key, spec in resolved[target].items():
-        job = deploy_bundle.check_job_settings(spec, where=key)
+        job = models.check_job_settings(spec, where=key)
         assert isinstance(job, Job)
         assert job.as_dict() == spec
         assert "${" not in json.dumps(spec), f"unresolved variable in {key}"
@@ -200,7 +200,7 @@ def test_a_misspelt_field_or_enum_value_fails_the_model_check(resolved: dict[str
         spec = copy.deepcopy(resolved["prod"]["diabetes_batch_scoring"])
         change(spec)
         with pytest.raises(ConfigurationError) as info:
-            deploy_bundle.check_job_settings(spec, where="scoring")
+            models.check_job_settings(spec, where="scoring")
         assert expected.split(".")[-1] in str(info.value)
         assert str(info.value).startswith("scoring is not a valid job: ")
 
@@ -537,7 +537,7 @@ def test_jobs_json_route_writes_the_same_jobs(
     assert set(written) == {f"{k}{suffix}" for k in JOB_KEYS for suffix in (".json", ".permissions.json")}
     for key in JOB_KEYS:
         assert written[f"{key}.json"] == resolved["prod"][key]
-        deploy_bundle.check_job_settings(written[f"{key}.json"], where=key)
+        models.check_job_settings(written[f"{key}.json"], where=key)
         acl = written[f"{key}.permissions.json"]["access_control_list"]
         assert {"group_name": "ml-ops", "permission_level": "CAN_MANAGE_RUN"} in acl
 

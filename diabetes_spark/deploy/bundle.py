@@ -18,61 +18,30 @@ checks those).
 from __future__ import annotations
 
 import argparse
-import copy
-import importlib
 import json
-import re
-from collections.abc import Mapping, Sequence
-from functools import partial
-from pathlib import Path, PurePosixPath
-from types import ModuleType
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from diabetes_spark.deploy.cron import validate_quartz_cron
+from diabetes_spark.deploy.models import check_job_permission, check_job_settings, import_deploy_module
+from diabetes_spark.deploy.references import context as _context
+from diabetes_spark.deploy.references import substitute as _substitute
+from diabetes_spark.deploy.references import target_setting as _target_setting
+from diabetes_spark.deploy.uploads import upload_paths as _upload_paths
+from diabetes_spark.deploy.uploads import workspace_notebook as _workspace_notebook
 from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.params import parse_assignments
 
-__all__ = [
-    "DEPLOY_EXTRA",
-    "HELP",
-    "add_arguments",
-    "check_experiment",
-    "check_job_settings",
-    "import_deploy_module",
-    "job_permissions",
-    "job_settings",
-    "load_bundle",
-    "run",
-    "write_jobs_json",
-]
+__all__ = ["HELP", "add_arguments", "job_permissions", "job_settings", "load_bundle", "run", "write_jobs_json"]
 
 HELP = "write the bundle's jobs as Jobs API 2.1 JSON, one file per job"
 
-#: How to install what the deploy-time commands need (databricks-sdk, databricks-bundles, pyyaml).
-DEPLOY_EXTRA = "pip install 'diabetes_spark[deploy]'"
-
-_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
-_NOTEBOOK_SUFFIXES = (".py", ".ipynb", ".sql", ".scala", ".r", ".R")
 #: The resource types jobs-json reads; each entry carries its source file under ``__file__``.
 _RESOURCE_TYPES = ("jobs", "experiments")
 #: Bundle-level permission level -> job permission level (what the Databricks CLI maps them to).
 _JOB_LEVELS = {"CAN_MANAGE": "CAN_MANAGE", "CAN_RUN": "CAN_MANAGE_RUN", "CAN_VIEW": "CAN_VIEW"}
 _PRINCIPALS = ("user_name", "group_name", "service_principal_name")
-#: The folder under ``workspace.artifact_path`` the CLI uploads local libraries to.
-_INTERNAL = ".internal"
-_WHEEL = re.compile(r"(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl")
-
-
-def import_deploy_module(name: str, purpose: str) -> ModuleType:
-    """Import ``name``, one of the ``deploy`` extra's packages.
-
-    Raises:
-        ConfigurationError: It is not installed; the message says how to install the extra.
-    """
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        raise ConfigurationError(f"{purpose} needs {e.name or name}, which is not installed: {DEPLOY_EXTRA}") from e
 
 
 def load_bundle(root: str | Path = ".") -> dict[str, Any]:
@@ -185,7 +154,6 @@ def job_permissions(
         context,
         where=f"target {target!r}.permissions",
     )
-    jobs = import_deploy_module("databricks.bundles.jobs", "checking the bundle")
     acl = []
     for i, entry in enumerate(entries):
         level = entry.get("level")
@@ -197,206 +165,10 @@ def job_permissions(
         principal = {k: entry[k] for k in _PRINCIPALS if entry.get(k)}
         if len(principal) != 1:
             raise ConfigurationError(f"target {target!r}.permissions[{i}] must name exactly one of {_PRINCIPALS}")
-        try:
-            jobs.JobPermission.from_dict({**principal, "level": _JOB_LEVELS[level]})
-        except (ValueError, TypeError) as e:
-            raise ConfigurationError(f"target {target!r}.permissions[{i}]: {e}") from e
+        check_job_permission({**principal, "level": _JOB_LEVELS[level]}, where=f"target {target!r}.permissions[{i}]")
         if user is None or user not in principal.values():
             acl.append({**principal, "permission_level": _JOB_LEVELS[level]})
     return acl
-
-
-def _target_setting(bundle: Mapping[str, Any], target: str, name: str) -> Any:
-    """A top-level setting (``run_as``, ``permissions``) of ``target``, else of the bundle."""
-    target_config = (bundle.get("targets") or {}).get(target) or {}
-    return target_config.get(name) if target_config.get(name) is not None else bundle.get(name)
-
-
-def _context(
-    bundle: Mapping[str, Any], target: str, *, user: str | None, root_path: str | None, variables: Mapping[str, str]
-) -> dict[str, str | None]:
-    """Name -> value of every reference a job may use (``None``: known but not given)."""
-    targets = bundle.get("targets") or {}
-    if target not in targets:
-        raise ConfigurationError(f"no target {target!r} in databricks.yml; targets: {', '.join(targets)}")
-    declared = bundle.get("variables") or {}
-    unknown = sorted(set(variables) - set(declared))
-    if unknown:
-        raise ConfigurationError(f"unknown bundle variable(s) {unknown}; declared: {sorted(declared)}")
-    target_config = targets[target] or {}
-    if target_config.get("resources"):
-        raise ConfigurationError(f"target {target!r} overrides resources: jobs-json supports variables only")
-    name = bundle["bundle"]["name"]
-    context: dict[str, str | None] = {
-        "bundle.name": name,
-        "bundle.target": target,
-        "workspace.current_user.userName": user,
-    }
-    for var, spec in declared.items():
-        override = (target_config.get("variables") or {}).get(var)
-        if isinstance(override, Mapping):
-            override = override.get("default")
-        value = variables.get(var, override if override is not None else (spec or {}).get("default"))
-        context[f"var.{var}"] = None if value is None else str(value)
-    workspace = target_config.get("workspace") or {}
-    root = root_path or workspace.get("root_path") or f"~/.bundle/{name}/{target}"
-    if root.startswith("~/"):
-        root = "/Users/${workspace.current_user.userName}" + root[1:]
-    context["workspace.root_path"] = root if root.startswith("/Workspace/") else "/Workspace" + root
-    context["workspace.file_path"] = workspace.get("file_path") or "${workspace.root_path}/files"
-    context["workspace.artifact_path"] = workspace.get("artifact_path") or "${workspace.root_path}/artifacts"
-    for _ in range(len(context)):  # values may refer to each other; each round resolves one level
-        context = {
-            k: None if v is None else _REFERENCE.sub(partial(_lookup, context=context), v) for k, v in context.items()
-        }
-    for key, experiment in bundle["resources"]["experiments"].items():
-        spec = _substitute(
-            {k: v for k, v in experiment.items() if k != "__file__"}, context, where=f"experiment {key!r}"
-        )
-        check_experiment(spec, where=f"experiment {key!r}")
-        context[f"resources.experiments.{key}.name"] = spec["name"]
-    return context
-
-
-def _lookup(match: re.Match[str], *, context: Mapping[str, str | None]) -> str:
-    """The value of one ``${name}`` reference, or the reference itself while it has none yet."""
-    value = context.get(match.group(1))
-    return match.group(0) if value is None else value
-
-
-def _substitute(value: Any, context: Mapping[str, str | None], *, where: str) -> Any:
-    """``value`` with every ``${...}`` replaced (``{{job.id}}``-style references are the Jobs service's)."""
-    if isinstance(value, Mapping):
-        return {k: _substitute(v, context, where=f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, context, where=f"{where}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return copy.deepcopy(value)
-    for name in _REFERENCE.findall(value):
-        if name not in context:
-            raise ConfigurationError(f"{where}: unknown reference ${{{name}}}")
-    text = _REFERENCE.sub(partial(_lookup, context=context), value)
-    unresolved = _REFERENCE.findall(text)
-    if unresolved:
-        names = ", ".join("${" + n + "}" for n in unresolved)
-        raise ConfigurationError(f"{where}: no value for {names}: {_how_to_set(unresolved)}")
-    return text
-
-
-def _how_to_set(names: Sequence[str]) -> str:
-    """What to pass or set to give each reference in ``names`` a value."""
-    hints = []
-    for name in names:
-        if name.startswith("var."):
-            hints.append(f"pass --var {name[4:]}=VALUE")
-        elif name == "workspace.current_user.userName":
-            hints.append("pass --user (the identity that deploys and owns the jobs)")
-        else:
-            hints.append(f"set {name}")
-    return "; ".join(dict.fromkeys(hints))
-
-
-def _workspace_notebook(root: Path, source: Path, relative: str, context: Mapping[str, str | None]) -> str:
-    """A notebook path relative to its YAML file, as the workspace path the bundle would deploy it to."""
-    local = (source / relative).resolve()
-    if not local.is_file():
-        raise ConfigurationError(f"notebook {relative!r} (from {source}) does not exist: {local}")
-    rel = PurePosixPath(local.relative_to(root).as_posix())
-    if rel.suffix in _NOTEBOOK_SUFFIXES:
-        rel = rel.with_suffix("")
-    return f"{context['workspace.file_path']}/{rel}"
-
-
-def _is_local(path: str) -> bool:
-    """Whether a library path names a local file (relative), not a workspace, volume or remote one."""
-    return not path.startswith("/") and ":" not in path
-
-
-def _upload_paths(
-    source: Path, libraries: list[dict[str, Any]], context: Mapping[str, str | None], *, where: str
-) -> list[dict[str, Any]]:
-    """``libraries`` with each local ``whl``/``jar`` glob replaced by the uploaded files the CLI would name.
-
-    As ``bundle deploy`` does: the glob is relative to the YAML file, it must match a file, only the
-    newest version of each wheel's distribution is kept, and each file is named by its upload path
-    ``<artifact_path>/.internal/<file name>``.
-    """
-    out = []
-    for library in libraries:
-        kind = next((k for k in ("whl", "jar") if k in library), None)
-        if kind is None or not _is_local(str(library[kind])):
-            out.append(library)
-            continue
-        pattern = str(library[kind])
-        matches = sorted(p for p in source.glob(pattern) if p.is_file())
-        if not matches:
-            raise ConfigurationError(
-                f"{where}: no file matches {pattern!r} (relative to {source}): build the wheel first "
-                "(python -m build --wheel --outdir dist .)"
-            )
-        for path in _newest_wheels(matches) if kind == "whl" else matches:
-            out.append({**library, kind: f"{context['workspace.artifact_path']}/{_INTERNAL}/{path.name}"})
-    return out
-
-
-def _newest_wheels(paths: Sequence[Path]) -> list[Path]:
-    """For each distribution among ``paths``, its wheel of the highest version (others kept as they are)."""
-    best: dict[str, Path] = {}
-    out: list[Path] = []
-    for path in paths:
-        match = _WHEEL.fullmatch(path.name)
-        if not match:
-            out.append(path)
-            continue
-        name = match["name"]
-        if name not in best:
-            best[name] = path
-            out.append(path)
-        elif _version_key(match["version"]) > _version_key(_WHEEL.fullmatch(best[name].name)["version"]):
-            out[out.index(best[name])] = path
-            best[name] = path
-    return out
-
-
-def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
-    """A version's numeric chunks compared as numbers, other chunks as text (the CLI's heuristic)."""
-    return tuple((0, int(c), "") if c.isdigit() else (1, 0, c) for c in re.findall(r"\d+|\D+", version))
-
-
-def check_job_settings(spec: Mapping[str, Any], *, where: str = "job") -> Any:
-    """Check ``spec`` with ``databricks-bundles``' typed job model.
-
-    ``databricks.bundles.jobs.Job.from_dict`` rejects unknown fields (``Unexpected field ...``),
-    values outside an enum and values of the wrong type; databricks-sdk's ``JobSettings.from_dict``
-    would silently drop them.
-
-    Returns:
-        The ``databricks.bundles.jobs.Job``.
-
-    Raises:
-        ConfigurationError: Naming ``where`` and what the model rejected.
-    """
-    jobs = import_deploy_module("databricks.bundles.jobs", "checking the bundle")
-    try:
-        return jobs.Job.from_dict(copy.deepcopy(dict(spec)))
-    except (ValueError, TypeError) as e:
-        raise ConfigurationError(f"{where} is not a valid job: {e}") from e
-
-
-def check_experiment(spec: Mapping[str, Any], *, where: str = "experiment") -> Any:
-    """Check ``spec`` with ``databricks-bundles``' typed MLflow experiment model.
-
-    Returns:
-        The ``databricks.bundles.experiments.MlflowExperiment``.
-
-    Raises:
-        ConfigurationError: Naming ``where`` and what the model rejected.
-    """
-    experiments = import_deploy_module("databricks.bundles.experiments", "checking the bundle")
-    try:
-        return experiments.MlflowExperiment.from_dict(copy.deepcopy(dict(spec)))
-    except (ValueError, TypeError) as e:
-        raise ConfigurationError(f"{where} is not a valid MLflow experiment: {e}") from e
 
 
 def write_jobs_json(

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from diabetes_spark import params
-from diabetes_spark.deploy.bundle import import_deploy_module
+from diabetes_spark.deploy.models import import_deploy_module
 from diabetes_spark.errors import ConfigurationError, one_line
 from diabetes_spark.redaction import Redactor
 from diabetes_spark.telemetry.config import parse_connection_string
