@@ -1,5 +1,6 @@
-"""Build the diabetes_spark wheel. The JSON table schemas live once, in the top-level ``schemas/``
-folder, and travel inside the wheel as the data package ``diabetes_spark._schemas``."""
+"""Build the diabetes_spark wheel. The JSON table schemas and the two notebooks live once, in the
+top-level ``schemas/`` and ``notebooks/`` folders, and travel inside the wheel as the data packages
+``diabetes_spark._schemas`` and ``diabetes_spark._notebooks``."""
 
 from __future__ import annotations
 
@@ -36,12 +37,17 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[*find_packages(include=["diabetes_spark", "diabetes_spark.*"]), "diabetes_spark._schemas"],
-    package_dir={"diabetes_spark._schemas": "schemas"},
+    packages=[
+        *find_packages(include=["diabetes_spark", "diabetes_spark.*"]),
+        "diabetes_spark._schemas",
+        "diabetes_spark._notebooks",
+    ],
+    package_dir={"diabetes_spark._schemas": "schemas", "diabetes_spark._notebooks": "notebooks"},
     package_data={
         "diabetes_spark": ["py.typed"],
         "diabetes_spark.data": ["*.csv"],
         "diabetes_spark._schemas": ["*.json"],
+        "diabetes_spark._notebooks": ["*.py"],
     },
     # What a Databricks ML runtime may lack; pyspark, delta-spark, mlflow and pandas come with it. Nothing
     # deploy-time: databricks-sdk would upgrade protobuf under the runtime's MLflow (it breaks DBR 15.4).

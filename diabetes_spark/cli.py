@@ -95,7 +95,7 @@ def _demo(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
 
     from diabetes_spark.notebook import run_demo
 
-    return run_demo(_spark(conf), notebooks=Path(args.notebooks))
+    return run_demo(_spark(conf), notebooks=Path(args.notebooks) if args.notebooks else None)
 
 
 _JOBS: dict[str, tuple[type, Command, tuple[str, ...], str]] = {
@@ -139,14 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command, help=help_text, description=help_text)
         _add_params(p, cls, required=required)
         p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+        _add_quiet(p)
 
     p = sub.add_parser("notebook", help="run a Databricks source notebook locally, cell by cell")
-    p.add_argument("path", help="the notebook (.py, Databricks source format)")
+    p.add_argument(
+        "path", help="the notebook (.py, Databricks source format); 'train' or 'score' for the ones in the wheel"
+    )
     p.add_argument("--widget", action="append", default=[], metavar="NAME=VALUE", help="set a widget (repeatable)")
     p.add_argument("--json", action="store_true", help="print the notebook's exit value as one JSON line")
+    _add_quiet(p)
 
     p = sub.add_parser("demo", help="the whole loop on the sample data through the two notebooks")
-    p.add_argument("--notebooks", default="notebooks", help="folder holding the two notebooks (default: notebooks)")
+    p.add_argument("--notebooks", help="folder holding the two notebooks (default: the ones shipped with the package)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
 
     for command, module in _DEPLOY.items():
@@ -154,6 +158,34 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     return parser
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress on stderr: no line per step, no Spark progress bar"
+    )
+
+
+class _ConsoleFormat(logging.Formatter):
+    """Progress lines as they are (``score: write 38 rows ... 1.2 s``); warnings and errors with
+    their level and logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {super().format(record)}"
+
+
+def _configure_logging(quiet: bool) -> None:
+    """Each job step's start and end on stderr (INFO of the job components) unless ``quiet``;
+    everything else at WARNING, or at INFO with ``$DIABETES_SPARK_DEBUG``."""
+    from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ConsoleFormat())
+    logging.basicConfig(level=logging.INFO if os.environ.get(ENV_DEBUG) else logging.WARNING, handlers=[handler])
+    for name in (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.jvm_cache"):
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
@@ -169,12 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if os.environ.get(ENV_DEBUG) else logging.WARNING, stream=sys.stderr)
-    run = _COMMANDS[args.command]
+    quiet = getattr(args, "quiet", False)
+    _configure_logging(quiet)
     # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
     with recording_class_archive() if args.command in _STARTS_SPARK else nullcontext({}) as conf:
         try:
-            summary = run(args, conf)
+            summary = _COMMANDS[args.command](
+                args, {**conf, "spark.ui.showConsoleProgress": "false"} if quiet else conf
+            )
         except DiabetesSparkError as e:
             print(f"diabetes-spark {args.command}: error: {one_line(e, 2000)}", file=sys.stderr)
             return EXIT_USER_ERROR

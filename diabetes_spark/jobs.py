@@ -43,10 +43,12 @@ def run_ingest(spark: SparkSession, params: IngestParams, *, telemetry: Telemetr
             with tel.span("validate"):
                 rows_in, rows_rejected = steps.validate(annotated, params.max_reject_fraction, source)
                 tel.record({"rows_in": rows_in, "rows_rejected": rows_rejected})
+                tel.rows(rows_in)
             with tel.span("write"):
                 written = steps.write(schemas.valid_rows(annotated), target, rows_in - rows_rejected, mode=params.mode)
                 rejected = schemas.rejected_rows(annotated, source=str(source), batch_id=ingest_id)
                 steps.write(rejected, rejects, rows_rejected, mode=params.mode)
+                tel.rows(written + rows_rejected)
         tel.record({"rows_written": written})
         tel.logger().info("ingested %s: %d in, %d written, %d rejected", source, rows_in, written, rows_rejected)
     return {
@@ -104,10 +106,12 @@ def run_training(
                     steps.record(
                         tel, {"rows_in": rows_in, "rows_rejected": rows_rejected, "rows_valid": rows_in - rows_rejected}
                     )
+                    tel.rows(rows_in)
                     mlflow.log_param("input_columns", len(annotated.columns) - 2)
                 with tel.span("fit", estimator=params.estimator):
                     valid = schemas.valid_rows(annotated).select(*schemas.load_schema("training_raw").fieldNames())
                     result = training.fit(valid, params)
+                    tel.rows(result.rows_train)
                 with tel.span("evaluate"):
                     steps.record(
                         tel, {"rows_train": result.rows_train, "rows_test": result.rows_test, **result.metrics}
@@ -200,6 +204,7 @@ def run_batch_scoring(
                         "rows_rejected": report.rows_rejected,
                     }
                 )
+                tel.rows(report.rows_in)
                 if report.rows_in != report.rows_scored + report.rows_rejected:
                     raise ReconciliationError(
                         f"{report.rows_in} rows in but {report.rows_scored} scored + {report.rows_rejected} rejected; "
@@ -221,6 +226,7 @@ def run_batch_scoring(
                     mlflow_run_id=run.info.run_id,
                 )
                 written = steps.write_batch(spark, scored, report, lineage, output, rejects, source)
+                tel.rows(written + report.rows_rejected)
             steps.record_batch(tel, report, written, params.drift_threshold)
     return {
         "rows_in": report.rows_in,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.session import hadoop_version, is_databricks
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "jar_list",
     "resolved_jars",
     "remember_jars",
+    "fetch_jars",
     "recording_class_archive",
 ]
 
@@ -105,18 +108,80 @@ def resolved_jars() -> list[str] | None:
     return jars if jars and all(os.path.isfile(jar) for jar in jars) else None
 
 
-def remember_jars(resolved: str) -> None:
-    """Keep the list of jars Ivy just resolved (``spark.jars``: ``file:`` URIs) for later starts."""
+def remember_jars(resolved: str) -> list[str]:
+    """Keep the list of jars Ivy just resolved (``spark.jars``: ``file:`` URIs) for later starts;
+    returns their paths."""
     from urllib.parse import unquote, urlparse
 
     listing = jar_list()
     jars = [unquote(urlparse(uri).path) for uri in resolved.split(",") if uri.startswith("file:")]
     if listing is None or not jars:
-        return
+        return jars
     listing.parent.mkdir(parents=True, exist_ok=True)
     partial = listing.with_name(f"{listing.name}.{os.getpid()}.partial")
     partial.write_text("\n".join(jars) + "\n", encoding="utf-8")
     os.replace(partial, listing)
+    return jars
+
+
+#: Started in a child interpreter on a first start: Delta's own resolution of the jars, whose paths
+#: it writes to the file named by its second argument.
+_RESOLVER = """
+import sys
+from delta import configure_spark_with_delta_pip
+from pyspark.sql import SparkSession
+builder = SparkSession.builder.master("local[1]").appName("diabetes-spark-jars").config("spark.ui.enabled", "false")
+spark = configure_spark_with_delta_pip(builder, extra_packages=[sys.argv[1]]).getOrCreate()
+with open(sys.argv[2], "w", encoding="utf-8") as out:
+    out.write(spark.conf.get("spark.jars", ""))
+spark.stop()
+"""
+#: Lines of Ivy's log shown when the resolution fails.
+_LOG_TAIL = 25
+
+
+def fetch_jars(extra_packages: list[str], *, timeout: float = 900.0) -> list[str]:
+    """Resolve the Delta Lake jars and ``extra_packages`` quietly, once; returns the jar paths.
+
+    Ivy prints hundreds of lines while it resolves (and, without a second package repository, a
+    page of harmless "not found" lines). Here it runs in a child interpreter whose output goes to
+    ``ivy-<jar list name>.log`` in the cache folder; the console gets one line, and the log is shown
+    (its path and last lines) only when the resolution fails.
+
+    Raises:
+        ConfigurationError: The resolution failed (no network to Maven Central, a bad coordinate).
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    listing = jar_list()
+    if listing is None:
+        raise ValueError("the JVM cache is off: there is no folder to log the resolution in")
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    log = listing.with_name(f"ivy-{listing.stem}.log")
+    _log.info("fetching Delta Lake and hadoop-azure jars (first start only)")
+    with tempfile.TemporaryDirectory() as folder, log.open("w", encoding="utf-8") as output:
+        result = Path(folder) / "jars.txt"
+        command = [sys.executable, "-c", _RESOLVER, ",".join(extra_packages), str(result)]
+        try:
+            code = subprocess.run(
+                command, stdout=output, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+        resolved = result.read_text(encoding="utf-8") if result.is_file() else ""
+    if code != 0 or not resolved:
+        lines = [
+            line.rstrip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+        ]
+        unresolved = [line.strip() for line in lines if re.match(r"\s*:: \S+#\S+: ", line)]  # Ivy's summary of them
+        tail = [*unresolved, *lines[-_LOG_TAIL:]]
+        raise ConfigurationError(
+            f"could not fetch the Delta Lake and hadoop-azure jars (exit code {code}); Ivy's log is {log}, "
+            "ending:\n" + "\n".join(tail) + "\nCheck the network to Maven Central (or your proxy), then run again."
+        )
+    return remember_jars(resolved)
 
 
 def archive_options() -> str:

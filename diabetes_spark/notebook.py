@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,7 +28,16 @@ from diabetes_spark.session import local_home
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["NotebookContext", "Cell", "parse_notebook", "run_notebook", "run_demo", "TABLE_FIELDS", "NOTEBOOKS"]
+__all__ = [
+    "NotebookContext",
+    "Cell",
+    "parse_notebook",
+    "find_notebook",
+    "run_notebook",
+    "run_demo",
+    "TABLE_FIELDS",
+    "NOTEBOOKS",
+]
 
 _log = logging.getLogger(__name__)
 P = TypeVar("P")
@@ -187,6 +197,31 @@ def _failing_line(error: BaseException, filename: str, cell: Cell) -> int:
     return cell.line + lines[-1] - 1 if lines else cell.line
 
 
+def find_notebook(path: str | Path) -> Path:
+    """``path`` when it is a file, else the notebook of that name shipped in the wheel.
+
+    ``train`` and ``score`` name the two orchestrators; any other missing path is looked up by its
+    file name among the shipped notebooks, so ``notebooks/diabetes_orchestrator_train.py`` works
+    from any directory.
+
+    Raises:
+        NotebookError: Neither exists; the message names the shipped notebooks.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = NOTEBOOKS.get(str(path), given.name)
+    try:
+        packaged = resources.files("diabetes_spark._notebooks") / name
+    except ModuleNotFoundError:  # a source checkout without the package mapping: the notebooks folder
+        packaged = Path(__file__).resolve().parent.parent / "notebooks" / name
+    if packaged.is_file():
+        _log.info("%s: not a file here; using the notebook shipped with diabetes_spark", path)
+        return Path(str(packaged))
+    shipped = ", ".join(sorted(NOTEBOOKS.values()))
+    raise NotebookError(f"cannot read notebook {path}: no such file, and no shipped notebook of that name ({shipped})")
+
+
 def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, str] | None = None) -> str | None:
     """Run a source notebook locally, cell by cell, with ``spark`` and a :class:`LocalDbutils`.
 
@@ -196,11 +231,13 @@ def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, st
     Returns:
         The value passed to ``dbutils.notebook.exit``, or ``None`` if the notebook did not exit.
 
+    ``path`` is found as :func:`find_notebook` finds it.
+
     Raises:
-        NotebookError: A cell failed; the message names the cell, its first line and the error,
-            and the original exception is chained.
+        NotebookError: The notebook does not exist, or a cell failed; the message names the cell,
+            its first line and the error, and the original exception is chained.
     """
-    path = Path(path)
+    path = find_notebook(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -224,8 +261,10 @@ def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, st
     return None
 
 
-def run_demo(spark: SparkSession, *, notebooks: Path, home: Path | None = None) -> dict[str, Any]:
+def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path | None = None) -> dict[str, Any]:
     """The whole loop on the shipped sample through the two notebooks: ingest, train, batch score.
+
+    The notebooks are those in ``notebooks`` when it holds them, else the ones shipped in the wheel.
 
     Returns:
         The three summaries, where the tables are, and the command that opens the MLflow UI.
@@ -239,9 +278,10 @@ def run_demo(spark: SparkSession, *, notebooks: Path, home: Path | None = None) 
         job_params.IngestParams(source="sample:diabetes.csv", table=raw, mode="overwrite", max_reject_fraction=0.2),
     )
     no_adls = {"storage_account_secret": ""}
-    train = run_notebook(notebooks / NOTEBOOKS["train"], spark=spark, widgets={**no_adls, "training_data": raw})
+    folder = notebooks or Path(".")
+    train = run_notebook(folder / NOTEBOOKS["train"], spark=spark, widgets={**no_adls, "training_data": raw})
     score = run_notebook(
-        notebooks / NOTEBOOKS["score"],
+        folder / NOTEBOOKS["score"],
         spark=spark,
         widgets={**no_adls, "input": "sample:scoring_batch.csv", "output": predictions},
     )

@@ -32,6 +32,7 @@ __all__ = [
     "MlflowLocation",
     "version_tags",
     "ensure_experiment",
+    "EXPERIMENT_KIND",
     "log_model",
     "register",
     "resolve_version",
@@ -47,6 +48,8 @@ _log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
+#: The experiment tag MLflow 3's UI reads to choose its view, and the value of model training.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 #: Where the training run logs its reports, and the feature profile among them (read for drift).
 REPORTS_ARTIFACT = "reports"
 PROFILE_ARTIFACT = f"{REPORTS_ARTIFACT}/feature_profile.json"
@@ -122,7 +125,11 @@ class MlflowLocation:
 
 
 def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:
-    """The id of experiment ``name``, created (with artifacts under ``artifact_root``) if missing."""
+    """The id of experiment ``name``, created (with artifacts under ``artifact_root``) if missing.
+
+    A created experiment is tagged as model development (:data:`EXPERIMENT_KIND`), so MLflow 3's UI
+    opens it in the model-training view rather than the GenAI one.
+    """
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
@@ -130,7 +137,7 @@ def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:
         return experiment.experiment_id
     location = (artifact_root / name.strip("/").replace("/", "_")).resolve().as_uri() if artifact_root else None
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        return mlflow.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
     except Exception:  # created concurrently by another run: use that one
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:

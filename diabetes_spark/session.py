@@ -57,7 +57,6 @@ LOCAL_SPARK_CONF: Mapping[str, str] = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "4g",
@@ -127,7 +126,9 @@ def get_spark(
     from diabetes_spark import jvm_cache
 
     builder = SparkSession.builder.appName(app_name).master(master or os.environ.get(ENV_MASTER, "local[*]"))
-    settings = {**LOCAL_SPARK_CONF, **(conf or {})}
+    # Spark's progress bar where a person watches (a terminal), not in CI logs or piped output.
+    progress = {"spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false"}
+    settings = {**LOCAL_SPARK_CONF, **progress, **(conf or {})}
     java_options = " ".join(
         o for o in (settings.get("spark.driver.extraJavaOptions", ""), jvm_cache.archive_options()) if o
     )
@@ -137,13 +138,15 @@ def get_spark(
         settings["spark.driver.extraJavaOptions"] = java_options
     for key, value in settings.items():
         builder = builder.config(key, value)
-    jars = None if {"spark.jars", "spark.jars.packages"} & settings.keys() else jvm_cache.resolved_jars()
-    if jars:  # resolved by an earlier start: Ivy need not resolve them again
+    azure = f"org.apache.hadoop:hadoop-azure:{hadoop_version()}"
+    jars = None
+    if not {"spark.jars", "spark.jars.packages"} & settings.keys():
+        # Resolved by an earlier start, else now, quietly, once (with the cache off: by Ivy below).
+        jars = jvm_cache.resolved_jars() or (jvm_cache.fetch_jars([azure]) if jvm_cache.jar_list() else None)
+    if jars:
         builder = builder.config("spark.jars", ",".join(jars))
     else:
-        azure = f"org.apache.hadoop:hadoop-azure:{hadoop_version()}"
         builder = configure_spark_with_delta_pip(builder, extra_packages=[azure])
-    _log.info("starting local Spark with Delta (first start downloads jars from Maven Central)")
     with _python_workers_run_this_interpreter():
         spark = builder.getOrCreate()
     if jars is None:

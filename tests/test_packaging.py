@@ -32,7 +32,12 @@ def test_wheel_contents(wheel: Path) -> None:
         "diabetes_spark/py.typed",
         "diabetes_spark/data/diabetes.csv",
         "diabetes_spark/data/scoring_batch.csv",
+        "diabetes_spark/_notebooks/diabetes_orchestrator_train.py",
+        "diabetes_spark/_notebooks/diabetes_orchestrator_batch_score.py",
     } <= names
+    for notebook in ("diabetes_orchestrator_train.py", "diabetes_orchestrator_batch_score.py"):  # the one copy
+        shipped = zipfile.ZipFile(wheel).read(f"diabetes_spark/_notebooks/{notebook}").decode()
+        assert shipped == (ROOT / "notebooks" / notebook).read_text(encoding="utf-8"), notebook
     assert not any(n.startswith(("tests/", "notebooks/", "schemas/")) for n in names)
     metadata = zipfile.ZipFile(wheel).read(f"diabetes_spark-{__version__}.dist-info/METADATA").decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
@@ -66,3 +71,23 @@ def test_installed_wheel_loads_schemas_and_ingests_the_sample(wheel_venv: Path, 
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["rows_in"], summary["rows_written"], summary["rows_rejected"]) == (442, 437, 5)
     assert (tmp_path / "lake" / "raw" / "_delta_log").is_dir()
+
+
+@pytest.mark.slow
+def test_installed_wheel_runs_the_demo_from_an_empty_directory(spark, wheel_venv: Path, tmp_path: Path) -> None:
+    """``cd $(mktemp -d) && diabetes-spark demo``: the notebooks come from the wheel."""
+    from mlflow.tracking import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DIABETES_SPARK_", "PYTHONPATH"))}
+    env.update({"DIABETES_SPARK_MASTER": "local[1]", "DIABETES_SPARK_JVM_CACHE": "off"})
+    demo = subprocess.run(
+        [wheel_venv / "bin" / "diabetes-spark", "demo", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    summary = json.loads(demo.stdout.strip().splitlines()[-1])
+    assert (summary["score"]["rows_scored"], summary["score"]["rows_rejected"]) == (38, 2)
+    predictions = spark.read.format("delta").load(str(tmp_path / "lakehouse" / "diabetes_predictions"))
+    assert predictions.groupBy("model_version").count().collect() == [("1", 38)]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'lakehouse' / 'mlflow.db'}")
+    assert client.get_model_version_by_alias("diabetes_progression", "champion").version == "1"

@@ -92,6 +92,7 @@ def test_aliases_and_artifacts_live_on_the_server(loop: dict) -> None:
     aliases = client.get_registered_model(MODEL).aliases
     assert aliases == {registry.CHAMPION: "1", registry.CHALLENGER: "1"}
     experiments = [client.get_experiment_by_name(name) for name in (TRAIN_EXPERIMENT, SCORE_EXPERIMENT)]
+    assert [e.tags.get("mlflow.experimentKind") for e in experiments] == ["custom_model_development"] * 2
     locations = [e.artifact_location for e in experiments]
     runs = client.search_runs([e.experiment_id for e in experiments])
     locations += [r.info.artifact_uri for r in runs]

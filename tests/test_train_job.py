@@ -48,6 +48,8 @@ def test_train_registers_logs_and_promotes_only_when_better(
     run = MlflowClient().get_run(third["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["champion_decision"] == "kept"
+    # MLflow 3's UI opens the experiment in its model-training view, not the GenAI one.
+    assert mlflow.get_experiment_by_name(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.metrics["champion_rmse"] == pytest.approx(second["metrics"]["rmse"])
     assert run.data.params["reg_param"] == "10000.0" and run.data.metrics["rows_in"] == 442
     artifacts = {a.path for a in MlflowClient().list_artifacts(third["run_id"], "reports")}

@@ -23,6 +23,10 @@ Modules: :mod:`.core` (the backend-neutral session), :mod:`.logs` (routing of lo
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping
+
+from diabetes_spark.telemetry.config import parse_connection_string
 from diabetes_spark.telemetry.core import (
     COMPONENT_INGEST,
     COMPONENT_SCORE,
@@ -32,7 +36,6 @@ from diabetes_spark.telemetry.core import (
     STEP_DURATION_METRIC,
     VERSION_DIMENSION,
     Telemetry,
-    start,
 )
 
 __all__ = [
@@ -46,3 +49,38 @@ __all__ = [
     "Telemetry",
     "start",
 ]
+
+
+def start(
+    component: str,
+    *,
+    connection_string: str | None = None,
+    secrets: Iterable[str] = (),
+    dimensions: Mapping[str, str] | None = None,
+    flush_timeout: float = 10.0,
+) -> Telemetry:
+    """Start the telemetry of one job run; close it (or use it as a context manager) at the end.
+
+    Args:
+        component: The component, also the cloud role name and the logger name
+            (:data:`COMPONENT_TRAIN`, :data:`COMPONENT_SCORE`).
+        connection_string: ``InstrumentationKey=...;IngestionEndpoint=...`` or a bare instrumentation
+            key (a GUID; it becomes ``InstrumentationKey=<key>``). ``None`` reads
+            ``$APPLICATIONINSIGHTS_CONNECTION_STRING``; empty means console only.
+        secrets: Values to redact from everything sent or logged (the connection string always is).
+        dimensions: Custom dimensions for every record, e.g. ``databricks_job_id``.
+        flush_timeout: The most seconds :meth:`Telemetry.close` spends delivering what is buffered.
+
+    Raises:
+        ConfigurationError: A malformed connection string or key (named, never the value).
+    """
+    source = "passed to telemetry.start"
+    if connection_string is None:
+        connection_string, source = os.environ.get(ENV_CONNECTION_STRING), f"${ENV_CONNECTION_STRING}"
+    telemetry = Telemetry(component, secrets=secrets, dimensions=dimensions, flush_timeout=flush_timeout)
+    if connection_string and connection_string.strip():
+        key, endpoint = parse_connection_string(connection_string, source)
+        telemetry.add_secrets([connection_string])
+        telemetry._export_to(key, endpoint)
+    telemetry._install_logging()
+    return telemetry

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -18,13 +17,11 @@ from typing import TYPE_CHECKING, Any
 from diabetes_spark import __version__
 from diabetes_spark.redaction import Redactor
 from diabetes_spark.telemetry import logs
-from diabetes_spark.telemetry.config import parse_connection_string
 
 if TYPE_CHECKING:
     from diabetes_spark.telemetry.opencensus import Exporters
 
 __all__ = [
-    "start",
     "Telemetry",
     "COMPONENT_TRAIN",
     "COMPONENT_SCORE",
@@ -39,6 +36,8 @@ __all__ = [
 COMPONENT_TRAIN = "Train_Orchestrator"
 COMPONENT_SCORE = "Batch_Score_Orchestrator"
 COMPONENT_INGEST = "Ingest_Orchestrator"
+#: The command of each component, as its console lines name it (``score: write ...``).
+_COMMANDS = {COMPONENT_TRAIN: "train", COMPONENT_SCORE: "score", COMPONENT_INGEST: "ingest"}
 #: Where :func:`start` reads the connection string when none is passed (the SDKs' own convention).
 ENV_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 #: Custom metric recorded for every step, with the step's name in dimension ``step``.
@@ -47,41 +46,6 @@ RUN_DURATION_METRIC = "run_duration_seconds"
 VERSION_DIMENSION = "diabetes_spark_version"
 
 _log = logging.getLogger("diabetes_spark.telemetry")  # the package's logger, whichever module logs
-
-
-def start(
-    component: str,
-    *,
-    connection_string: str | None = None,
-    secrets: Iterable[str] = (),
-    dimensions: Mapping[str, str] | None = None,
-    flush_timeout: float = 10.0,
-) -> Telemetry:
-    """Start the telemetry of one job run; close it (or use it as a context manager) at the end.
-
-    Args:
-        component: The component, also the cloud role name and the logger name
-            (:data:`COMPONENT_TRAIN`, :data:`COMPONENT_SCORE`).
-        connection_string: ``InstrumentationKey=...;IngestionEndpoint=...`` or a bare instrumentation
-            key (a GUID; it becomes ``InstrumentationKey=<key>``). ``None`` reads
-            ``$APPLICATIONINSIGHTS_CONNECTION_STRING``; empty means console only.
-        secrets: Values to redact from everything sent or logged (the connection string always is).
-        dimensions: Custom dimensions for every record, e.g. ``databricks_job_id``.
-        flush_timeout: The most seconds :meth:`Telemetry.close` spends delivering what is buffered.
-
-    Raises:
-        ConfigurationError: A malformed connection string or key (named, never the value).
-    """
-    source = "passed to telemetry.start"
-    if connection_string is None:
-        connection_string, source = os.environ.get(ENV_CONNECTION_STRING), f"${ENV_CONNECTION_STRING}"
-    telemetry = Telemetry(component, secrets=secrets, dimensions=dimensions, flush_timeout=flush_timeout)
-    if connection_string and connection_string.strip():
-        key, endpoint = parse_connection_string(connection_string, source)
-        telemetry.add_secrets([connection_string])
-        telemetry._export_to(key, endpoint)
-    telemetry._install_logging()
-    return telemetry
 
 
 @dataclass(frozen=True)
@@ -125,6 +89,7 @@ class Telemetry:
         self._dimensions: dict[str, str] = {VERSION_DIMENSION: __version__}
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._rows: dict[str, int] = {}
         self._sent_errors: list[BaseException] = []
         self._failed = False
         self._closed = False
@@ -148,17 +113,23 @@ class Telemetry:
     def span(self, step: str, **attributes: Any) -> Iterator[logging.Logger]:
         """Time one step as a span (an App Insights dependency) and a duration metric.
 
-        Yields the step's logger. An exception is logged with ``logger.exception`` (stack trace
-        included), marks the span and the run failed, and propagates.
+        Yields the step's logger. The console gets a line as the step starts and one, with the
+        elapsed time and the rows of :meth:`rows`, as it ends (App Insights only the latter, as a
+        trace). An exception is logged with its stack trace, marks the span and the run failed, and
+        propagates.
         """
         log = self.logger(step)
         span_id, begun, clock = _new_span_id(), datetime.now(timezone.utc), time.perf_counter()
+        label = f"{_COMMANDS.get(self.component, self.component)}: {step}"
+        log.info("%s ...", label, extra={logs.CONSOLE_ONLY: True})
         stack = self._stack()
         stack.append(span_id)
         ok = True
         try:
             yield log
-            log.info("step %s done in %.2f s", step, time.perf_counter() - clock)
+            elapsed = time.perf_counter() - clock
+            line = logs.done_line(label, self._rows.pop(span_id, None), elapsed)
+            log.info("step %s done in %.2f s", step, elapsed, extra={logs.CONSOLE_MESSAGE: line})
         except BaseException as error:
             ok = False
             self._failed = True
@@ -171,6 +142,10 @@ class Telemetry:
             stack.pop()
             self._record({STEP_DURATION_METRIC: time.perf_counter() - clock}, {"step": step})
             self._export_span(step, span_id, self._root_span_id, begun, ok, {**attributes, "step": step}, server=False)
+
+    def rows(self, count: int) -> None:
+        """The rows the current step handled, for its console line."""
+        self._rows[self._current_span_id()] = int(count)
 
     def set_dimensions(self, **dimensions: str) -> None:
         """Add custom dimensions to every later record (``None`` removes one)."""
@@ -325,6 +300,7 @@ class Telemetry:
         relay.addFilter(preparer)
         handlers: list[logging.Handler] = [relay]
         if self._sdk is not None:
+            self._sdk.log_handler.addFilter(logs.NOT_EXPORTED)
             self._sdk.log_handler.addFilter(preparer)
             handlers.insert(0, self._sdk.log_handler)
         relay.threshold = logs.attach(logger, handlers, info=self._sdk is not None)

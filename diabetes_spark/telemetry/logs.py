@@ -7,14 +7,29 @@ and propagation and the last restores them. That bookkeeping lives on the logger
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable, Sequence
 
-__all__ = ["SKIP_CONSOLE", "Preparer", "ConsoleRelay", "attach", "detach"]
+__all__ = [
+    "SKIP_CONSOLE",
+    "CONSOLE_ONLY",
+    "CONSOLE_MESSAGE",
+    "NOT_EXPORTED",
+    "Preparer",
+    "ConsoleRelay",
+    "attach",
+    "detach",
+    "done_line",
+]
 
 #: On step-failure records: the caller (CLI, notebook) reports the error itself.
 SKIP_CONSOLE = "_telemetry_skip_console"
+#: On records for the console alone (a step's start): no exporter sends them.
+CONSOLE_ONLY = "_telemetry_console_only"
+#: On records the console shows in other words (a step's end, with its rows): the text it shows.
+CONSOLE_MESSAGE = "_telemetry_console_message"
 _LOCK = threading.Lock()
 
 
@@ -33,6 +48,22 @@ class Preparer(logging.Filter):
         return True
 
 
+def done_line(label: str, rows: int | None, seconds: float) -> str:
+    """A step's end as the console shows it: ``score: write 1,000,000 rows ... 8.4 s``."""
+    counted = f" {rows:,} rows" if rows is not None else ""
+    return f"{label}{counted} ... {seconds:.1f} s"
+
+
+class _NotExported(logging.Filter):
+    """Exporter filter: keeps records meant for the console alone out of the telemetry."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, CONSOLE_ONLY, False)
+
+
+NOT_EXPORTED = _NotExported()
+
+
 class ConsoleRelay(logging.Handler):
     """Hands the component's records to the root logger's handlers, as propagation would.
 
@@ -48,6 +79,10 @@ class ConsoleRelay(logging.Handler):
         root = logging.getLogger()
         threshold = self.threshold or root.getEffectiveLevel()
         if record.levelno >= threshold and not getattr(record, SKIP_CONSOLE, False):
+            shown = getattr(record, CONSOLE_MESSAGE, None)
+            if shown is not None:
+                record = copy.copy(record)
+                record.msg, record.args = shown, None
             root.handle(record)
 
 
