@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["write_delta", "WRITE_ATTEMPTS"]
+__all__ = ["write_delta", "WRITE_ATTEMPTS", "CONFLICTS"]
 
 _log = logging.getLogger(__name__)
 
@@ -40,21 +40,20 @@ _DELTA_COLUMN_ERRORS = (
 )
 
 
-def _conflicts() -> tuple[type[BaseException], ...]:
-    """Delta's commit-conflict exceptions: each means the commit was refused, so nothing landed."""
-    import delta.exceptions.captured  # noqa: F401 - turns the JVM's conflict errors into these types
-    from delta import exceptions as x
-
-    return (
-        x.ConcurrentAppendException,
-        x.ConcurrentDeleteReadException,
-        x.ConcurrentDeleteDeleteException,
-        x.ConcurrentTransactionException,
-        x.ConcurrentWriteException,
-        x.MetadataChangedException,
-        x.ProtocolChangedException,
-        x.DeltaConcurrentModificationException,
-    )
+#: Delta's error classes for a commit refused because of a concurrent one: nothing of it landed.
+#: Read from the exception, they work on every Delta version and over Spark Connect, where Delta's
+#: own Python exception types are absent (3.x ships them differently, 4.0.0 not at all) or cannot load.
+CONFLICTS = frozenset(
+    {
+        "DELTA_CONCURRENT_APPEND",
+        "DELTA_CONCURRENT_DELETE_READ",
+        "DELTA_CONCURRENT_DELETE_DELETE",
+        "DELTA_CONCURRENT_TRANSACTION",
+        "DELTA_CONCURRENT_WRITE",
+        "DELTA_METADATA_CHANGED",
+        "DELTA_PROTOCOL_CHANGED",
+    }
+)
 
 
 def _commit_metrics(spark: SparkSession, ref: TableRef, tag: str) -> dict[str, str] | None:
@@ -109,15 +108,17 @@ def _save_retrying(
     df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, tries: int, partition_by: Sequence[str] = ()
 ) -> None:
     """Save, and save again while Delta refuses the commit for a concurrent one (see :func:`write_delta`)."""
-    conflicts = _conflicts()  # imported before writing: Delta converts JVM errors only once loaded
     for attempt in range(1, tries + 1):
         try:
             _save(df, ref, options, mode, partition_by=partition_by)
             return
-        except conflicts as error:
+        except Exception as error:
+            condition = error_condition(error).split(".")[0]  # the class, without its sub-condition
+            if condition not in CONFLICTS:
+                raise
             if _commit_metrics(df.sparkSession, ref, options["userMetadata"]) is not None:
                 return  # our own commit, reported as taken (e.g. a retried cloud-store request): it landed
-            conflict = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+            conflict = f"{condition}: {one_line(error, 300)}"
             if attempt == tries:
                 raise WriteConflictError(
                     f"writing to {ref.location} conflicted with concurrent writers on every attempt ({tries}; "

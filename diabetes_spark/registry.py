@@ -105,8 +105,9 @@ class MlflowLocation:
         environment = {name: os.environ.get(name) for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
         tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
-        if self.registry_uri:
-            mlflow.set_registry_uri(self.registry_uri)
+        # Always set, None included (then MLflow derives it from the tracking URI): a registry set
+        # for another location before this block must not stay in force.
+        mlflow.set_registry_uri(self.registry_uri)  # type: ignore[arg-type]
         try:
             yield self
         finally:

@@ -288,9 +288,24 @@ def holds_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
 
 
 def error_condition(error: Exception) -> str:
-    """The error class of a Spark or Delta exception ('' when it has none)."""
-    condition = getattr(error, "getCondition", None) or getattr(error, "getErrorClass", None)
-    return (condition() if condition else None) or ""
+    """The error class of a Spark or Delta exception ('' when it has none).
+
+    PySpark's own exceptions (classic and Connect) answer ``getCondition`` (``getErrorClass`` before
+    Spark 4); an error PySpark does not convert, such as Delta's commit conflicts in classic mode,
+    answers through the JVM exception it carries.
+    """
+    for source in (error, getattr(error, "java_exception", None)):
+        for name in ("getCondition", "getErrorClass"):
+            method = getattr(source, name, None)
+            if not callable(method):
+                continue
+            try:
+                condition = method()
+            except Exception:  # a JVM method this Spark version does not have
+                continue
+            if condition:
+                return str(condition)
+    return ""
 
 
 def delta_table(spark: SparkSession, ref: TableRef):

@@ -56,6 +56,7 @@ def test_an_unreachable_registry_is_a_user_error_not_a_missing_model(
 ) -> None:
     uri = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
     argv = ["score", "--input", "sample:scoring_batch.csv", "--output", str(tmp_path / "p"), "--model-name", "m"]

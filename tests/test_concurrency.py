@@ -113,7 +113,7 @@ def test_first_two_appenders_to_an_empty_location_both_land_once(spark, tmp_path
             first=lambda: delta_writes.write_delta(first, ref), second=lambda: delta_writes.write_delta(second, ref)
         )
     assert counts == {"first": 3, "second": 5}
-    assert [c.split(":")[0] for c in _retries(caplog, table)] == ["ProtocolChangedException"]
+    assert [c.split(":")[0] for c in _retries(caplog, table)] == ["DELTA_PROTOCOL_CHANGED"]
     assert_df_equality(_read(spark, table), a.union(b), ignore_row_order=True, ignore_nullable=True)
     assert storage.delta_version(spark, ref) == 1
 
@@ -121,7 +121,7 @@ def test_first_two_appenders_to_an_empty_location_both_land_once(spark, tmp_path
 @pytest.mark.parametrize(
     ("partition_by", "retried"),
     [
-        pytest.param((), ["ConcurrentAppendException"], id="unpartitioned"),
+        pytest.param((), ["DELTA_CONCURRENT_APPEND"], id="unpartitioned"),
         # Partitioned by batch: the second commits over the first's commit without a retry.
         pytest.param(("batch_id",), [], id="partitioned-by-batch"),
     ],
@@ -161,7 +161,7 @@ def test_a_write_that_keeps_conflicting_fails_clearly_and_writes_nothing(spark, 
         _together(first=replace(first), second=replace(second))
     message = str(info.value)
     assert f"writing to {table} conflicted with concurrent writers on every attempt (1; last: " in message
-    assert "ConcurrentAppendException" in message and "nothing of this write was committed. Rerun the job" in message
+    assert "DELTA_CONCURRENT_APPEND" in message and "nothing of this write was committed. Rerun the job" in message
     assert_df_equality(_read(spark, table), a, ignore_nullable=True)
     assert storage.delta_version(spark, ref) == 1
 
@@ -336,7 +336,7 @@ def test_two_batches_scored_at_once_into_an_empty_location_both_land(
             second=lambda: _score(spark, mlflow_home, out, "day-2"),
         )
     assert [r["rows_scored"] for r in runs.values()] == [38, 38]
-    assert [c.split(":")[0] for c in _retries(caplog, out)] == ["ProtocolChangedException"]
+    assert [c.split(":")[0] for c in _retries(caplog, out)] == ["DELTA_PROTOCOL_CHANGED"]
     _assert_same_rows(spark, out, reference)
 
 
@@ -359,7 +359,7 @@ def test_two_runs_of_the_same_batch_at_once_leave_one_copy(
             second=lambda: _score(spark, mlflow_home, out, "day-1"),
         )
     assert [r["rows_scored"] for r in runs.values()] == [38, 38]
-    assert [c.split(":")[0] for c in _retries(caplog, out)] == ["ConcurrentAppendException"]
+    assert [c.split(":")[0] for c in _retries(caplog, out)] == ["DELTA_CONCURRENT_APPEND"]
     _assert_same_rows(spark, out, reference)
     # The copy that stayed is the one the retrying run wrote.
     (run_id,) = [

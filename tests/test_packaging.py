@@ -89,5 +89,6 @@ def test_installed_wheel_runs_the_demo_from_an_empty_directory(spark, wheel_venv
     assert (summary["score"]["rows_scored"], summary["score"]["rows_rejected"]) == (38, 2)
     predictions = spark.read.format("delta").load(str(tmp_path / "lakehouse" / "diabetes_predictions"))
     assert predictions.groupBy("model_version").count().collect() == [("1", 38)]
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'lakehouse' / 'mlflow.db'}")
-    assert client.get_model_version_by_alias("diabetes_progression", "champion").version == "1"
+    store = f"sqlite:///{tmp_path / 'lakehouse' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    assert str(client.get_model_version_by_alias("diabetes_progression", "champion").version) == "1"

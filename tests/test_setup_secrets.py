@@ -317,25 +317,32 @@ def test_without_a_terminal_a_missing_value_is_an_error_not_a_hang(
 
 
 @pytest.mark.parametrize(
-    ("env", "value", "message"),
+    ("env", "value", "message", "flags"),
     [
-        ("ADLS_ACCOUNT_NAME", "Not_An-Account", "ADLS_ACCOUNT_NAME is not a storage account name"),
-        ("ADLS_CONTAINER_NAME", "Bad--Container", "ADLS_CONTAINER_NAME is not a container name"),
-        ("APPLICATIONINSIGHTS_CONNECTION_STRING", "/subscriptions/x/appi", "neither a connection string"),
+        ("ADLS_ACCOUNT_NAME", "Not_An-Account", "ADLS_ACCOUNT_NAME is not a storage account name", ()),
+        ("ADLS_CONTAINER_NAME", "Bad--Container", "ADLS_CONTAINER_NAME is not a container name", ()),
+        ("APPLICATIONINSIGHTS_CONNECTION_STRING", "/subscriptions/x/appi", "neither a connection string", ()),
+        ("AZURE_CLIENT_ID", "my-app", "AZURE_CLIENT_ID is not an application (client) id", OAUTH_FLAGS),
+        ("AZURE_TENANT_ID", "tenant_Planted!", "AZURE_TENANT_ID is not a tenant id", OAUTH_FLAGS),
     ],
 )
 def test_implausible_values_fail_without_repeating_them(
-    workspace: tuple[Workspace, str], monkeypatch: pytest.MonkeyPatch, env: str, value: str, message: str
+    workspace: tuple[Workspace, str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    value: str,
+    message: str,
+    flags: tuple[str, ...],
 ) -> None:
     state, host = workspace
-    for name, planted in VALUES.items():
+    for name, planted in {**VALUES, **OAUTH_VALUES}.items():
         monkeypatch.setenv(name, planted)
     monkeypatch.setenv(env, value)
 
-    with pytest.raises(ConfigurationError, match=message) as info:
-        secrets.run(_args(host, "--no-prompt"))
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as info:
+        secrets.run(_args(host, "--no-prompt", *flags))
     assert value not in str(info.value)
-    assert [r[1] for r in state.requests] == ["/api/2.0/secrets/scopes/list"]
+    assert not state.secrets and [r[1] for r in state.requests] == ["/api/2.0/secrets/scopes/list"]
 
 
 @pytest.mark.parametrize("scope", ["bad scope", "", "x" * 129])
@@ -472,27 +479,6 @@ def test_only_some_oauth_key_names_is_an_error_before_contacting_the_workspace(
     for flag in OAUTH_FLAGS[::2]:
         assert flag in str(info.value)
     assert state.requests == []
-
-
-@pytest.mark.parametrize(
-    ("env", "value", "message"),
-    [
-        ("AZURE_CLIENT_ID", "my-app", "AZURE_CLIENT_ID is not an application (client) id"),
-        ("AZURE_TENANT_ID", "tenant_Planted!", "AZURE_TENANT_ID is not a tenant id"),
-    ],
-)
-def test_implausible_oauth_values_fail_without_repeating_them(
-    workspace: tuple[Workspace, str], monkeypatch: pytest.MonkeyPatch, env: str, value: str, message: str
-) -> None:
-    state, host = workspace
-    for name, planted in {**VALUES, **OAUTH_VALUES}.items():
-        monkeypatch.setenv(name, planted)
-    monkeypatch.setenv(env, value)
-
-    with pytest.raises(ConfigurationError, match=re.escape(message)) as info:
-        secrets.run(_args(host, "--no-prompt", *OAUTH_FLAGS))
-    assert value not in str(info.value)
-    assert not state.secrets
 
 
 def test_a_tenant_given_as_a_domain_is_accepted(
