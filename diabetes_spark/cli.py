@@ -14,8 +14,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from diabetes_spark import __version__, params
@@ -176,16 +176,27 @@ class _ConsoleFormat(logging.Formatter):
         return f"{record.levelname} {record.name}: {super().format(record)}"
 
 
-def _configure_logging(quiet: bool) -> None:
+@contextmanager
+def _logging(quiet: bool) -> Iterator[None]:
     """Each job step's start and end on stderr (INFO of the job components) unless ``quiet``;
-    everything else at WARNING, or at INFO with ``$DIABETES_SPARK_DEBUG``."""
+    everything else at WARNING, or at INFO with ``$DIABETES_SPARK_DEBUG``. The loggers' own levels
+    are put back afterwards, for callers of :func:`main` in a longer-lived process."""
     from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ConsoleFormat())
     logging.basicConfig(level=logging.INFO if os.environ.get(ENV_DEBUG) else logging.WARNING, handlers=[handler])
-    for name in (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.jvm_cache"):
-        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+    loggers = [
+        logging.getLogger(n) for n in (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.jvm_cache")
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
@@ -202,9 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
-    _configure_logging(quiet)
     # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
-    with recording_class_archive() if args.command in _STARTS_SPARK else nullcontext({}) as conf:
+    archive = recording_class_archive() if args.command in _STARTS_SPARK else nullcontext({})
+    with _logging(quiet), archive as conf:
         try:
             summary = _COMMANDS[args.command](
                 args, {**conf, "spark.ui.showConsoleProgress": "false"} if quiet else conf
