@@ -252,21 +252,31 @@ def input_fingerprint(df: DataFrame) -> str:
     """A short stable hash of the files behind ``df`` (paths, sizes, modification times).
 
     The same files give the same fingerprint, so a rerun over unchanged input gets the same
-    default batch id. Where file status cannot be read, the paths alone are hashed.
+    default batch id. The file status comes from Spark's ``binaryFile`` source with its content
+    column left out, so no file is read and no JVM handle is needed (it works over Spark Connect
+    too). Where the status cannot be read, the paths alone are hashed.
     """
     import hashlib
 
-    spark = df.sparkSession
-    parts = []
-    for name in sorted(df.inputFiles()):
+    names = sorted(df.inputFiles())
+    status: dict[str, tuple[int, int]] = {}
+    if names:
         try:
-            jvm = spark.sparkContext._jvm
-            path = jvm.org.apache.hadoop.fs.Path(name)
-            status = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getFileStatus(path)
-            parts.append(f"{name}|{status.getLen()}|{status.getModificationTime()}")
-        except Exception:  # no JVM access (e.g. Spark Connect): the paths still identify the input
-            parts.append(name)
+            files = df.sparkSession.read.format("binaryFile").load(names)
+            for path, size, modified in files.selectExpr("path", "length", "unix_millis(modificationTime)").collect():
+                status[_file_key(path)] = (int(size), int(modified))
+        except Exception:  # unreadable status (a store without listing rights): the paths identify the input
+            _log.debug("no file status for %d input files; fingerprinting their paths", len(names))
+    parts = [f"{n}|{status[_file_key(n)][0]}|{status[_file_key(n)][1]}" if _file_key(n) in status else n for n in names]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def _file_key(uri: str) -> str:
+    """A file URI compared whatever its spelling (``file:/x`` and ``file:///x`` are one file)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    return f"{parsed.scheme or 'file'}://{parsed.netloc}{unquote(parsed.path)}"
 
 
 def table_exists(spark: SparkSession, ref: TableRef) -> bool:

@@ -162,3 +162,26 @@ def test_an_empty_replace_where_that_changes_nothing_counts_zero(spark, tmp_path
     assert delta_writes.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'b'", expected_rows=0) == 0
     assert delta_writes.write_delta(empty, ref, mode="overwrite", replace_where="batch = 'a'", expected_rows=0) == 0
     assert storage.read_table(spark, ref).count() == 0
+
+
+def test_the_input_fingerprint_hashes_paths_sizes_and_modification_times(spark, tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, text in (("b.csv", "AGE\n1\n"), ("a.csv", "AGE\n22\n")):
+        (folder / name).write_text(text)
+    df = spark.read.option("header", True).csv(str(folder))
+
+    def expected() -> str:  # the same formula, from the operating system's own file status
+        names = sorted(df.inputFiles())
+        stats = [os.stat(folder / n.rsplit("/", 1)[-1]) for n in names]
+        parts = [f"{n}|{s.st_size}|{s.st_mtime_ns // 1_000_000}" for n, s in zip(names, stats)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+    first = storage.input_fingerprint(df)
+    assert first == expected()
+    os.utime(folder / "a.csv", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))  # touched: a new batch
+    again = spark.read.option("header", True).csv(str(folder))
+    assert storage.input_fingerprint(again) == expected() != first
