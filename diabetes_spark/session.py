@@ -129,11 +129,10 @@ def get_spark(
     # Spark's progress bar where a person watches (a terminal), not in CI logs or piped output.
     progress = {"spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false"}
     settings = {**LOCAL_SPARK_CONF, **progress, **(conf or {})}
-    java_options = " ".join(
-        o for o in (settings.get("spark.driver.extraJavaOptions", ""), jvm_cache.archive_options()) if o
-    )
-    if "ArchiveClassesAtExit" in java_options:  # recording an archive: do not map the old one as well
-        java_options = settings["spark.driver.extraJavaOptions"]
+    given = settings.get("spark.driver.extraJavaOptions", "")
+    # Recording an archive (jvm_cache.recording_class_archive): do not map the old one as well.
+    archive = "" if "ArchiveClassesAtExit" in given else jvm_cache.archive_options()
+    java_options = " ".join(o for o in (given, archive) if o)
     if java_options:
         settings["spark.driver.extraJavaOptions"] = java_options
     for key, value in settings.items():

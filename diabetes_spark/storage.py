@@ -267,7 +267,10 @@ def input_fingerprint(df: DataFrame) -> str:
                 status[_file_key(path)] = (int(size), int(modified))
         except Exception:  # unreadable status (a store without listing rights): the paths identify the input
             _log.debug("no file status for %d input files; fingerprinting their paths", len(names))
-    parts = [f"{n}|{status[_file_key(n)][0]}|{status[_file_key(n)][1]}" if _file_key(n) in status else n for n in names]
+    parts = []
+    for name in names:
+        known = status.get(_file_key(name))
+        parts.append(f"{name}|{known[0]}|{known[1]}" if known else name)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
