@@ -90,6 +90,23 @@ def _notebook(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, An
     return parsed if isinstance(parsed, dict) else {"notebook": args.path, "exit_value": value}
 
 
+def _connect_server(args: argparse.Namespace, _conf: Mapping[str, str]) -> dict[str, Any]:
+    """A local Spark Connect server in the foreground, until Ctrl-C."""
+    import subprocess
+
+    from diabetes_spark import connect_server
+
+    command = connect_server.server_command(args.port)
+    print(f"Spark Connect server with Delta Lake on sc://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    try:
+        code = subprocess.call(
+            command, env={**os.environ, "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+        )
+    except KeyboardInterrupt:
+        code = 0
+    return {"connect_server": f"sc://127.0.0.1:{args.port}", "exit_code": code}
+
+
 def _demo(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
     from pathlib import Path
 
@@ -120,6 +137,7 @@ _COMMANDS: dict[str, Command] = {
     **{name: spec[1] for name, spec in _JOBS.items()},
     "notebook": _notebook,
     "demo": _demo,
+    "connect-server": _connect_server,
     **{name: (lambda args, _conf, module=module: module.run(args)) for name, module in _DEPLOY.items()},
 }
 #: The commands that start a local Spark session.
@@ -140,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_params(p, cls, required=required)
         p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
         _add_quiet(p)
+        _add_remote(p)
 
     p = sub.add_parser("notebook", help="run a Databricks source notebook locally, cell by cell")
     p.add_argument(
@@ -148,9 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--widget", action="append", default=[], metavar="NAME=VALUE", help="set a widget (repeatable)")
     p.add_argument("--json", action="store_true", help="print the notebook's exit value as one JSON line")
     _add_quiet(p)
+    _add_remote(p)
 
     p = sub.add_parser("demo", help="the whole loop on the sample data through the two notebooks")
     p.add_argument("--notebooks", help="folder holding the two notebooks (default: the ones shipped with the package)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    _add_remote(p)
+
+    p = sub.add_parser("connect-server", help="run a local Spark Connect server with Delta Lake (for --remote)")
+    p.add_argument("--port", type=int, default=15002, help="port on 127.0.0.1 (default: 15002)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
 
     for command, module in _DEPLOY.items():
@@ -164,6 +189,33 @@ def _add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress on stderr: no line per step, no Spark progress bar"
     )
+
+
+def _add_remote(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--remote",
+        metavar="sc://HOST:PORT",
+        help="run on this Spark Connect server (sets SPARK_REMOTE, pyspark's own variable; default: $SPARK_REMOTE, "
+        "else local Spark)",
+    )
+
+
+@contextmanager
+def _remote(url: str | None) -> Iterator[bool]:
+    """``SPARK_REMOTE`` set to ``url`` for the command (put back afterwards); yields whether the
+    command runs over Spark Connect."""
+    from diabetes_spark.session import ENV_REMOTE
+
+    before = os.environ.get(ENV_REMOTE)
+    if url:
+        os.environ[ENV_REMOTE] = url
+    try:
+        yield bool(os.environ.get(ENV_REMOTE))
+    finally:
+        if before is None:
+            os.environ.pop(ENV_REMOTE, None)
+        else:
+            os.environ[ENV_REMOTE] = before
 
 
 class _ConsoleFormat(logging.Formatter):
@@ -213,20 +265,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
-    # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
-    archive = recording_class_archive() if args.command in _STARTS_SPARK else nullcontext({})
-    with _logging(quiet), archive as conf:
-        try:
-            summary = _COMMANDS[args.command](
-                args, {**conf, "spark.ui.showConsoleProgress": "false"} if quiet else conf
-            )
-        except DiabetesSparkError as e:
-            print(f"diabetes-spark {args.command}: error: {one_line(e, 2000)}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        except Exception as e:  # the last line of defence: one line, full trace only on request
-            if os.environ.get(ENV_DEBUG):
-                raise
-            print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {one_line(e, 2000)}", file=sys.stderr)
-            return EXIT_UNEXPECTED
-        _print_summary(summary, args.json)
-        return 0
+    with _remote(getattr(args, "remote", None)) as remote, _logging(quiet):
+        # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
+        archive = recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
+        with archive as conf:
+            return _run(args, conf, quiet)
+
+
+def _run(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool) -> int:
+    """One command: its summary printed and 0, or one line on stderr and its exit code."""
+    try:
+        summary = _COMMANDS[args.command](args, {**conf, "spark.ui.showConsoleProgress": "false"} if quiet else conf)
+    except DiabetesSparkError as e:
+        print(f"diabetes-spark {args.command}: error: {one_line(e, 2000)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as e:  # the last line of defence: one line, full trace only on request
+        if os.environ.get(ENV_DEBUG):
+            raise
+        print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {one_line(e, 2000)}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    _print_summary(summary, args.json)
+    return 0

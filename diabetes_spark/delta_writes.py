@@ -13,7 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Literal
 
 from diabetes_spark.errors import InputError, SchemaError, WriteConflictError, one_line
-from diabetes_spark.storage import TableRef, delta_table, error_condition, table_exists
+from diabetes_spark.storage import TableRef, error_condition, history, table_exists
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -62,9 +62,8 @@ def _commit_metrics(spark: SparkSession, ref: TableRef, tag: str) -> dict[str, s
     The last :data:`HISTORY_WINDOW` commits are searched first (cheap); the whole history only
     when other writers committed more than that since.
     """
-    table = delta_table(spark, ref)
-    for history in (table.history(HISTORY_WINDOW), table.history()):
-        row = history.filter(f"userMetadata = '{tag}'").select("operationMetrics").first()
+    for commits in (history(spark, ref, limit=HISTORY_WINDOW), history(spark, ref)):
+        row = commits.filter(f"userMetadata = '{tag}'").select("operationMetrics").first()
         if row is not None:
             return dict(row[0] or {})
     return None

@@ -165,12 +165,25 @@ def log_model(
     import pyspark
     from mlflow.models import infer_signature
 
+    from diabetes_spark import spark_models
+    from diabetes_spark.session import is_connect
+
     signature = infer_signature(example, model.transform(example).select(PREDICTION))
+    requirements = [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+    if is_connect(example.sparkSession):  # no py4j: the server saves the model (see spark_models)
+        return spark_models.log_model(
+            model,
+            MODEL_ARTIFACT,
+            dfs_tmpdir=dfs_tmpdir,
+            signature=signature,
+            pip_requirements=requirements,
+            metadata=metadata,
+        )
     return mlflow.spark.log_model(
         model,
         MODEL_ARTIFACT,
         signature=signature,
-        pip_requirements=[f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"],
+        pip_requirements=requirements,
         metadata=metadata,
         dfs_tmpdir=dfs_tmpdir or None,
     )
@@ -304,9 +317,13 @@ def _raise_unless_not_found(error: Exception, what: str) -> None:
 
 def load_model(resolved: ResolvedModel, *, dfs_tmpdir: str = "") -> PipelineModel:
     """Load a resolved version as a Spark ``PipelineModel`` (no pyfunc wrapper, no UDF), staged
-    through ``dfs_tmpdir`` (see :func:`log_model`)."""
+    through ``dfs_tmpdir`` (see :func:`log_model`); over Spark Connect by the server."""
     import mlflow.spark
 
+    from diabetes_spark import spark_models
+
+    if spark_models.on_connect():
+        return spark_models.load_model(resolved.uri, dfs_tmpdir=dfs_tmpdir)
     return mlflow.spark.load_model(resolved.uri, dfs_tmpdir=dfs_tmpdir or None)
 
 

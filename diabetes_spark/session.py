@@ -1,6 +1,9 @@
-"""The Spark session: Databricks' own, or local Spark with Delta Lake; nothing else creates one.
+"""The Spark session: Databricks' own, a Spark Connect server's, or local Spark with Delta Lake;
+nothing else creates one.
 
-Locally it is ``local[*]`` with Delta Lake (jars resolved from Maven Central on the first start
+``SPARK_REMOTE=sc://host:port`` (pyspark's own variable) selects a Spark Connect server, as on
+serverless and standard-access compute; it is checked at once (reachable, with Delta). Otherwise
+it is ``local[*]`` with Delta Lake (jars resolved from Maven Central on the first start
 by ``configure_spark_with_delta_pip``) and the ``hadoop-azure`` jar, so ``abfss://`` paths resolve.
 Later starts take the resolved jars and the class-data archive from :mod:`diabetes_spark.jvm_cache`.
 """
@@ -21,15 +24,19 @@ from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
     "ENV_HOME",
     "ENV_MASTER",
+    "ENV_REMOTE",
+    "SUPPORTED_SPARK",
     "JOB_SPARK_CONF",
     "LOCAL_SPARK_CONF",
     "get_spark",
+    "cached",
     "hadoop_version",
+    "is_connect",
     "is_databricks",
     "local_home",
 ]
@@ -41,6 +48,11 @@ ENV_MASTER = "DIABETES_SPARK_MASTER"
 #: Environment variable naming the local workspace folder (default ``./lakehouse``): the MLflow
 #: SQLite store and artifacts live there, and the demo's tables.
 ENV_HOME = "DIABETES_SPARK_HOME"
+#: pyspark's own variable naming a Spark Connect server (``sc://host:port``); ``--remote`` sets it.
+ENV_REMOTE = "SPARK_REMOTE"
+#: Spark versions (major.minor) of the tested Databricks LTS ML runtimes: 15.4 and 16.4 (3.5), 17.3
+#: (4.0), 18 (4.1). Another version gets a warning at start, not a refusal.
+SUPPORTED_SPARK = ("3.5", "4.0", "4.1")
 
 #: Settings the jobs need on any cluster (also in the job clusters' ``spark_conf``, ``resources/``).
 #: Validation and scoring make one wide expression per row; whole-stage codegen turns it into a Java
@@ -65,6 +77,28 @@ LOCAL_SPARK_CONF: Mapping[str, str] = {
     "spark.databricks.delta.snapshotPartitions": str(max(2, os.cpu_count() or 2)),
     **JOB_SPARK_CONF,
 }
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (serverless, standard access, Databricks Connect, a server)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+@contextmanager
+def cached(df: DataFrame) -> Iterator[DataFrame]:
+    """``df`` persisted (memory and disk) for the block on classic Spark, so its passes share one
+    computation; over Spark Connect it is left as it is, since serverless compute refuses caching:
+    each pass recomputes it from its input (pinned to one Delta version by the callers)."""
+    if is_connect(df.sparkSession):
+        yield df
+        return
+    from pyspark import StorageLevel
+
+    df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        yield df
+    finally:
+        df.unpersist()
 
 
 def is_databricks() -> bool:
@@ -119,7 +153,9 @@ def get_spark(
     if active is not None:
         return active
     if is_databricks():
-        return SparkSession.builder.getOrCreate()
+        return _warn_if_untested(SparkSession.builder.getOrCreate())
+    if os.environ.get(ENV_REMOTE):
+        return _warn_if_untested(_connect(os.environ[ENV_REMOTE]))
 
     from delta import configure_spark_with_delta_pip
 
@@ -150,7 +186,46 @@ def get_spark(
         spark = builder.getOrCreate()
     if jars is None:
         jvm_cache.remember_jars(spark.conf.get("spark.jars", ""))
-    spark.sparkContext.setLogLevel("ERROR")
+    spark.sparkContext.setLogLevel("ERROR")  # classic-only: this branch built a local classic session
+    return _warn_if_untested(spark)
+
+
+def _connect(url: str) -> SparkSession:
+    """The session of the Spark Connect server at ``url``, checked before anything is read: it
+    answers, and it has Delta Lake.
+
+    Raises:
+        ConfigurationError: The server does not answer, or has no Delta Lake.
+    """
+    from pyspark.sql import SparkSession
+
+    from diabetes_spark import connect_server
+
+    where = f"{ENV_REMOTE}={url}"
+    connect_server.check_reachable(url, where)
+    try:
+        spark = SparkSession.builder.remote(url).getOrCreate()
+        spark.sql("SELECT 1").collect()
+    except ImportError as e:
+        raise ConfigurationError(
+            f"{where} needs pyspark's Spark Connect client: pip install 'pyspark[connect]' ({e})"
+        ) from e
+    except Exception as e:
+        raise ConfigurationError(f"the Spark Connect server at {where} refused a session: {e}") from e
+    connect_server.check_delta(spark, where)
+    return spark
+
+
+def _warn_if_untested(spark: SparkSession) -> SparkSession:
+    """A Spark version outside the tested runtimes is used, with a warning naming the tested ones."""
+    version = ".".join(spark.version.split(".")[:2])
+    if version not in SUPPORTED_SPARK:
+        _log.warning(
+            "Spark %s is not among the tested versions (Spark %s: Databricks Runtime 15.4, 16.4, 17.3 and 18 "
+            "LTS ML); the jobs run, but were not proven on it",
+            spark.version,
+            ", ".join(SUPPORTED_SPARK),
+        )
     return spark
 
 

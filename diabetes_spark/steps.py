@@ -13,10 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyspark import StorageLevel
-
 from diabetes_spark import delta_writes, drift, evaluation, registry, schemas, scoring, storage, training
 from diabetes_spark.errors import ReconciliationError
+from diabetes_spark.session import cached
 from diabetes_spark.telemetry import Telemetry
 from diabetes_spark.telemetry import start as start_telemetry
 
@@ -60,15 +59,14 @@ def job_telemetry(given: Telemetry | None, component: str) -> Iterator[Telemetry
 def read_annotated(
     spark: SparkSession, ref: TableRef, schema: str, required: tuple[str, ...], tel: Telemetry
 ) -> Iterator[DataFrame]:
-    """The input read (step ``read``) and validated, cached for the block: counting, reporting and
-    writing reuse one read."""
+    """The input read (step ``read``) and validated, cached for the block on classic Spark: counting,
+    reporting and writing reuse one read. The read is pinned to the table's current Delta version,
+    so where nothing is cached (Spark Connect) every pass sees the same rows."""
     with tel.span("read", source=str(ref)):
-        annotated = schemas.annotate(storage.read_table(spark, ref), schemas.load_schema(schema), required=required)
-        annotated.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
+        raw = storage.read_table(spark, ref, pinned=True)
+        annotated = schemas.annotate(raw, schemas.load_schema(schema), required=required)
+    with cached(annotated):
         yield annotated
-    finally:
-        annotated.unpersist()
 
 
 def validate(annotated: DataFrame, limit: float, source: TableRef) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from diabetes_spark.data import SAMPLE_PREFIX, sample_path
-from diabetes_spark.errors import InputError, ParamError, SchemaError, one_line
+from diabetes_spark.errors import ConfigurationError, InputError, ParamError, SchemaError, one_line
 from diabetes_spark.schemas import CORRUPT_RECORD, check_column_names
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ __all__ = [
     "adls_oauth_settings",
     "configure_adls_oauth",
     "read_table",
-    "delta_table",
+    "history",
+    "spark_failures",
     "delta_version",
     "error_condition",
     "table_exists",
@@ -125,7 +126,7 @@ def configure_adls(spark: SparkSession, account: str, key: str) -> None:
     if not key:
         raise InputError(f"empty access key for storage account {account!r}")
     hide_in_logs(key)
-    spark.conf.set(adls_conf_key(account), key)
+    _set_storage_conf(spark, account, {adls_conf_key(account): key})
 
 
 def adls_oauth_settings(account: str, *, client_id: str, client_secret: str, tenant: str) -> dict[str, str]:
@@ -149,10 +150,24 @@ def configure_adls_oauth(spark: SparkSession, account: str, *, client_id: str, c
     if not (client_id and client_secret and tenant):
         raise InputError(f"OAuth to storage account {account!r} needs a client id, a client secret and a tenant id")
     hide_in_logs(client_secret)
-    for key, value in adls_oauth_settings(
-        account, client_id=client_id, client_secret=client_secret, tenant=tenant
-    ).items():
-        spark.conf.set(key, value)
+    settings = adls_oauth_settings(account, client_id=client_id, client_secret=client_secret, tenant=tenant)
+    _set_storage_conf(spark, account, settings)
+
+
+def _set_storage_conf(spark: SparkSession, account: str, settings: dict[str, str]) -> None:
+    """Set storage credentials in the session's conf. Serverless compute refuses such settings: the
+    error then says to reach storage through Unity Catalog (its message is not shown: it could echo
+    the secret)."""
+    for key, value in settings.items():
+        try:
+            spark.conf.set(key, value)
+        except Exception as e:
+            raise ConfigurationError(
+                f"this Spark session refuses storage credentials in its conf ({error_condition(e) or type(e).__name__}"
+                f", setting {key.split('.' + account)[0]}); on serverless or standard-access compute reach "
+                f"account {account!r} through a Unity Catalog external location or volume and leave the storage "
+                "key and OAuth secrets empty"
+            ) from None
 
 
 def _is_missing_path(error: Exception) -> bool:
@@ -172,7 +187,6 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
             read its schema (e.g. Parquet files whose columns contradict each other).
         SchemaError: Column names are empty, repeated (case-insensitively) or reserved.
     """
-    from py4j.protocol import Py4JJavaError
     from pyspark.errors import AnalysisException
 
     try:
@@ -194,8 +208,21 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
                 f"{one_line(e)} Rename or drop one of them."
             ) from e
         raise
-    except Py4JJavaError as e:  # a Spark job reading the schema failed: the files are not readable as one table
+    except spark_failures() as e:  # a Spark job reading the schema failed: the files are not readable as one table
         raise InputError(f"cannot read the columns of {ref.kind} input {ref.location}: {one_line(e)}") from e
+
+
+def spark_failures() -> tuple[type[Exception], ...]:
+    """The exceptions a failed Spark job raises: pyspark's own (classic and Spark Connect) and, as a
+    classic-only fallback, py4j's for the JVM errors classic pyspark does not convert. A Spark
+    Connect-only client (``pyspark-client``) has no py4j."""
+    from pyspark.errors import PySparkException
+
+    try:
+        from py4j.protocol import Py4JJavaError
+    except ImportError:
+        return (PySparkException,)
+    return (PySparkException, Py4JJavaError)
 
 
 def _csv_reader(spark: SparkSession):
@@ -284,14 +311,13 @@ def _file_key(uri: str) -> str:
 
 def table_exists(spark: SparkSession, ref: TableRef) -> bool:
     """True when ``ref`` names an existing Delta table."""
-    from delta.tables import DeltaTable
-
     if ref.kind == "table":
         return spark.catalog.tableExists(ref.location)
     try:
-        return DeltaTable.isDeltaTable(spark, ref.location)
-    except Exception:  # an unreachable or nonexistent path is simply "not a table" here
+        history(spark, ref, limit=1).first()
+    except Exception:  # not a Delta table, a nonexistent or an unreachable path: "not a table" here
         return False
+    return True
 
 
 def holds_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
@@ -321,18 +347,19 @@ def error_condition(error: Exception) -> str:
     return ""
 
 
-def delta_table(spark: SparkSession, ref: TableRef):
-    """The ``DeltaTable`` of a path or catalog reference."""
-    from delta.tables import DeltaTable
+def history(spark: SparkSession, ref: TableRef, *, limit: int | None = None) -> DataFrame:
+    """The commit history of a Delta table, newest first (``DESCRIBE HISTORY``).
 
-    if ref.kind == "table":
-        return DeltaTable.forName(spark, ref.location)
-    return DeltaTable.forPath(spark, ref.location)
+    SQL rather than ``delta.tables.DeltaTable``: it needs no Delta Python module, so it is the same
+    on every Delta version, classic or over Spark Connect (where ``DeltaTable`` needs a server plugin).
+    """
+    name = ref.location if ref.kind == "table" else "delta.`" + ref.location.replace("`", "``") + "`"
+    return spark.sql(f"DESCRIBE HISTORY {name}" + (f" LIMIT {int(limit)}" if limit else ""))
 
 
 def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
     """The latest version of a Delta table, or ``None`` when ``ref`` is not a Delta table."""
     if ref.kind in ("csv", "parquet") or not table_exists(spark, ref):
         return None
-    row = delta_table(spark, ref).history(1).select("version").first()
+    row = history(spark, ref, limit=1).select("version").first()
     return None if row is None else int(row[0])

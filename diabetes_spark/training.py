@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pyspark import StorageLevel
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.regression import GBTRegressor, LinearRegression, RandomForestRegressor
@@ -16,6 +15,7 @@ from diabetes_spark.evaluation import regression_metrics
 from diabetes_spark.features import FEATURES, build_feature_stages
 from diabetes_spark.params import ESTIMATORS, TrainParams
 from diabetes_spark.schemas import LABEL, PREDICTION
+from diabetes_spark.session import cached
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -82,6 +82,21 @@ def _grid(pipeline: Pipeline, params: TrainParams) -> list[dict]:
     return grid.build()
 
 
+def _fit(pipeline: Pipeline, train: DataFrame, params: TrainParams) -> tuple[PipelineModel, dict[str, Any]]:
+    """The fitted pipeline, tuned over :func:`_grid` if asked, and the best grid point's values."""
+    if params.tuning == "none":
+        return pipeline.fit(train), {}
+    evaluator = RegressionEvaluator(labelCol=LABEL, predictionCol=PREDICTION, metricName=params.primary_metric)
+    grid = _grid(pipeline, params)
+    tuner_cls = CrossValidator if params.tuning == "cross_validation" else TrainValidationSplit
+    extra = {"numFolds": params.num_folds} if params.tuning == "cross_validation" else {"trainRatio": 0.75}
+    tuner = tuner_cls(estimator=pipeline, estimatorParamMaps=grid, evaluator=evaluator, seed=params.seed, **extra)
+    tuned = tuner.fit(train)
+    metrics = list(tuned.avgMetrics if params.tuning == "cross_validation" else tuned.validationMetrics)
+    best = metrics.index(max(metrics) if evaluator.isLargerBetter() else min(metrics))
+    return tuned.bestModel, {p.name: v for p, v in grid[best].items()}
+
+
 def fit(valid: DataFrame, params: TrainParams) -> TrainResult:
     """Split ``valid`` rows, fit the pipeline (tuned if asked) and evaluate it on the held-out split.
 
@@ -90,33 +105,18 @@ def fit(valid: DataFrame, params: TrainParams) -> TrainResult:
     """
     pipeline = build_pipeline(params)
     train, test = split(valid, train_fraction=params.train_fraction, seed=params.seed)
-    train = train.persist(StorageLevel.MEMORY_AND_DISK)
-    n_train, n_test = train.count(), test.count()
-    if n_train + n_test < params.min_rows:
-        train.unpersist()
-        raise TrainingError(
-            f"{n_train + n_test} valid rows, fewer than min_rows={params.min_rows}: too few to train. "
-            "Add data or lower min_rows."
-        )
-    if n_train == 0 or n_test == 0:
-        train.unpersist()
-        raise TrainingError(f"train_fraction={params.train_fraction} left {n_train} training and {n_test} test rows")
-
-    best_params: dict[str, Any] = {}
-    if params.tuning == "none":
-        model = pipeline.fit(train)
-    else:
-        evaluator = RegressionEvaluator(labelCol=LABEL, predictionCol=PREDICTION, metricName=params.primary_metric)
-        grid = _grid(pipeline, params)
-        tuner_cls = CrossValidator if params.tuning == "cross_validation" else TrainValidationSplit
-        extra = {"numFolds": params.num_folds} if params.tuning == "cross_validation" else {"trainRatio": 0.75}
-        tuner = tuner_cls(estimator=pipeline, estimatorParamMaps=grid, evaluator=evaluator, seed=params.seed, **extra)
-        tuned = tuner.fit(train)
-        model = tuned.bestModel
-        metrics = list(tuned.avgMetrics if params.tuning == "cross_validation" else tuned.validationMetrics)
-        best = metrics.index(max(metrics) if evaluator.isLargerBetter() else min(metrics))
-        best_params = {p.name: v for p, v in grid[best].items()}
-    train.unpersist()
+    with cached(train):  # counted, then fitted (several passes when tuned)
+        n_train, n_test = train.count(), test.count()
+        if n_train + n_test < params.min_rows:
+            raise TrainingError(
+                f"{n_train + n_test} valid rows, fewer than min_rows={params.min_rows}: too few to train. "
+                "Add data or lower min_rows."
+            )
+        if n_train == 0 or n_test == 0:
+            raise TrainingError(
+                f"train_fraction={params.train_fraction} left {n_train} training and {n_test} test rows"
+            )
+        model, best_params = _fit(pipeline, train, params)
     predictions = model.transform(test)
     return TrainResult(
         model=model,

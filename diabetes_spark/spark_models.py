@@ -1,0 +1,128 @@
+"""The fitted pipeline to and from MLflow over Spark Connect, in ``mlflow.spark``'s own format.
+
+``mlflow.spark`` moves the saved model between the driver's disk and Spark's through py4j, which
+Spark Connect does not have (outside Databricks, where a ``/Volumes`` folder takes its place).
+Over Connect the server saves and loads the model itself, so it is staged in a folder both the
+client and the server reach: ``dfs_tmpdir`` (a Unity Catalog volume on Databricks, whose FUSE path
+is the same), else a local temporary folder (a server on this machine). Logging goes through
+MLflow's public custom-flavour API (``Model.log`` with this module as the flavour) and writes what
+``mlflow.spark`` writes, so either side loads a model the other logged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.models import Model
+    from pyspark.ml import PipelineModel
+
+__all__ = ["FLAVOR", "MODEL_DATA", "on_connect", "log_model", "save_model", "load_model"]
+
+#: ``mlflow.spark``'s flavour name and the sub-folder of its saved Spark ML model.
+FLAVOR, MODEL_DATA = "spark", "sparkml"
+
+
+def on_connect() -> bool:
+    """True when the active session is a Spark Connect one."""
+    from pyspark.sql import SparkSession
+
+    from diabetes_spark.session import is_connect
+
+    active = SparkSession.getActiveSession()
+    return active is not None and is_connect(active)
+
+
+@contextmanager
+def _staging(dfs_tmpdir: str) -> Iterator[Path]:
+    """A fresh folder under ``dfs_tmpdir`` (else the temporary folder), removed after the block."""
+    from mlflow.environment_variables import MLFLOW_DFS_TMP
+
+    base = dfs_tmpdir or (MLFLOW_DFS_TMP.get() if MLFLOW_DFS_TMP.defined else "") or tempfile.gettempdir()
+    folder = Path(base) / f"diabetes-spark-model-{uuid.uuid4().hex}"
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def log_model(model: PipelineModel, artifact_path: str, *, dfs_tmpdir: str = "", **log_args: Any) -> Any:
+    """Log ``model`` in the active run as ``mlflow.spark`` would; ``log_args`` (signature, metadata,
+    pip_requirements) go to MLflow's ``Model.log``."""
+    from mlflow.models import Model
+
+    return Model.log(artifact_path, flavor=sys.modules[__name__], spark_model=model, dfs_tmpdir=dfs_tmpdir, **log_args)
+
+
+def save_model(
+    path: str,
+    mlflow_model: Model,
+    *,
+    spark_model: PipelineModel,
+    dfs_tmpdir: str = "",
+    signature: Any = None,
+    pip_requirements: list[str] | None = None,
+    **_: Any,
+) -> None:
+    """The flavour's save (called by ``Model.log``): the Spark ML model saved by the server, moved
+    into ``path``, with the ``MLmodel`` file and environment files ``mlflow.spark`` writes."""
+    import mlflow
+    import pyspark
+    import yaml
+    from mlflow.pyfunc import add_to_model
+
+    os.makedirs(path, exist_ok=True)
+    with _staging(dfs_tmpdir) as folder:
+        spark_model.write().save(str(folder))
+        shutil.move(str(folder), os.path.join(path, MODEL_DATA))
+    if signature is not None:
+        mlflow_model.signature = signature
+    mlflow_model.add_flavor(
+        FLAVOR,
+        pyspark_version=pyspark.__version__,
+        model_data=MODEL_DATA,
+        code=None,
+        model_class=f"{type(spark_model).__module__}.{type(spark_model).__name__}",
+    )
+    add_to_model(
+        mlflow_model,
+        loader_module="mlflow.spark",
+        data=MODEL_DATA,
+        conda_env="conda.yaml",
+        python_env="python_env.yaml",
+        code=None,
+    )
+    requirements = pip_requirements or [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+    python = ".".join(map(str, sys.version_info[:3]))
+    Path(path, "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    environment = {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}
+    Path(path, "python_env.yaml").write_text(yaml.safe_dump(environment), encoding="utf-8")
+    conda = {
+        "name": "mlflow-env",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={python}", "pip", {"pip": requirements}],
+    }
+    Path(path, "conda.yaml").write_text(yaml.safe_dump(conda), encoding="utf-8")
+    mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+def load_model(model_uri: str, *, dfs_tmpdir: str = "") -> PipelineModel:
+    """Load an ``mlflow.spark`` model as a ``PipelineModel`` over Spark Connect: its files are
+    downloaded where the server reads them, and the server loads them."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+    from pyspark.ml import PipelineModel
+
+    with _staging(dfs_tmpdir) as folder:
+        folder.mkdir(parents=True)
+        local = download_artifacts(artifact_uri=model_uri, dst_path=str(folder))
+        data = Model.load(local).flavors[FLAVOR]["model_data"]
+        return PipelineModel.load(os.path.join(local, data))
