@@ -108,16 +108,23 @@ def _delta_package() -> str:
 
 
 def server_command(
-    port: int = DEFAULT_PORT, *, conf: Mapping[str, str] | None = None, jars: Sequence[str] = (), master: str = ""
+    port: int = DEFAULT_PORT,
+    *,
+    conf: Mapping[str, str] | None = None,
+    jars: Sequence[str] = (),
+    master: str = "",
+    delta: bool = True,
 ) -> list[str]:
     """The ``spark-submit`` command of a Spark Connect server on 127.0.0.1:``port``, from the
-    installed pyspark, with Delta Lake and the local sessions' settings (:data:`LOCAL_SPARK_CONF`)."""
+    installed pyspark, with the local sessions' settings (:data:`LOCAL_SPARK_CONF`) and, unless
+    ``delta`` is false, Delta Lake's extension and catalog."""
     import pyspark
 
     from diabetes_spark.session import ENV_MASTER, LOCAL_SPARK_CONF
 
+    dropped = () if delta else ("spark.sql.extensions", "spark.sql.catalog.spark_catalog")
     settings = {
-        **LOCAL_SPARK_CONF,
+        **{key: value for key, value in LOCAL_SPARK_CONF.items() if key not in dropped},
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         **(conf or {}),
@@ -137,6 +144,7 @@ def start(
     conf: Mapping[str, str] | None = None,
     jars: Sequence[str] = (),
     master: str = "",
+    delta: bool = True,
     log: Path | None = None,
     timeout: float = 300.0,
 ) -> subprocess.Popen:
@@ -145,7 +153,7 @@ def start(
     Raises:
         ConfigurationError: It exited, or did not listen within ``timeout`` seconds (its log says why).
     """
-    command = server_command(port, conf=conf, jars=jars, master=master)
+    command = server_command(port, conf=conf, jars=jars, master=master, delta=delta)
     environment = {**os.environ, "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
     environment.pop("SPARK_REMOTE", None)
     output = log.open("ab") if log else subprocess.DEVNULL

@@ -8,10 +8,21 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import __version__, drift, promotion, registry, schemas, scoring, steps, storage, training
+from diabetes_spark import (
+    __version__,
+    drift,
+    promotion,
+    registry,
+    schemas,
+    scoring,
+    spark_models,
+    steps,
+    storage,
+    training,
+)
 from diabetes_spark.errors import ReconciliationError
 from diabetes_spark.registry import MlflowLocation
-from diabetes_spark.session import local_home
+from diabetes_spark.session import is_connect, local_home
 from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 
 if TYPE_CHECKING:
@@ -93,6 +104,8 @@ def run_training(
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with steps.job_telemetry(telemetry, COMPONENT_TRAIN) as tel, location.active():
         registry.check_model_name(params.model_name)
+        if is_connect(spark):  # the model must pass through a folder the server shares
+            spark_models.check_staging(spark, params.dfs_tmpdir)
         source = storage.resolve(params.training_data)
         experiment_id = location.ensure_experiment(params.experiment)
         tel.set_dimensions(mlflow_experiment_id=experiment_id, model_name=params.model_name)

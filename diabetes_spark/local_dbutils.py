@@ -14,7 +14,7 @@ from typing import Any
 
 from diabetes_spark.session import is_databricks
 
-__all__ = ["SECRET_ENV_PREFIX", "secret_env_name", "NotebookExit", "LocalDbutils", "get_dbutils"]
+__all__ = ["SECRET_ENV_PREFIX", "secret_env_name", "NotebookExit", "LocalDbutils", "get_dbutils", "runner_secrets"]
 
 
 #: Local secrets: ``DIABETES_SPARK_SECRET__<SCOPE>__<KEY>``, scope and key upper-cased with every
@@ -149,11 +149,12 @@ class LocalDbutils:
 
     Args:
         widgets: Widget values that override the defaults the notebook declares.
+        secrets: Where secrets come from (default: environment variables, :func:`secret_env_name`).
     """
 
-    def __init__(self, widgets: Mapping[str, str] | None = None) -> None:
+    def __init__(self, widgets: Mapping[str, str] | None = None, *, secrets: Any = None) -> None:
         self.widgets = _Widgets(widgets or {})
-        self.secrets = _Secrets()
+        self.secrets = secrets if secrets is not None else _Secrets()
         self.fs = _Fs()
         self.notebook = _Notebook()
         self.library = _Library()
@@ -166,3 +167,14 @@ def get_dbutils(spark: Any, widgets: Mapping[str, str] | None = None) -> Any:
 
         return DBUtils(spark)
     return LocalDbutils(widgets)
+
+
+def runner_secrets() -> Any:
+    """The secrets of a notebook the runner executes: on Databricks the workspace's secret scopes
+    (a Python wheel task, e.g. the serverless scoring job, runs the notebook through the runner),
+    elsewhere environment variables."""
+    if is_databricks():
+        from databricks.sdk.runtime import dbutils  # type: ignore[import-not-found]  # on every runtime
+
+        return dbutils.secrets
+    return _Secrets()

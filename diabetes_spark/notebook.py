@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from diabetes_spark import params as job_params
 from diabetes_spark import storage, telemetry
 from diabetes_spark.errors import ConfigurationError, NotebookError, one_line
-from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit
+from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit, runner_secrets
 from diabetes_spark.session import local_home
 
 if TYPE_CHECKING:
@@ -242,7 +242,7 @@ def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, st
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise NotebookError(f"cannot read notebook {path}: {e.strerror}") from e
-    dbutils = LocalDbutils(widgets)
+    dbutils = LocalDbutils(widgets, secrets=runner_secrets())
     namespace: dict[str, Any] = {"spark": spark, "dbutils": dbutils, "__name__": "__main__", "display": _log.info}
     for cell in parse_notebook(text):
         if cell.magic:

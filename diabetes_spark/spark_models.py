@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mlflow.models import Model
     from pyspark.ml import PipelineModel
 
-__all__ = ["FLAVOR", "MODEL_DATA", "on_connect", "log_model", "save_model", "load_model"]
+__all__ = ["FLAVOR", "MODEL_DATA", "on_connect", "check_staging", "log_model", "save_model", "load_model"]
 
 #: ``mlflow.spark``'s flavour name and the sub-folder of its saved Spark ML model.
 FLAVOR, MODEL_DATA = "spark", "sparkml"
@@ -41,17 +41,53 @@ def on_connect() -> bool:
     return active is not None and is_connect(active)
 
 
+def _base(dfs_tmpdir: str) -> str:
+    from mlflow.environment_variables import MLFLOW_DFS_TMP
+
+    return dfs_tmpdir or (MLFLOW_DFS_TMP.get() if MLFLOW_DFS_TMP.defined else "") or tempfile.gettempdir()
+
+
 @contextmanager
 def _staging(dfs_tmpdir: str) -> Iterator[Path]:
     """A fresh folder under ``dfs_tmpdir`` (else the temporary folder), removed after the block."""
-    from mlflow.environment_variables import MLFLOW_DFS_TMP
-
-    base = dfs_tmpdir or (MLFLOW_DFS_TMP.get() if MLFLOW_DFS_TMP.defined else "") or tempfile.gettempdir()
-    folder = Path(base) / f"diabetes-spark-model-{uuid.uuid4().hex}"
+    folder = Path(_base(dfs_tmpdir)) / f"diabetes-spark-model-{uuid.uuid4().hex}"
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_staging(spark: Any, dfs_tmpdir: str) -> None:
+    """Check, before a job reads anything, that the Spark Connect server reads what this process
+    writes under ``dfs_tmpdir``: one small file written here is read there.
+
+    Raises:
+        ConfigurationError: ``dfs_tmpdir`` is not a local path (``/Volumes/...`` on Databricks), or
+            the server cannot read it (it runs elsewhere): the model could not pass between them.
+    """
+    from diabetes_spark.errors import ConfigurationError
+    from diabetes_spark.storage import spark_failures
+
+    base = _base(dfs_tmpdir)
+    remedy = (
+        "over Spark Connect the model passes through a folder both sides reach: set dfs_tmpdir to a Unity Catalog "
+        "volume (/Volumes/<catalog>/<schema>/<volume>/tmp) on Databricks, run the Spark Connect server on this "
+        "machine, or run on a dedicated (classic) cluster"
+    )
+    if "://" in base or not os.path.isabs(base):
+        raise ConfigurationError(f"dfs_tmpdir {base!r} is not a folder of this machine; {remedy}")
+    with _staging(dfs_tmpdir) as folder:
+        token = uuid.uuid4().hex
+        try:
+            folder.mkdir(parents=True)
+            (folder / "probe.txt").write_text(token, encoding="utf-8")
+            seen = [row[0] for row in spark.read.text(str(folder / "probe.txt")).collect()]
+        except (OSError, *spark_failures()) as e:
+            raise ConfigurationError(
+                f"the Spark Connect server cannot read {base} ({type(e).__name__}); {remedy}"
+            ) from e
+    if seen != [token]:
+        raise ConfigurationError(f"the Spark Connect server reads another {base} than this process; {remedy}")
 
 
 def log_model(model: PipelineModel, artifact_path: str, *, dfs_tmpdir: str = "", **log_args: Any) -> Any:
@@ -120,7 +156,9 @@ def load_model(model_uri: str, *, dfs_tmpdir: str = "") -> PipelineModel:
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
     from pyspark.ml import PipelineModel
+    from pyspark.sql import SparkSession
 
+    check_staging(SparkSession.getActiveSession(), dfs_tmpdir)
     with _staging(dfs_tmpdir) as folder:
         folder.mkdir(parents=True)
         local = download_artifacts(artifact_uri=model_uri, dst_path=str(folder))
