@@ -14,7 +14,9 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "diabetes_spark" / "__in
 
 # pyspark/delta-spark pair of Databricks Runtime 18 LTS (Apache Spark 4.1, Delta Lake 4.1).
 LOCAL = [
-    "pyspark==4.1.0",  # delta-spark 4.1.0 is built against Spark 4.1.0 exactly (4.1.4 lacks classes it needs)
+    # delta-spark 4.1.0 is built against Spark 4.1.0 exactly (4.1.4 lacks classes it needs); [connect] is
+    # the Spark Connect client (grpcio), for SPARK_REMOTE / --remote and `diabetes-spark connect-server`.
+    "pyspark[connect]==4.1.0",
     "delta-spark==4.1.0",
     "pandas>=2.2,<3",  # pyspark 4.1 does not fully support pandas 3
     "pyarrow>=15",
