@@ -25,7 +25,7 @@ from databricks.bundles.jobs import Job
 
 from diabetes_spark import __version__, cli, params
 from diabetes_spark.deploy import bundle as deploy_bundle  # `bundle` is the fixture below
-from diabetes_spark.deploy import cron, models, secrets
+from diabetes_spark.deploy import cron, models, secrets, uploads
 from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 from diabetes_spark.session import JOB_SPARK_CONF
@@ -286,6 +286,42 @@ def test_jobs_json_without_a_built_wheel_says_to_build_it(bundle_dir: Path, tmp_
     shutil.copytree(bundle_dir, empty, ignore=shutil.ignore_patterns("*.whl"))
     with pytest.raises(ConfigurationError, match=r"no file matches '\.\./dist/\*\.whl'.*python -m build --wheel"):
         deploy_bundle.job_settings(deploy_bundle.load_bundle(empty), "dev", user=USER)
+
+
+@pytest.mark.parametrize(
+    ("dependency", "expected"),
+    [
+        ("../dist/*.whl", [f"/ws/artifacts/.internal/{WHEEL}"]),  # newest version only, as for libraries
+        ("../dist/*.whl[deploy]", [f"/ws/artifacts/.internal/{WHEEL}[deploy]"]),  # pip extras kept
+        ("dist/extra-1.0-py3-none-any.whl", ["/ws/artifacts/.internal/extra-1.0-py3-none-any.whl"]),
+        ("mlflow-skinny>=3.0,<4", ["mlflow-skinny>=3.0,<4"]),  # requirements by name: from the index
+        ("requests", ["requests"]),
+        ("-r /Workspace/requirements.txt", ["-r /Workspace/requirements.txt"]),  # pip options
+        ("--index-url https://pypi.example.com/simple", ["--index-url https://pypi.example.com/simple"]),
+        (
+            "/Volumes/main/diabetes/files/x-1.0-py3-none-any.whl",
+            ["/Volumes/main/diabetes/files/x-1.0-py3-none-any.whl"],
+        ),
+        ("https://example.com/x-1.0-py3-none-any.whl", ["https://example.com/x-1.0-py3-none-any.whl"]),
+    ],
+)
+def test_jobs_json_rewrites_local_environment_dependencies_as_the_cli_does(
+    tmp_path: Path, dependency: str, expected: list[str]
+) -> None:
+    source = tmp_path / "resources"
+    (source / "dist").mkdir(parents=True)
+    (tmp_path / "dist").mkdir()
+    for name in ("diabetes_spark-0.0.9-py3-none-any.whl", WHEEL):
+        (tmp_path / "dist" / name).write_bytes(b"")
+    (source / "dist" / "extra-1.0-py3-none-any.whl").write_bytes(b"")
+    context = {"workspace.artifact_path": "/ws/artifacts"}
+    assert uploads.upload_dependencies(source, [dependency], context, where="job 'j'.environments[0]") == expected
+
+
+def test_an_environment_dependency_matching_no_file_says_to_build_the_wheel(tmp_path: Path) -> None:
+    context = {"workspace.artifact_path": "/ws/artifacts"}
+    with pytest.raises(ConfigurationError, match=r"job 'j'\.environments\[0\]: no file matches '\.\./dist/\*\.whl'"):
+        uploads.upload_dependencies(tmp_path, ["../dist/*.whl"], context, where="job 'j'.environments[0]")
 
 
 def test_secret_key_names_match_params_and_setup_secrets_defaults(bundle: dict[str, Any]) -> None:
