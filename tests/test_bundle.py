@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
 import json
 import re
 import shutil
@@ -25,8 +26,9 @@ from databricks.bundles.jobs import Job
 
 from diabetes_spark import __version__, cli, params
 from diabetes_spark.deploy import bundle as deploy_bundle  # `bundle` is the fixture below
-from diabetes_spark.deploy import cron, models, secrets
+from diabetes_spark.deploy import cron, models, secrets, uploads
 from diabetes_spark.errors import ConfigurationError
+from diabetes_spark.notebook import NOTEBOOKS
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 from diabetes_spark.session import JOB_SPARK_CONF
 
@@ -40,9 +42,18 @@ NOTEBOOK_PARAMS = {
     "diabetes_orchestrator_batch_score.py": params.ScoreParams,
 }
 WIDGET = re.compile(r'^dbutils\.widgets\.text\("([^"]+)", "([^"]*)"\)', re.MULTILINE)
-JOB_KEYS = {"diabetes_retraining", "diabetes_batch_scoring"}
+#: The serverless variant of batch scoring: a Python wheel task whose console script runs the scoring notebook.
+SERVERLESS = "diabetes_batch_scoring_serverless"
+#: The jobs on a job cluster (notebook tasks with the wheel as a task library).
+CLASSIC_KEYS = {"diabetes_retraining", "diabetes_batch_scoring"}
+JOB_KEYS = {*CLASSIC_KEYS, SERVERLESS}
 #: Job -> the experiment (resources/experiments.yml) its runs go to.
-JOB_EXPERIMENT = {"diabetes_retraining": "diabetes_training", "diabetes_batch_scoring": "diabetes_scoring"}
+JOB_EXPERIMENT = {
+    "diabetes_retraining": "diabetes_training",
+    "diabetes_batch_scoring": "diabetes_scoring",
+    SERVERLESS: "diabetes_scoring",
+}
+WIDGET_FLAG = "--widget="
 STORAGE_SECRETS = (
     "storage_account_secret",
     "storage_container_secret",
@@ -57,7 +68,8 @@ VOLUME = "/Volumes/${var.catalog}/${var.schema}/${var.volume}"
 #: widget keeps its params.py default (`wheel` included: empty, the task library installs the wheel).
 DEPLOYMENT_WIDGETS: dict[str, str | dict[str, str]] = {
     "secret_scope": "${var.secret_scope}",
-    **{name: f"${{var.{name}}}" for name in STORAGE_SECRETS},
+    # Serverless: always empty, Unity Catalog only (it refuses Spark storage credentials).
+    **{name: {job: "" if job == SERVERLESS else f"${{var.{name}}}" for job in JOB_KEYS} for name in STORAGE_SECRETS},
     "databricks_job_id": "{{job.id}}",
     "databricks_run_id": "{{job.run_id}}",
     "training_data": "${var.training_data}",
@@ -110,12 +122,31 @@ def resolved(bundle_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def _tasks(bundle: dict[str, Any]) -> list[tuple[str, dict[str, Any], Path]]:
-    """(job key, task, YAML folder) for every notebook task of the raw bundle."""
+    """(job key, task, YAML folder) for every task of the raw bundle."""
     return [
         (key, task, Path(job["__file__"]).parent)
         for key, job in bundle["resources"]["jobs"].items()
         for task in job["tasks"]
     ]
+
+
+def _widgets(task: dict[str, Any]) -> dict[str, str]:
+    """The widgets a task sets: a notebook task's base_parameters, or a wheel task's --widget=NAME=VALUE."""
+    if "notebook_task" in task:
+        return task["notebook_task"]["base_parameters"]
+    flags = [p[len(WIDGET_FLAG) :] for p in task["python_wheel_task"]["parameters"] if p.startswith(WIDGET_FLAG)]
+    widgets = params.parse_assignments(flags, flag="--widget")
+    assert len(widgets) == len(flags), f"a widget set twice: {flags}"
+    return widgets
+
+
+def _notebook(task: dict[str, Any], folder: Path) -> Path:
+    """The notebook a task runs: its notebook_path, or the wheel's shipped notebook it names."""
+    if "notebook_task" in task:
+        return (folder / task["notebook_task"]["notebook_path"]).resolve()
+    command, name = task["python_wheel_task"]["parameters"][:2]
+    assert command == "notebook", command
+    return ROOT / "notebooks" / NOTEBOOKS[name]  # setup.py ships notebooks/ as diabetes_spark._notebooks
 
 
 def _declared_widgets(notebook: Path) -> dict[str, str]:
@@ -128,7 +159,7 @@ def _retry_budget(task: dict[str, Any]) -> float:
     return task["timeout_seconds"] * (retries + 1) + retries * task.get("min_retry_interval_millis", 0) / 1000
 
 
-def test_the_bundle_defines_the_two_jobs_and_their_experiments_from_resources(bundle: dict[str, Any]) -> None:
+def test_the_bundle_defines_its_jobs_and_experiments_from_resources(bundle: dict[str, Any]) -> None:
     assert set(bundle["resources"]["jobs"]) == JOB_KEYS
     assert set(bundle["resources"]["experiments"]) == set(JOB_EXPERIMENT.values())
     for kind in ("jobs", "experiments"):
@@ -152,24 +183,49 @@ def test_every_raw_job_and_experiment_passes_the_databricks_bundles_models(
 
 
 @pytest.mark.parametrize(
-    ("kind", "change", "message"),
+    ("kind", "needs", "change", "message"),
     [
-        ("jobs", lambda s: s.update(max_concurent_runs=1), "Unexpected field 'max_concurent_runs' for class Job"),
-        ("jobs", lambda s: s["tasks"][0].update(max_retires=2), "Unexpected field 'max_retires' for class Task"),
-        ("jobs", lambda s: s.update(timeout_seconds="4h"), "invalid literal for int()"),
-        ("jobs", lambda s: s["tasks"][0].update(libraries="../dist/*.whl"), "Unexpected type"),
-        ("jobs", lambda s: s["queue"].update(enabled="sometimes"), "Unexpected type"),
-        ("jobs", lambda s: s["job_clusters"][0]["new_cluster"].update(data_security_mode="SINGLE"), "DataSecurityMode"),
-        ("experiments", lambda s: s.update(description="x"), "Unexpected field 'description' for class"),
-        ("experiments", lambda s: s.update(tags={"project": "x"}), "Unexpected type"),
+        ("jobs", None, lambda s: s.update(max_concurent_runs=1), "Unexpected field 'max_concurent_runs' for class Job"),
+        ("jobs", None, lambda s: s["tasks"][0].update(max_retires=2), "Unexpected field 'max_retires' for class Task"),
+        ("jobs", None, lambda s: s.update(timeout_seconds="4h"), "invalid literal for int()"),
+        ("jobs", None, lambda s: s["tasks"][0].update(libraries="../dist/*.whl"), "Unexpected type"),
+        ("jobs", None, lambda s: s["queue"].update(enabled="sometimes"), "Unexpected type"),
+        (
+            "jobs",
+            "job_clusters",
+            lambda s: s["job_clusters"][0]["new_cluster"].update(data_security_mode="SINGLE"),
+            "DataSecurityMode",
+        ),
+        (
+            "jobs",
+            "environments",
+            lambda s: s["environments"][0]["spec"].update(dependency=["../dist/*.whl"]),
+            "Unexpected field 'dependency' for class Environment",
+        ),
+        (
+            "jobs",
+            "environments",
+            lambda s: s.update(performance_target="FAST"),
+            "'FAST' is not a valid PerformanceTarget",
+        ),
+        (
+            "jobs",
+            "environments",
+            lambda s: s["tasks"][0]["python_wheel_task"].update(entry_piont="x"),
+            "Unexpected field 'entry_piont' for class PythonWheelTask",
+        ),
+        ("experiments", None, lambda s: s.update(description="x"), "Unexpected field 'description' for class"),
+        ("experiments", None, lambda s: s.update(tags={"project": "x"}), "Unexpected type"),
     ],
 )
 def test_an_unknown_field_or_a_wrong_type_fails_the_typed_models(
-    raw: dict[str, dict[str, dict[str, Any]]], kind: str, change: Any, message: str
+    raw: dict[str, dict[str, dict[str, Any]]], kind: str, needs: str | None, change: Any, message: str
 ) -> None:
     model = {"jobs": Job, "experiments": MlflowExperiment}[kind]
     check = {"jobs": models.check_job_settings, "experiments": models.check_experiment}[kind]
-    for key, spec in raw[kind].items():
+    specs = {key: spec for key, spec in raw[kind].items() if needs is None or needs in spec}
+    assert specs, f"no {kind[:-1]} has {needs}"
+    for key, spec in specs.items():
         broken = copy.deepcopy(spec)
         change(broken)
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -209,11 +265,13 @@ def test_every_notebook_path_exists_and_maps_to_the_synced_workspace_file(
     bundle: dict[str, Any], resolved: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
     for key, task, folder in _tasks(bundle):
-        relative = task["notebook_task"]["notebook_path"]
-        local = (folder / relative).resolve()
-        assert local.is_file(), f"{key}: {relative} does not exist"
+        local = _notebook(task, folder)
+        assert local.is_file(), f"{key}: {local} does not exist"
         assert local.parent == ROOT / "notebooks"
         (built,) = resolved["dev"][key]["tasks"]
+        if key == SERVERLESS:  # the notebook shipped in the wheel the environment installs: nothing synced
+            assert "notebook_task" not in built
+            continue
         files = f"/Workspace/Users/{USER}/.bundle/diabetes-spark/dev/files"
         assert built["notebook_task"]["notebook_path"] == f"{files}/notebooks/{local.stem}"
 
@@ -221,12 +279,15 @@ def test_every_notebook_path_exists_and_maps_to_the_synced_workspace_file(
 def test_base_parameters_equal_the_notebook_widgets_and_params_py(bundle: dict[str, Any]) -> None:
     seen = set()
     for key, task, folder in _tasks(bundle):
-        notebook = (folder / task["notebook_task"]["notebook_path"]).resolve()
+        notebook = _notebook(task, folder)
         job_params = NOTEBOOK_PARAMS[notebook.name]
-        base = task["notebook_task"]["base_parameters"]
+        base = _widgets(task)
         declared = _declared_widgets(notebook)
         expected = params.notebook_widgets(job_params)
-        assert set(base) == set(declared) == set(expected), key
+        # The serverless environment installs the wheel: no `wheel` widget for the notebook's %pip cell.
+        omitted = {"wheel"} if key == SERVERLESS else set()
+        assert set(base) == set(declared) - omitted == set(expected) - omitted, key
+        assert "wheel" in declared
         assert declared == expected, f"{notebook.name}: widget defaults differ from params.py"
         names = [name for name, *_ in params.describe(params.NotebookParams) + params.describe(job_params)]
         assert list(declared) == names, f"{notebook.name}: widgets not declared in params.py order"
@@ -236,9 +297,8 @@ def test_base_parameters_equal_the_notebook_widgets_and_params_py(bundle: dict[s
 
 def test_values_that_are_not_deployment_specific_are_the_params_defaults(bundle: dict[str, Any]) -> None:
     for key, task, folder in _tasks(bundle):
-        notebook = (folder / task["notebook_task"]["notebook_path"]).resolve()
-        defaults = params.notebook_widgets(NOTEBOOK_PARAMS[notebook.name])
-        for name, value in task["notebook_task"]["base_parameters"].items():
+        defaults = params.notebook_widgets(NOTEBOOK_PARAMS[_notebook(task, folder).name])
+        for name, value in _widgets(task).items():
             expected = DEPLOYMENT_WIDGETS.get(name, defaults[name])
             expected = expected[key] if isinstance(expected, dict) else expected
             assert isinstance(value, str), f"{key}.{name}: {value!r} is not a string"
@@ -248,11 +308,11 @@ def test_values_that_are_not_deployment_specific_are_the_params_defaults(bundle:
 def test_job_and_run_ids_come_from_dynamic_value_references(resolved: dict[str, dict[str, dict[str, Any]]]) -> None:
     for jobs in resolved.values():
         for key, spec in jobs.items():
-            base = spec["tasks"][0]["notebook_task"]["base_parameters"]
+            base = _widgets(spec["tasks"][0])
             assert (base["databricks_job_id"], base["databricks_run_id"]) == ("{{job.id}}", "{{job.run_id}}"), key
         # job.run_id, not task.run_id: every retry of a run scores the same batch, so it replaces its rows.
-        scoring = jobs["diabetes_batch_scoring"]["tasks"][0]["notebook_task"]["base_parameters"]
-        assert scoring["batch_id"] == "{{job.run_id}}"
+        for key in ("diabetes_batch_scoring", SERVERLESS):
+            assert _widgets(jobs[key]["tasks"][0])["batch_id"] == "{{job.run_id}}", key
 
 
 def test_the_wheel_is_the_builds_output_attached_by_glob_not_by_version(
@@ -268,6 +328,8 @@ def test_the_wheel_is_the_builds_output_attached_by_glob_not_by_version(
     for path in [ROOT / "databricks.yml", *sorted((ROOT / "resources").glob("*.yml"))]:
         assert __version__ not in path.read_text(encoding="utf-8"), path
     for key, task, _ in _tasks(bundle):
+        if key == SERVERLESS:  # the environment installs it (test_the_serverless_job_installs_...)
+            continue
         assert task["libraries"] == [{"whl": "../dist/*.whl"}], key
         assert task["notebook_task"]["base_parameters"]["wheel"] == "", key
     # jobs-json names the newest built wheel where `bundle deploy` uploads it.
@@ -278,7 +340,12 @@ def test_the_wheel_is_the_builds_output_attached_by_glob_not_by_version(
     for target, jobs in resolved.items():
         for key, spec in jobs.items():
             (task,) = spec["tasks"]
-            assert task["libraries"] == [{"whl": f"{roots[target]}/artifacts/.internal/{WHEEL}"}], key
+            uploaded = f"{roots[target]}/artifacts/.internal/{WHEEL}"
+            if key == SERVERLESS:
+                (environment,) = spec["environments"]
+                assert environment["spec"]["dependencies"] == [uploaded], "the same upload as the task libraries"
+                continue
+            assert task["libraries"] == [{"whl": uploaded}], key
 
 
 def test_jobs_json_without_a_built_wheel_says_to_build_it(bundle_dir: Path, tmp_path: Path) -> None:
@@ -286,6 +353,124 @@ def test_jobs_json_without_a_built_wheel_says_to_build_it(bundle_dir: Path, tmp_
     shutil.copytree(bundle_dir, empty, ignore=shutil.ignore_patterns("*.whl"))
     with pytest.raises(ConfigurationError, match=r"no file matches '\.\./dist/\*\.whl'.*python -m build --wheel"):
         deploy_bundle.job_settings(deploy_bundle.load_bundle(empty), "dev", user=USER)
+
+
+def test_the_serverless_job_has_no_cluster_or_library_and_its_task_names_a_declared_environment(
+    raw: dict[str, dict[str, dict[str, Any]]], resolved: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    for spec in (raw["jobs"][SERVERLESS], resolved["dev"][SERVERLESS], resolved["prod"][SERVERLESS]):
+        assert "job_clusters" not in spec
+        declared = [e["environment_key"] for e in spec["environments"]]
+        assert declared == ["default"]
+        for task in spec["tasks"]:
+            assert not {"job_cluster_key", "existing_cluster_id", "new_cluster", "libraries"} & set(task), task
+            assert task["environment_key"] in declared
+            assert set(task) & {"notebook_task", "python_wheel_task"} == {"python_wheel_task"}, (
+                "a notebook task cannot take an environment_key"
+            )
+        assert spec["performance_target"] == "STANDARD"
+    for key in CLASSIC_KEYS:  # and the classic jobs declare no environment
+        assert "environments" not in raw["jobs"][key], key
+
+
+def test_the_serverless_job_installs_the_built_wheel_from_its_environment(
+    raw: dict[str, dict[str, dict[str, Any]]],
+) -> None:
+    (environment,) = raw["jobs"][SERVERLESS]["environments"]
+    assert environment["spec"]["dependencies"] == ["../dist/*.whl"], "the same glob as the classic task libraries"
+    version = environment["spec"]["environment_version"]
+    assert isinstance(version, str) and version.isdigit() and int(version) >= 5, (
+        "environment 5 carries Databricks Connect 18 (Spark 4.1), the line of the pyspark pin"
+    )
+    (task,) = raw["jobs"][SERVERLESS]["tasks"]
+    wheel_task = task["python_wheel_task"]
+    assert wheel_task["package_name"] == "diabetes_spark"
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts[wheel_task["entry_point"]] == "diabetes_spark.cli:main"
+
+
+def test_the_serverless_parameters_are_the_notebook_subcommand_running_the_shipped_scoring_notebook(
+    resolved: dict[str, dict[str, dict[str, Any]]],
+) -> None:
+    (task,) = resolved["prod"][SERVERLESS]["tasks"]
+    parameters = task["python_wheel_task"]["parameters"]
+    args = cli.build_parser().parse_args(parameters)
+    assert (args.command, args.path) == ("notebook", "score")
+    assert NOTEBOOKS[args.path] == "diabetes_orchestrator_batch_score.py"
+    assert all(p.startswith(WIDGET_FLAG) for p in parameters[2:]), "nothing but widgets after the notebook"
+    assert params.parse_assignments(args.widget, flag="--widget") == _widgets(task)
+
+
+def test_serverless_widgets_equal_the_classic_scoring_parameters_minus_wheel(
+    raw: dict[str, dict[str, dict[str, Any]]], resolved: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    classic = raw["jobs"]["diabetes_batch_scoring"]["tasks"][0]["notebook_task"]["base_parameters"]
+    serverless = _widgets(raw["jobs"][SERVERLESS]["tasks"][0])
+    expected = {k: "" if k in STORAGE_SECRETS else v for k, v in classic.items() if k != "wheel"}
+    assert serverless == expected
+    assert list(serverless) == list(expected), "in the notebook's (and params.py's) order"
+    # With the bundle's values (storage variables empty by default), the two jobs score exactly alike.
+    for target, jobs in resolved.items():
+        base = _widgets(jobs["diabetes_batch_scoring"]["tasks"][0])
+        assert _widgets(jobs[SERVERLESS]["tasks"][0]) == {k: v for k, v in base.items() if k != "wheel"}, target
+
+
+def test_serverless_storage_secrets_stay_empty_whatever_the_storage_variables(bundle_dir: Path) -> None:
+    oauth = {"storage_account_secret": "adls-account-name", "storage_client_id_secret": "adls-client-id"}
+    jobs = deploy_bundle.job_settings(deploy_bundle.load_bundle(bundle_dir), "dev", user=USER, variables=oauth)
+    assert {_widgets(jobs[SERVERLESS]["tasks"][0])[f] for f in STORAGE_SECRETS} == {""}
+    classic = _widgets(jobs["diabetes_batch_scoring"]["tasks"][0])
+    assert {f: classic[f] for f in oauth} == oauth, "the classic jobs take the route given"
+
+
+def test_one_scoring_job_is_scheduled_and_a_variable_each_switches_them(bundle_dir: Path) -> None:
+    copied = deploy_bundle.load_bundle(bundle_dir)
+
+    def pauses(**variables: str) -> dict[str, str]:
+        jobs = deploy_bundle.job_settings(copied, "prod", user=USER, variables={**PROD_VARS, **variables})
+        return {key: spec["schedule"]["pause_status"] for key, spec in jobs.items()}
+
+    assert pauses() == {"diabetes_retraining": "UNPAUSED", "diabetes_batch_scoring": "UNPAUSED", SERVERLESS: "PAUSED"}
+    switched = pauses(batch_scoring_pause_status="PAUSED", serverless_scoring_pause_status="UNPAUSED")
+    assert switched == {"diabetes_retraining": "UNPAUSED", "diabetes_batch_scoring": "PAUSED", SERVERLESS: "UNPAUSED"}
+    for target in ("dev", "prod"):
+        assert "serverless_scoring_pause_status" not in (copied["targets"][target].get("variables") or {}), target
+
+
+@pytest.mark.parametrize(
+    ("dependency", "expected"),
+    [
+        ("../dist/*.whl", [f"/ws/artifacts/.internal/{WHEEL}"]),  # newest version only, as for libraries
+        ("../dist/*.whl[deploy]", [f"/ws/artifacts/.internal/{WHEEL}[deploy]"]),  # pip extras kept
+        ("dist/extra-1.0-py3-none-any.whl", ["/ws/artifacts/.internal/extra-1.0-py3-none-any.whl"]),
+        ("mlflow-skinny>=3.0,<4", ["mlflow-skinny>=3.0,<4"]),  # requirements by name: from the index
+        ("requests", ["requests"]),
+        ("-r /Workspace/requirements.txt", ["-r /Workspace/requirements.txt"]),  # pip options
+        ("--index-url https://pypi.example.com/simple", ["--index-url https://pypi.example.com/simple"]),
+        (
+            "/Volumes/main/diabetes/files/x-1.0-py3-none-any.whl",
+            ["/Volumes/main/diabetes/files/x-1.0-py3-none-any.whl"],
+        ),
+        ("https://example.com/x-1.0-py3-none-any.whl", ["https://example.com/x-1.0-py3-none-any.whl"]),
+    ],
+)
+def test_jobs_json_rewrites_local_environment_dependencies_as_the_cli_does(
+    tmp_path: Path, dependency: str, expected: list[str]
+) -> None:
+    source = tmp_path / "resources"
+    (source / "dist").mkdir(parents=True)
+    (tmp_path / "dist").mkdir()
+    for name in ("diabetes_spark-0.0.9-py3-none-any.whl", WHEEL):
+        (tmp_path / "dist" / name).write_bytes(b"")
+    (source / "dist" / "extra-1.0-py3-none-any.whl").write_bytes(b"")
+    context = {"workspace.artifact_path": "/ws/artifacts"}
+    assert uploads.upload_dependencies(source, [dependency], context, where="job 'j'.environments[0]") == expected
+
+
+def test_an_environment_dependency_matching_no_file_says_to_build_the_wheel(tmp_path: Path) -> None:
+    context = {"workspace.artifact_path": "/ws/artifacts"}
+    with pytest.raises(ConfigurationError, match=r"job 'j'\.environments\[0\]: no file matches '\.\./dist/\*\.whl'"):
+        uploads.upload_dependencies(tmp_path, ["../dist/*.whl"], context, where="job 'j'.environments[0]")
 
 
 def test_secret_key_names_match_params_and_setup_secrets_defaults(bundle: dict[str, Any]) -> None:
@@ -297,10 +482,10 @@ def test_secret_key_names_match_params_and_setup_secrets_defaults(bundle: dict[s
     for field in secrets.SECRET_ENVIRONMENT:
         assert flags[field] == defaults[field], f"setup-secrets --{field.replace('_', '-')}"
     for key, task, _ in _tasks(bundle):
-        base = task["notebook_task"]["base_parameters"]
+        base = _widgets(task)
         assert base["appinsights_secret"] == defaults["appinsights_secret"], key
         for field in STORAGE_SECRETS:  # a variable each, so a team picks OAuth or the key with --var
-            assert base[field] == f"${{var.{field}}}", f"{key}.{field}"
+            assert base[field] == ("" if key == SERVERLESS else f"${{var.{field}}}"), f"{key}.{field}"
     assert bundle["variables"]["secret_scope"]["default"] == defaults["secret_scope"]
 
 
@@ -314,7 +499,7 @@ def test_the_default_storage_route_is_unity_catalog(
             assert field not in (target.get("variables") or {}), f"{name} overrides {field}"
     for jobs in resolved.values():
         for key, spec in jobs.items():
-            base = spec["tasks"][0]["notebook_task"]["base_parameters"]
+            base = _widgets(spec["tasks"][0])
             assert {base[f] for f in STORAGE_SECRETS} == {""}, key
 
 
@@ -332,19 +517,22 @@ def test_model_and_table_names_are_built_from_the_catalog_and_schema(
         catalog = (bundle["targets"][target].get("variables") or {}).get("catalog", variables["catalog"]["default"])
         schema = (bundle["targets"][target].get("variables") or {}).get("schema", variables["schema"]["default"])
         volume = variables["volume"]["default"]
-        train = jobs["diabetes_retraining"]["tasks"][0]["notebook_task"]["base_parameters"]
-        score = jobs["diabetes_batch_scoring"]["tasks"][0]["notebook_task"]["base_parameters"]
-        for base in (train, score):
+        train = _widgets(jobs["diabetes_retraining"]["tasks"][0])
+        scores = [_widgets(jobs[key]["tasks"][0]) for key in ("diabetes_batch_scoring", SERVERLESS)]
+        for base in (train, *scores):
             assert base["model_name"] == f"{catalog}.{schema}.diabetes_progression", target
             assert base["dfs_tmpdir"] == f"/Volumes/{catalog}/{schema}/{volume}/mlflow_tmp", target
-        assert score["output"] == f"{catalog}.{schema}.diabetes_predictions", target
-        assert score["rejects"] == "", "rejects default to <output>_rejects"
+        for score in scores:
+            assert score["output"] == f"{catalog}.{schema}.diabetes_predictions", target
+            assert score["rejects"] == "", "rejects default to <output>_rejects"
+            if target == "dev":
+                assert score["input"] == f"/Volumes/{catalog}/{schema}/{volume}/scoring_batch.csv"
+            else:
+                assert score["input"] == f"{catalog}.{schema}.diabetes_scoring"
         if target == "dev":
             assert train["training_data"] == f"/Volumes/{catalog}/{schema}/{volume}/diabetes.csv"
-            assert score["input"] == f"/Volumes/{catalog}/{schema}/{volume}/scoring_batch.csv"
         else:
             assert train["training_data"] == f"{catalog}.{schema}.diabetes_raw"
-            assert score["input"] == f"{catalog}.{schema}.diabetes_scoring"
     assert bundle["targets"]["dev"]["variables"]["schema"] != variables["schema"]["default"], "dev has its own schema"
 
 
@@ -355,11 +543,12 @@ def test_each_job_logs_to_its_own_declared_experiment(
     for target, jobs in resolved.items():
         names = {}
         for key, spec in jobs.items():
-            experiment = spec["tasks"][0]["notebook_task"]["base_parameters"]["experiment"]
+            experiment = _widgets(spec["tasks"][0])["experiment"]
             expected = bundle["resources"]["experiments"][JOB_EXPERIMENT[key]]["name"]
             assert experiment == expected.replace("${var.experiment_folder}", folders[target]), (target, key)
             names[key] = experiment
         assert len(set(names.values())) == 2, "training and scoring runs go to different experiments"
+        assert names[SERVERLESS] == names["diabetes_batch_scoring"], "both scoring jobs log to one experiment"
 
 
 def test_a_reference_to_an_undeclared_experiment_fails(bundle_dir: Path) -> None:
@@ -375,7 +564,8 @@ def test_a_reference_to_an_undeclared_experiment_fails(bundle_dir: Path) -> None
 def test_job_clusters_are_single_node_on_an_ml_lts_runtime(
     resolved: dict[str, dict[str, dict[str, Any]]], target: str
 ) -> None:
-    for key, spec in resolved[target].items():
+    for key in CLASSIC_KEYS:
+        spec = resolved[target][key]
         (cluster,) = spec["job_clusters"]
         assert {t["job_cluster_key"] for t in spec["tasks"]} == {cluster["job_cluster_key"]}
         new = cluster["new_cluster"]
@@ -410,7 +600,8 @@ def test_schedules_run_limits_timeouts_and_retries(
     for key, spec in jobs.items():
         cron.validate_quartz_cron(spec["schedule"]["quartz_cron_expression"])
         assert ZoneInfo(spec["schedule"]["timezone_id"])
-        assert spec["schedule"]["pause_status"] == pause
+        # Both scoring jobs write the same table: the serverless one stays paused unless a team switches.
+        assert spec["schedule"]["pause_status"] == ("PAUSED" if key == SERVERLESS else pause), key
         assert spec["max_concurrent_runs"] == 1
         assert spec["queue"] == {"enabled": True}
         (task,) = spec["tasks"]
@@ -422,6 +613,8 @@ def test_schedules_run_limits_timeouts_and_retries(
     assert (train[3], train[4]) == ("?", "*") and re.fullmatch(r"[1-7]|SUN|MON|TUE|WED|THU|FRI|SAT", train[5])
     assert (score[3], score[4], score[5]) == ("*", "*", "?")
     assert jobs["diabetes_batch_scoring"]["tasks"][0]["retry_on_timeout"] is True
+    assert jobs[SERVERLESS]["schedule"] == {**jobs["diabetes_batch_scoring"]["schedule"], "pause_status": "PAUSED"}
+    assert jobs[SERVERLESS]["tasks"][0]["retry_on_timeout"] is True
 
 
 def test_failure_email_is_a_variable(resolved: dict[str, dict[str, dict[str, Any]]], bundle_dir: Path) -> None:
@@ -458,7 +651,12 @@ def test_prod_is_run_and_managed_by_a_principal_from_a_fixed_root(
     assert "run_as" not in bundle["targets"]["dev"] and "permissions" not in bundle["targets"]["dev"]
     for key, spec in resolved["prod"].items():
         assert spec["run_as"] == {"service_principal_name": SERVICE_PRINCIPAL}, key
-        assert spec["tasks"][0]["notebook_task"]["notebook_path"].startswith(root.split("$")[0])
+        deployed = (
+            spec["environments"][0]["spec"]["dependencies"][0]
+            if key == SERVERLESS
+            else spec["tasks"][0]["notebook_task"]["notebook_path"]
+        )
+        assert deployed.startswith(root.split("$")[0]), key
     for spec in resolved["dev"].values():
         assert "run_as" not in spec
     copied = deploy_bundle.load_bundle(bundle_dir)
@@ -557,6 +755,11 @@ def test_jobs_json_route_takes_a_root_path_and_variables(tmp_path: Path, bundle_
     (task,) = spec["tasks"]
     assert task["notebook_task"]["notebook_path"] == f"{root}/files/notebooks/diabetes_orchestrator_train"
     assert task["libraries"] == [{"whl": f"{root}/artifacts/.internal/{WHEEL}"}]
+    serverless = json.loads((tmp_path / f"{SERVERLESS}.json").read_text())
+    assert serverless["environments"][0]["spec"]["dependencies"] == [f"{root}/artifacts/.internal/{WHEEL}"]
+    # A storage route given for the classic jobs never reaches serverless compute, which would refuse it.
+    assert _widgets(serverless["tasks"][0])["storage_account_secret"] == ""
+    assert _widgets(serverless["tasks"][0])["secret_scope"] == "team-scope"
     base = task["notebook_task"]["base_parameters"]
     assert base["secret_scope"] == "team-scope"
     assert base["storage_account_secret"] == "adls-account-name"

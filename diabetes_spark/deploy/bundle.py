@@ -8,8 +8,9 @@ same YAML, so the two can never define different jobs.
 What the CLI would do at deploy time is done offline: ``${var.*}``, ``${bundle.*}`` and
 ``${workspace.*}`` references are substituted, ``${resources.experiments.<key>.name}`` becomes that
 experiment's substituted name, relative notebook paths become workspace paths, a local wheel glob
-(``../dist/*.whl``) becomes the path the CLI uploads the newest matching wheel to, and the target's
-``run_as`` and ``permissions`` become each job's ``run_as`` and a ``jobs set-permissions`` body. Every
+(``../dist/*.whl``, in a task's libraries or a serverless environment's dependencies) becomes the
+path the CLI uploads the newest matching wheel to, and the target's ``run_as`` and ``permissions``
+become each job's ``run_as`` and a ``jobs set-permissions`` body. Every
 job and experiment is then checked with the typed models of ``databricks-bundles`` (which reject
 unknown fields and wrong types) and every schedule as a Quartz cron expression (no maintained package
 checks those).
@@ -28,6 +29,7 @@ from diabetes_spark.deploy.models import check_job_permission, check_job_setting
 from diabetes_spark.deploy.references import context as _context
 from diabetes_spark.deploy.references import substitute as _substitute
 from diabetes_spark.deploy.references import target_setting as _target_setting
+from diabetes_spark.deploy.uploads import upload_dependencies as _upload_dependencies
 from diabetes_spark.deploy.uploads import upload_paths as _upload_paths
 from diabetes_spark.deploy.uploads import workspace_notebook as _workspace_notebook
 from diabetes_spark.errors import ConfigurationError
@@ -91,9 +93,9 @@ def job_settings(
 
     Variables take their value from ``variables``, else the target, else their default, as the
     Databricks CLI does. Relative notebook paths become workspace paths under the bundle's file path;
-    a local wheel (a glob relative to its YAML file, ``../dist/*.whl``) becomes
-    ``<artifact_path>/.internal/<newest matching wheel>``, where ``bundle deploy`` uploads it; the
-    target's ``run_as`` becomes each job's ``run_as``.
+    a local wheel (a glob relative to its YAML file, ``../dist/*.whl``) in a task's ``libraries`` or
+    an environment's ``dependencies`` becomes ``<artifact_path>/.internal/<newest matching wheel>``,
+    where ``bundle deploy`` uploads it; the target's ``run_as`` becomes each job's ``run_as``.
 
     Args:
         bundle: What :func:`load_bundle` returned.
@@ -121,6 +123,11 @@ def job_settings(
                 notebook["notebook_path"] = _workspace_notebook(root, source, notebook["notebook_path"], context)
             if task.get("libraries"):
                 task["libraries"] = _upload_paths(source, task["libraries"], context, where=f"job {key!r}")
+        for i, environment in enumerate(spec.get("environments") or []):
+            env_spec = environment.get("spec") or {}
+            if env_spec.get("dependencies"):
+                where = f"job {key!r}.environments[{i}]"
+                env_spec["dependencies"] = _upload_dependencies(source, env_spec["dependencies"], context, where=where)
         if run_as and "run_as" not in spec:
             spec["run_as"] = _substitute(run_as, context, where=f"target {target!r}.run_as")
         schedule = spec.get("schedule")
