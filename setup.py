@@ -71,6 +71,6 @@ setup(
             "ruff==0.17.6",  # pinned: a new release may format or lint differently
         ],
     },
-    entry_points={"console_scripts": ["diabetes-spark=diabetes_spark.cli:main"]},
+    entry_points={"console_scripts": ["diabetes-spark=diabetes_spark.cli:entry"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
 )

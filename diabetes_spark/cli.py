@@ -23,7 +23,7 @@ from diabetes_spark.deploy import bundle, secrets
 from diabetes_spark.errors import DiabetesSparkError, one_line
 from diabetes_spark.jvm_cache import recording_class_archive
 
-__all__ = ["main", "build_parser", "EXIT_USER_ERROR", "EXIT_UNEXPECTED"]
+__all__ = ["main", "entry", "build_parser", "EXIT_USER_ERROR", "EXIT_UNEXPECTED"]
 
 EXIT_USER_ERROR = 2
 EXIT_UNEXPECTED = 1
@@ -270,6 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         archive = recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
         with archive as conf:
             return _run(args, conf, quiet)
+
+
+def entry(argv: Sequence[str] | None = None) -> None:
+    """The console script's entry point: :func:`main`, whose exit code other than 0 is raised as
+    ``SystemExit``. A Databricks Python wheel task calls the entry point and ignores what it returns;
+    a raised exit code is what fails its run (and sends the failure e-mail)."""
+    code = main(argv)
+    if code:
+        raise SystemExit(code)
 
 
 def _run(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool) -> int:

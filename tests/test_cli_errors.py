@@ -76,3 +76,14 @@ def test_a_bug_exits_1_as_unexpected(
     monkeypatch.delenv("DIABETES_SPARK_DEBUG", raising=False)
     code, line = _run(["ingest", "--source", "sample:diabetes.csv", "--table", str(tmp_path / "t")], capsys)
     assert (code, line) == (cli.EXIT_UNEXPECTED, "diabetes-spark ingest: unexpected KeyError: 'an internal invariant'")
+
+
+def test_the_entry_point_raises_the_exit_code_a_wheel_task_would_ignore_if_returned(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Databricks Python wheel task ignores the entry point's return value: a failure must raise."""
+    with pytest.raises(SystemExit) as failed:
+        cli.entry(["notebook", "nb.py", "--widget", "no_value"])
+    assert failed.value.code == cli.EXIT_USER_ERROR
+    monkeypatch.setattr(cli, "main", lambda argv=None: 0)
+    assert cli.entry([]) is None  # success: nothing raised, the task succeeds
