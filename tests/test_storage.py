@@ -185,3 +185,32 @@ def test_the_input_fingerprint_hashes_paths_sizes_and_modification_times(spark, 
     os.utime(folder / "a.csv", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))  # touched: a new batch
     again = spark.read.option("header", True).csv(str(folder))
     assert storage.input_fingerprint(again) == expected() != first
+
+
+def test_an_unreadable_file_is_an_input_error_through_the_classic_only_fallback(spark, tmp_path: Path) -> None:
+    """Classic pyspark leaves some JVM failures unconverted (py4j's error): ``spark_failures`` catches
+    them besides pyspark's own, so a file Spark cannot read the columns of is still a clear error."""
+    (tmp_path / "broken.parquet").write_bytes(b"not a parquet file at all")
+    with pytest.raises(InputError, match=r"cannot read the columns of parquet input .*broken\.parquet") as raised:
+        storage.read_table(spark, storage.resolve(str(tmp_path / "broken.parquet")))
+    assert isinstance(raised.value.__cause__, storage.spark_failures())
+    assert {t.__module__.split(".")[0] for t in storage.spark_failures()} == {"pyspark", "py4j"}
+
+
+def test_history_reads_delta_commits_newest_first_by_sql(spark, tmp_path: Path) -> None:
+    ref = storage.resolve(str(tmp_path / "h"))
+    for rows in (1, 2):
+        delta_writes.write_delta(spark.range(rows).toDF("n"), ref, mode="overwrite")
+    assert [r.version for r in storage.history(spark, ref).collect()] == [1, 0]
+    assert storage.history(spark, ref, limit=1).count() == 1
+    assert not storage.table_exists(spark, storage.resolve(str(tmp_path / "nothing")))
+
+
+def test_cached_persists_on_classic_spark_for_the_block_only(spark) -> None:
+    from diabetes_spark.session import cached, is_connect
+
+    df = spark.range(3)
+    assert not is_connect(spark)
+    with cached(df) as same:
+        assert same is df and df.storageLevel.useMemory and df.storageLevel.useDisk
+    assert not df.storageLevel.useMemory and not df.storageLevel.useDisk
