@@ -7,12 +7,14 @@ are the map of where a change goes:
 * entry points: ``jobs`` (the three jobs, as named steps), ``steps`` (the steps' bodies),
   ``notebook`` (the notebooks' context, local runner, demo), ``cli`` (the console script) and
   ``deploy`` (``setup-secrets``, ``jobs-json``);
-* where code runs: ``session`` (the Spark session), ``jvm_cache`` (local start-up cache),
+* where code runs: ``session`` (the Spark session: Databricks', Spark Connect's or local),
+  ``connect_server`` (Spark Connect checks, a local server), ``jvm_cache`` (local start-up cache),
   ``local_dbutils`` (``dbutils`` off Databricks), ``redaction`` (secrets out of everything);
 * data: ``params``, ``schemas`` (validation and rejects), ``storage`` (table references, reads,
-  storage auth), ``delta_writes`` (committed, counted, retried writes);
-* the model: ``features``, ``training``, ``evaluation`` (metrics, reports), ``registry`` (MLflow
-  location, models, aliases), ``promotion`` (the champion gate), ``scoring`` (compiled scoring,
+  Delta history), ``adls`` (ADLS Gen2 credentials), ``delta_writes`` (committed, counted, retried writes);
+* the model: ``features``, ``training``, ``evaluation`` (metrics, reports), ``spark_models`` (the
+  model to and from MLflow, classic and Spark Connect), ``registry`` (MLflow location, versions,
+  aliases), ``promotion`` (the champion gate), ``scoring`` (compiled scoring,
   lineage), ``drift`` (profile, stability index, batch monitor);
 * ``telemetry``: Application Insights, one adapter per backend; ``errors``: the exceptions.
 

@@ -198,7 +198,7 @@ def run_batch_scoring(
                 {**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version}
             )
             with tel.span("load_model", model_uri=resolved.uri):
-                model, compiled, unseen = steps.load_scorer(resolved, params.dfs_tmpdir)
+                model, compiled, unseen = steps.load_scorer(spark, resolved, params.dfs_tmpdir)
             with tel.span("validate"):
                 annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
             # Not cached: re-reading the pinned input and scoring it again is cheaper than a cache.

@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from diabetes_spark import adls, storage, telemetry
 from diabetes_spark import params as job_params
-from diabetes_spark import storage, telemetry
 from diabetes_spark.errors import ConfigurationError, NotebookError, one_line
 from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit, runner_secrets
 from diabetes_spark.session import local_home
@@ -100,7 +100,7 @@ class NotebookContext:
         root = None
         if settings.storage_account_secret:
             account = _secret(dbutils, scope, settings.storage_account_secret)
-            root = storage.abfss_uri(account, _secret(dbutils, scope, settings.storage_container_secret))
+            root = adls.abfss_uri(account, _secret(dbutils, scope, settings.storage_container_secret))
             if settings.storage_client_id_secret:  # a service principal, for this account only
                 client_id, client_secret, tenant = (
                     _secret(dbutils, scope, name)
@@ -111,13 +111,13 @@ class NotebookContext:
                     )
                 )
                 secret_values.append(client_secret)
-                storage.configure_adls_oauth(
+                adls.configure_adls_oauth(
                     spark, account, client_id=client_id, client_secret=client_secret, tenant=tenant
                 )
             elif settings.storage_key_secret:  # the shared account key, the legacy way
                 key = _secret(dbutils, scope, settings.storage_key_secret)
                 secret_values.append(key)
-                storage.configure_adls(spark, account, key)
+                adls.configure_adls(spark, account, key)
             # else: Unity Catalog grants the access (an external location): no Spark setting at all
         connection = _optional_secret(dbutils, scope, settings.appinsights_secret)
         if connection:

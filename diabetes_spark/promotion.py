@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from diabetes_spark import evaluation, registry, scoring
+from diabetes_spark import evaluation, registry, scoring, spark_models
 from diabetes_spark.schemas import LABEL, PREDICTION
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def champion_score(params: TrainParams, champion: str, result: TrainResult) -> f
     """Version ``champion`` scored by the primary metric on ``result``'s held-out rows."""
     resolved = registry.resolve_version(params.model_name, version=champion)
     spec = registry.model_metadata(resolved).get(scoring.LINEAR_SPEC)
-    model = None if spec else registry.load_model(resolved, dfs_tmpdir=params.dfs_tmpdir)
+    model = None if spec else spark_models.load_model(result.train.sparkSession, resolved, dfs_tmpdir=params.dfs_tmpdir)
     predictions = scoring.predict(result.test, model, compiled=scoring.spec_column(spec) if spec else None)
     return evaluation.regression_metrics(predictions, label=LABEL, prediction=PREDICTION)[params.primary_metric]
 

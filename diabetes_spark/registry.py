@@ -14,17 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diabetes_spark.errors import ConfigurationError, RegistryError, one_line
-from diabetes_spark.schemas import PREDICTION
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
-    from pyspark.ml import PipelineModel
-    from pyspark.sql import DataFrame
 
 __all__ = [
     "CHAMPION",
     "CHALLENGER",
-    "MODEL_ARTIFACT",
     "REPORTS_ARTIFACT",
     "PROFILE_ARTIFACT",
     "training_profile",
@@ -33,10 +29,8 @@ __all__ = [
     "version_tags",
     "ensure_experiment",
     "EXPERIMENT_KIND",
-    "log_model",
     "register",
     "resolve_version",
-    "load_model",
     "model_metadata",
     "alias_version",
     "set_alias",
@@ -47,7 +41,6 @@ _log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-MODEL_ARTIFACT = "model"
 #: The experiment tag MLflow 3's UI reads to choose its view, and the value of model training.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 #: Where the training run logs its reports, and the feature profile among them (read for drift).
@@ -144,49 +137,6 @@ def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
-
-
-def log_model(
-    model: PipelineModel, *, example: DataFrame, metadata: dict[str, Any] | None = None, dfs_tmpdir: str = ""
-) -> Any:
-    """Log the fitted pipeline with ``mlflow.spark`` in the active run, with its signature.
-
-    The signature is inferred from the schemas of ``example`` and of the model's output, which runs
-    no Spark job. No input example is logged: ``mlflow.spark.log_model`` does not pass
-    ``validate_serving_input=False`` on, so an example makes MLflow reload the model through pyfunc
-    and predict on it (several Spark jobs). Pip requirements are given, not inferred: inference
-    reloads the model in a subprocess with its own Spark.
-    ``metadata`` goes into the model's ``MLmodel`` file. ``dfs_tmpdir`` (empty: MLflow's default,
-    ``$MLFLOW_DFS_TMP``) is where the model is staged; standard access and serverless compute need
-    a ``/Volumes/...`` path.
-    """
-    import mlflow
-    import mlflow.spark
-    import pyspark
-    from mlflow.models import infer_signature
-
-    from diabetes_spark import spark_models
-    from diabetes_spark.session import is_connect
-
-    signature = infer_signature(example, model.transform(example).select(PREDICTION))
-    requirements = [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
-    if is_connect(example.sparkSession):  # no py4j: the server saves the model (see spark_models)
-        return spark_models.log_model(
-            model,
-            MODEL_ARTIFACT,
-            dfs_tmpdir=dfs_tmpdir,
-            signature=signature,
-            pip_requirements=requirements,
-            metadata=metadata,
-        )
-    return mlflow.spark.log_model(
-        model,
-        MODEL_ARTIFACT,
-        signature=signature,
-        pip_requirements=requirements,
-        metadata=metadata,
-        dfs_tmpdir=dfs_tmpdir or None,
-    )
 
 
 def model_metadata(resolved: ResolvedModel) -> dict[str, Any]:
@@ -313,18 +263,6 @@ def _raise_unless_not_found(error: Exception, what: str) -> None:
             f"cannot read {what} from the model registry at {mlflow.get_registry_uri()}: {one_line(error, 500)}. "
             "Check MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI and that the server is reachable."
         ) from error
-
-
-def load_model(resolved: ResolvedModel, *, dfs_tmpdir: str = "") -> PipelineModel:
-    """Load a resolved version as a Spark ``PipelineModel`` (no pyfunc wrapper, no UDF), staged
-    through ``dfs_tmpdir`` (see :func:`log_model`); over Spark Connect by the server."""
-    import mlflow.spark
-
-    from diabetes_spark import spark_models
-
-    if spark_models.on_connect():
-        return spark_models.load_model(resolved.uri, dfs_tmpdir=dfs_tmpdir)
-    return mlflow.spark.load_model(resolved.uri, dfs_tmpdir=dfs_tmpdir or None)
 
 
 def check_model_name(name: str) -> None:

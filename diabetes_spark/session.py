@@ -38,6 +38,7 @@ __all__ = [
     "hadoop_version",
     "is_connect",
     "is_databricks",
+    "warn_if_untested",
     "local_home",
 ]
 
@@ -153,9 +154,9 @@ def get_spark(
     if active is not None:
         return active
     if is_databricks():
-        return _warn_if_untested(SparkSession.builder.getOrCreate())
+        return warn_if_untested(SparkSession.builder.getOrCreate())
     if os.environ.get(ENV_REMOTE):
-        return _warn_if_untested(_connect(os.environ[ENV_REMOTE]))
+        return warn_if_untested(_connect(os.environ[ENV_REMOTE]))
 
     from delta import configure_spark_with_delta_pip
 
@@ -187,7 +188,7 @@ def get_spark(
     if jars is None:
         jvm_cache.remember_jars(spark.conf.get("spark.jars", ""))
     spark.sparkContext.setLogLevel("ERROR")  # classic-only: this branch built a local classic session
-    return _warn_if_untested(spark)
+    return warn_if_untested(spark)
 
 
 def _connect(url: str) -> SparkSession:
@@ -216,7 +217,7 @@ def _connect(url: str) -> SparkSession:
     return spark
 
 
-def _warn_if_untested(spark: SparkSession) -> SparkSession:
+def warn_if_untested(spark: SparkSession) -> SparkSession:
     """A Spark version outside the tested runtimes is used, with a warning naming the tested ones."""
     version = ".".join(spark.version.split(".")[:2])
     if version not in SUPPORTED_SPARK:

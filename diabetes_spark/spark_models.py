@@ -1,4 +1,5 @@
-"""The fitted pipeline to and from MLflow over Spark Connect, in ``mlflow.spark``'s own format.
+"""The fitted pipeline to and from MLflow: ``mlflow.spark`` on classic Spark, and over Spark Connect
+the same format written and read another way.
 
 ``mlflow.spark`` moves the saved model between the driver's disk and Spark's through py4j, which
 Spark Connect does not have (outside Databricks, where a ``/Volumes`` folder takes its place).
@@ -21,24 +22,72 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diabetes_spark.schemas import PREDICTION
+
 if TYPE_CHECKING:
     from mlflow.models import Model
     from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["FLAVOR", "MODEL_DATA", "on_connect", "check_staging", "log_model", "save_model", "load_model"]
+    from diabetes_spark.registry import ResolvedModel
 
+__all__ = [
+    "MODEL_ARTIFACT",
+    "FLAVOR",
+    "MODEL_DATA",
+    "log_model",
+    "load_model",
+    "check_staging",
+    "save_model",
+]
+
+#: The run's artifact path of the logged model.
+MODEL_ARTIFACT = "model"
 #: ``mlflow.spark``'s flavour name and the sub-folder of its saved Spark ML model.
 FLAVOR, MODEL_DATA = "spark", "sparkml"
 
 
-def on_connect() -> bool:
-    """True when the active session is a Spark Connect one."""
-    from pyspark.sql import SparkSession
+def log_model(
+    model: PipelineModel, *, example: DataFrame, metadata: dict[str, Any] | None = None, dfs_tmpdir: str = ""
+) -> Any:
+    """Log the fitted pipeline in the active run, with its signature (``mlflow.spark``'s format).
+
+    The signature is inferred from the schemas of ``example`` and of the model's output, which runs
+    no Spark job. No input example is logged: ``mlflow.spark.log_model`` does not pass
+    ``validate_serving_input=False`` on, so an example makes MLflow reload the model through pyfunc
+    and predict on it (several Spark jobs). Pip requirements are given, not inferred: inference
+    reloads the model in a subprocess with its own Spark.
+    ``metadata`` goes into the model's ``MLmodel`` file. ``dfs_tmpdir`` (empty: MLflow's default,
+    ``$MLFLOW_DFS_TMP``) is where the model is staged; standard access and serverless compute need
+    a ``/Volumes/...`` path.
+    """
+    import mlflow
+    import mlflow.spark
+    import pyspark
+    from mlflow.models import Model, infer_signature
 
     from diabetes_spark.session import is_connect
 
-    active = SparkSession.getActiveSession()
-    return active is not None and is_connect(active)
+    signature = infer_signature(example, model.transform(example).select(PREDICTION))
+    requirements = [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+    logged = {"signature": signature, "pip_requirements": requirements, "metadata": metadata}
+    if is_connect(example.sparkSession):  # no py4j: the server saves the model, this module is the flavour
+        return Model.log(
+            MODEL_ARTIFACT, flavor=sys.modules[__name__], spark_model=model, dfs_tmpdir=dfs_tmpdir, **logged
+        )
+    return mlflow.spark.log_model(model, MODEL_ARTIFACT, dfs_tmpdir=dfs_tmpdir or None, **logged)
+
+
+def load_model(spark: SparkSession, resolved: ResolvedModel, *, dfs_tmpdir: str = "") -> PipelineModel:
+    """Load a resolved version as a Spark ``PipelineModel`` (no pyfunc wrapper, no UDF), staged
+    through ``dfs_tmpdir`` (see :func:`log_model`); over Spark Connect ``spark``'s server loads it."""
+    import mlflow.spark
+
+    from diabetes_spark.session import is_connect
+
+    if is_connect(spark):
+        return _load_over_connect(spark, resolved.uri, dfs_tmpdir=dfs_tmpdir)
+    return mlflow.spark.load_model(resolved.uri, dfs_tmpdir=dfs_tmpdir or None)
 
 
 def _base(dfs_tmpdir: str) -> str:
@@ -57,7 +106,7 @@ def _staging(dfs_tmpdir: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_staging(spark: Any, dfs_tmpdir: str) -> None:
+def check_staging(spark: SparkSession, dfs_tmpdir: str) -> None:
     """Check, before a job reads anything, that the Spark Connect server reads what this process
     writes under ``dfs_tmpdir``: one small file written here is read there.
 
@@ -88,14 +137,6 @@ def check_staging(spark: Any, dfs_tmpdir: str) -> None:
             ) from e
     if seen != [token]:
         raise ConfigurationError(f"the Spark Connect server reads another {base} than this process; {remedy}")
-
-
-def log_model(model: PipelineModel, artifact_path: str, *, dfs_tmpdir: str = "", **log_args: Any) -> Any:
-    """Log ``model`` in the active run as ``mlflow.spark`` would; ``log_args`` (signature, metadata,
-    pip_requirements) go to MLflow's ``Model.log``."""
-    from mlflow.models import Model
-
-    return Model.log(artifact_path, flavor=sys.modules[__name__], spark_model=model, dfs_tmpdir=dfs_tmpdir, **log_args)
 
 
 def save_model(
@@ -150,15 +191,14 @@ def save_model(
     mlflow_model.save(os.path.join(path, "MLmodel"))
 
 
-def load_model(model_uri: str, *, dfs_tmpdir: str = "") -> PipelineModel:
+def _load_over_connect(spark: SparkSession, model_uri: str, *, dfs_tmpdir: str = "") -> PipelineModel:
     """Load an ``mlflow.spark`` model as a ``PipelineModel`` over Spark Connect: its files are
     downloaded where the server reads them, and the server loads them."""
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
     from pyspark.ml import PipelineModel
-    from pyspark.sql import SparkSession
 
-    check_staging(SparkSession.getActiveSession(), dfs_tmpdir)
+    check_staging(spark, dfs_tmpdir)
     with _staging(dfs_tmpdir) as folder:
         folder.mkdir(parents=True)
         local = download_artifacts(artifact_uri=model_uri, dst_path=str(folder))

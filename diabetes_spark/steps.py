@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import delta_writes, drift, evaluation, registry, schemas, scoring, storage, training
+from diabetes_spark import delta_writes, drift, evaluation, registry, schemas, scoring, spark_models, storage, training
 from diabetes_spark.errors import ReconciliationError
 from diabetes_spark.session import cached
 from diabetes_spark.telemetry import Telemetry
@@ -119,7 +119,7 @@ def log_reports(annotated: DataFrame, rows_in: int, rows_rejected: int, result: 
 def register(params: TrainParams, result: training.TrainResult, valid: DataFrame) -> str:
     """Log the model (with its folded linear spec, if linear), register it, alias it ``challenger``."""
     spec = scoring.linear_spec(result.model)
-    info = registry.log_model(
+    info = spark_models.log_model(
         result.model,
         example=valid.select(*schemas.feature_names()),
         metadata={scoring.LINEAR_SPEC: spec} if spec else None,
@@ -130,7 +130,9 @@ def register(params: TrainParams, result: training.TrainResult, valid: DataFrame
     return version
 
 
-def load_scorer(resolved: registry.ResolvedModel, dfs_tmpdir: str = "") -> tuple[Any, Column | None, Column]:
+def load_scorer(
+    spark: SparkSession, resolved: registry.ResolvedModel, dfs_tmpdir: str = ""
+) -> tuple[Any, Column | None, Column]:
     """``(PipelineModel or None, compiled Column or None, unseen-SEX Column)`` of a resolved version.
 
     A linear model's folded coefficients travel in its metadata: no ``PipelineModel`` load then.
@@ -138,7 +140,7 @@ def load_scorer(resolved: registry.ResolvedModel, dfs_tmpdir: str = "") -> tuple
     import mlflow
 
     spec = registry.model_metadata(resolved).get(scoring.LINEAR_SPEC)
-    model = None if spec else registry.load_model(resolved, dfs_tmpdir=dfs_tmpdir)
+    model = None if spec else spark_models.load_model(spark, resolved, dfs_tmpdir=dfs_tmpdir)
     compiled = scoring.spec_column(spec) if spec else scoring.compile_linear(model)
     labels = list(spec["sex_weights"]) if spec else scoring.category_labels(model)
     mlflow.set_tag("scoring_path", "column_expression" if compiled is not None else "pipeline_transform")

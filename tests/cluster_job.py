@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import TEST_SPARK_CONF
-from diabetes_spark import jobs, storage
+from diabetes_spark import adls, jobs
 from diabetes_spark.params import IngestParams, ScoreParams, TrainParams
 from diabetes_spark.session import get_spark
 from tests.standalone import SHORT_LIVED_JVM
@@ -92,7 +92,7 @@ def main(spec_file: str) -> None:
         "spark.eventLog.compress": "false",
         # Secrets as a cluster would carry them: the account key and a SAS token as Hadoop settings,
         # a storage connection string and a SAS URL handed to the executors' environment.
-        f"spark.hadoop.{storage.adls_conf_key(account)}": secrets["account_key"],
+        f"spark.hadoop.{adls.adls_conf_key(account)}": secrets["account_key"],
         f"spark.hadoop.fs.azure.sas.fixed.token.{account}.dfs.core.windows.net": secrets["sas_token"],
         "spark.executorEnv.AZURE_STORAGE_CONNECTION_STRING": secrets["connection_string"],
         "spark.executorEnv.SCORING_INPUT_URL": secrets["sas_url"],
@@ -101,7 +101,7 @@ def main(spec_file: str) -> None:
     spark = get_spark("diabetes-spark-cluster", master=spec["master"], conf=conf)
     try:
         # As the notebooks do it: the key read from a secret scope, set in the session at run time.
-        storage.configure_adls(spark, spec["runtime_account"], secrets["runtime_key"])
+        adls.configure_adls(spark, spec["runtime_account"], secrets["runtime_key"])
         began = time.monotonic()
         summary = run_pipeline(spark, out, home=out / "mlflow")
         result = {

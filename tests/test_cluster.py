@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 import diabetes_spark
-from diabetes_spark import storage
+from diabetes_spark import adls, storage
 from tests.cluster_job import MODELS, run_pipeline
 from tests.standalone import StandaloneCluster, cluster_env, free_port, signal_group
 
@@ -272,7 +272,7 @@ def test_secret_settings_are_present_and_shown_redacted(cluster_run: ClusterRun)
     events = cluster_run.events()
     (environment,) = [e for e in events if e["Event"] == "SparkListenerEnvironmentUpdate"]
     ui = cluster_run.result["ui_environment"]
-    account_key = storage.adls_conf_key(ACCOUNT)
+    account_key = adls.adls_conf_key(ACCOUNT)
     sas_key = f"fs.azure.sas.fixed.token.{ACCOUNT}.dfs.core.windows.net"
     spark_settings = {
         f"spark.hadoop.{account_key}": REDACTED,
@@ -287,8 +287,8 @@ def test_secret_settings_are_present_and_shown_redacted(cluster_run: ClusterRun)
     ):
         assert {k: spark_props.get(k) for k in spark_settings} == spark_settings, where
         assert {k: hadoop_props.get(k) for k in hadoop_settings} == hadoop_settings, where
-    # The key the notebooks set at run time (storage.configure_adls) shows in each SQL execution's settings.
-    runtime_key = storage.adls_conf_key(RUNTIME_ACCOUNT)
+    # The key the notebooks set at run time (adls.configure_adls) shows in each SQL execution's settings.
+    runtime_key = adls.adls_conf_key(RUNTIME_ACCOUNT)
     shown = [
         e["modifiedConfigs"][runtime_key]
         for e in events

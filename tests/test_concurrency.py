@@ -22,7 +22,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from mlflow.exceptions import MlflowException
 from pyspark.sql import functions as F
 
-from diabetes_spark import delta_writes, jobs, registry, schemas, scoring, storage
+from diabetes_spark import delta_writes, jobs, registry, schemas, scoring, spark_models, storage
 from diabetes_spark.errors import WriteConflictError
 from diabetes_spark.params import ScoreParams, TrainParams
 
@@ -394,7 +394,7 @@ def test_moving_the_alias_mid_run_does_not_mix_versions(
 
     raw = storage.read_table(spark, storage.resolve(INPUT))
     valid, _ = schemas.split_valid(raw, schemas.load_schema("scoring_input"), source="s", batch_id="b")
-    own = registry.load_model(registry.resolve_version(MODEL, version=resolved)).transform(valid)
+    own = spark_models.load_model(spark, registry.resolve_version(MODEL, version=resolved)).transform(valid)
     expected = own.select("patient_id", F.lit(resolved).alias("model_version"), "prediction")
     got = _read(spark, out).select("patient_id", "model_version", "prediction")
     plain = [F.col(c).alias(c, metadata={}) for c in ("patient_id", "model_version", "prediction")]

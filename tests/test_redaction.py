@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from diabetes_spark.adls import adls_conf_key
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX as REDACTION_REGEX
-from diabetes_spark.storage import adls_conf_key
 
 REDACTED = "*********(redacted)"
 

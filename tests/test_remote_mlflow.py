@@ -12,7 +12,7 @@ import pytest
 from chispa import assert_approx_df_equality
 from mlflow.tracking import MlflowClient
 
-from diabetes_spark import cli, registry, schemas, scoring, storage
+from diabetes_spark import cli, registry, schemas, scoring, spark_models, storage
 from diabetes_spark.notebook import NOTEBOOKS, run_notebook
 from diabetes_spark.registry import MlflowLocation
 from tests.mlflow_server import mlflow_server
@@ -68,7 +68,9 @@ def _cli(argv: list[str]) -> dict:
 def test_scoring_elsewhere_writes_the_models_own_predictions(spark, loop: dict) -> None:
     assert (loop["train"]["model_version"], loop["train"]["promoted"]) == ("1", True)
     with MlflowLocation(tracking_uri=loop["server"], registry_uri=loop["server"]).active():
-        model = registry.load_model(registry.resolve_version(MODEL, alias=registry.CHAMPION))  # through the server
+        model = spark_models.load_model(
+            spark, registry.resolve_version(MODEL, alias=registry.CHAMPION)
+        )  # through the server
     source = storage.read_table(spark, storage.resolve("sample:scoring_batch.csv"))
     valid = schemas.valid_rows(schemas.annotate(source, schemas.load_schema("scoring_input")))
     shape = "patient_id string, prediction double"  # one nullability for both sides

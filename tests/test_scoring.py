@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
 from conftest import TRAINED_MODEL
-from diabetes_spark import cli, delta_writes, drift, jobs, registry, schemas, scoring, storage
+from diabetes_spark import cli, delta_writes, drift, jobs, registry, schemas, scoring, spark_models, storage
 from diabetes_spark.errors import RegistryError, RejectThresholdError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
 
@@ -23,8 +23,8 @@ INPUT = schemas.load_schema("scoring_input")
 
 
 @pytest.fixture(scope="module")
-def model(trained):
-    return registry.load_model(registry.resolve_version(MODEL, alias="champion"))
+def model(spark, trained):
+    return spark_models.load_model(spark, registry.resolve_version(MODEL, alias="champion"))
 
 
 def _score(spark, mlflow_home: Path, **kw) -> dict:

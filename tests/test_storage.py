@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 
-from diabetes_spark import delta_writes, storage
+from diabetes_spark import adls, delta_writes, storage
 from diabetes_spark.errors import InputError
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX as REDACTION_REGEX
 from diabetes_spark.storage import TableRef
@@ -55,14 +55,14 @@ def test_sibling_table() -> None:
 
 
 def test_abfss_uri_and_conf_key() -> None:
-    assert storage.abfss_uri("acct", "cont", "/gold/x") == "abfss://cont@acct.dfs.core.windows.net/gold/x"
-    assert storage.adls_conf_key("acct") == "fs.azure.account.key.acct.dfs.core.windows.net"
+    assert adls.abfss_uri("acct", "cont", "/gold/x") == "abfss://cont@acct.dfs.core.windows.net/gold/x"
+    assert adls.adls_conf_key("acct") == "fs.azure.account.key.acct.dfs.core.windows.net"
     with pytest.raises(InputError, match="account and a container"):
-        storage.abfss_uri("", "cont")
+        adls.abfss_uri("", "cont")
 
 
 def test_configure_adls_sets_the_dfs_key_and_abfss_resolves(spark) -> None:
-    storage.configure_adls(spark, "acct", "c2VjcmV0LWtleQ==")
+    adls.configure_adls(spark, "acct", "c2VjcmV0LWtleQ==")
     try:
         assert spark.conf.get("fs.azure.account.key.acct.dfs.core.windows.net") == "c2VjcmV0LWtleQ=="
         # The hadoop-azure jar is on the classpath: abfss:// maps to the ABFS file system.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from diabetes_spark import storage
+from diabetes_spark import adls
 from diabetes_spark.local_dbutils import LocalDbutils, secret_env_name
 from diabetes_spark.notebook import NotebookContext
 from diabetes_spark.params import NotebookParams
@@ -81,7 +81,7 @@ def test_a_service_principal_signs_in_with_oauth_for_that_account_only(open_cont
 
 def test_the_account_key_is_the_last_route(open_context) -> None:
     added, _ = open_context({})
-    assert added == {storage.adls_conf_key("lakeacct"): SECRETS["adls-account-key"]}
+    assert added == {adls.adls_conf_key("lakeacct"): SECRETS["adls-account-key"]}
 
 
 def test_oauth_with_a_missing_secret_names_it(open_context, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ import pytest
 from chispa import assert_df_equality
 from mlflow.tracking import MlflowClient
 
-from diabetes_spark import cli, jobs, registry, schemas, storage
+from diabetes_spark import cli, jobs, registry, schemas, spark_models, storage
 from diabetes_spark.errors import InputError, RejectThresholdError, SchemaError
 from diabetes_spark.params import TrainParams
 
@@ -69,8 +69,8 @@ def test_train_registers_logs_and_promotes_only_when_better(
     assert quality["missing_pct"]["BMI"] == pytest.approx(100 / 437, abs=1e-3)
 
     # Registry round trip: by version and by alias, the same predictions as the logged model.
-    by_version = registry.load_model(registry.resolve_version(name, version="2"))
-    by_alias = registry.load_model(registry.resolve_version(name, alias="champion"))
+    by_version = spark_models.load_model(spark, registry.resolve_version(name, version="2"))
+    by_alias = spark_models.load_model(spark, registry.resolve_version(name, alias="champion"))
     batch = storage.read_table(spark, storage.resolve("sample:scoring_batch.csv"))
     valid, _ = schemas.split_valid(batch, schemas.load_schema("scoring_input"), source="s", batch_id="b")
     assert_df_equality(by_version.transform(valid), by_alias.transform(valid))
