@@ -15,6 +15,7 @@ A relative path is resolved against ``base`` when one is given (e.g. the ADLS co
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -68,10 +69,12 @@ class TableRef:
 
 
 def resolve(ref: str, *, base: str | None = None) -> TableRef:
-    """Classify a table reference string and resolve relative paths against ``base``.
+    """Classify a table reference string and resolve relative paths against ``base`` (else, off
+    Databricks, against the working directory).
 
     Raises:
         InputError: ``ref`` is empty.
+        ParamError: A relative path on Databricks without ``base``.
     """
     text = ref.strip()
     if not text:
@@ -87,11 +90,28 @@ def resolve(ref: str, *, base: str | None = None) -> TableRef:
         return TableRef("table", text)
     if base and not is_uri and not text.startswith("/"):
         text = base.rstrip("/") + "/" + text.lstrip("./")
+    elif not is_uri and not os.path.isabs(text):
+        text = _absolute(text)
     if lowered.endswith(".csv"):
         return TableRef("csv", text)
     if lowered.endswith(".parquet"):
         return TableRef("parquet", text)
     return TableRef("delta", text)
+
+
+def _absolute(path: str) -> str:
+    """A relative local path made absolute against the working directory of the command, so Spark
+    (whose JVM, or Spark Connect server, may have another one) and Delta's SQL (``delta.`<path>```
+    takes absolute paths only) see the same location. On Databricks a relative path has no such
+    root and is refused."""
+    from diabetes_spark.session import is_databricks
+
+    if is_databricks():
+        raise ParamError(
+            f"relative path {path!r} has no root on Databricks: give a catalog.schema.table name, a /Volumes/... "
+            "path or an abfss:// URI (or storage secrets, which root relative paths at the container)"
+        )
+    return os.path.abspath(path)
 
 
 def _is_missing_path(error: Exception) -> bool:

@@ -124,7 +124,13 @@ def test_demo_runs_both_notebooks_to_a_champion_and_predictions(spark, demo: dic
 
 @pytest.mark.slow
 def test_failing_step_fails_the_notebook_and_marks_the_run_failed(
-    spark, demo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], caplog
+    spark,
+    mlflow_home: Path,
+    demo: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog,
 ) -> None:
     # Real-looking ADLS secrets: the key must never show anywhere, even on failure.
     scope = "diabetes-spark"

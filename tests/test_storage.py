@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
 
 from diabetes_spark import adls, delta_writes, storage
-from diabetes_spark.errors import InputError
+from diabetes_spark.errors import InputError, ParamError
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX as REDACTION_REGEX
 from diabetes_spark.storage import TableRef
 
@@ -22,7 +23,7 @@ from diabetes_spark.storage import TableRef
         ),
         ("dbfs:/mnt/x/table", None, TableRef("delta", "dbfs:/mnt/x/table")),
         ("/tmp/lake/raw", None, TableRef("delta", "/tmp/lake/raw")),
-        ("lake/raw", None, TableRef("delta", "lake/raw")),
+        ("lake/raw", None, TableRef("delta", os.path.abspath("lake/raw"))),
         (
             "gold/preds",
             "abfss://c@acct.dfs.core.windows.net/",
@@ -31,7 +32,7 @@ from diabetes_spark.storage import TableRef
         ("/abs/preds", "abfss://c@acct.dfs.core.windows.net", TableRef("delta", "/abs/preds")),
         ("main.diabetes.predictions", None, TableRef("table", "main.diabetes.predictions")),
         ("diabetes.predictions", "abfss://c@a.dfs.core.windows.net", TableRef("table", "diabetes.predictions")),
-        ("data/in.csv", None, TableRef("csv", "data/in.csv")),
+        ("data/in.csv", None, TableRef("csv", os.path.abspath("data/in.csv"))),
         ("in.csv", "abfss://c@a.dfs.core.windows.net", TableRef("csv", "abfss://c@a.dfs.core.windows.net/in.csv")),
         (
             "abfss://c@a.dfs.core.windows.net/x.PARQUET",
@@ -44,13 +45,24 @@ def test_resolve(ref: str, base: str | None, expected: TableRef) -> None:
     assert storage.resolve(ref, base=base) == expected
 
 
+def test_a_relative_path_is_refused_on_databricks_without_a_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    with pytest.raises(ParamError, match=r"relative path 'lake/raw' has no root on Databricks: give a catalog"):
+        storage.resolve("lake/raw")
+    assert storage.resolve("lake/raw", base="abfss://c@a.dfs.core.windows.net") == TableRef(
+        "delta", "abfss://c@a.dfs.core.windows.net/lake/raw"
+    )
+
+
 def test_resolve_rejects_empty() -> None:
     with pytest.raises(InputError, match="empty table reference"):
         storage.resolve("  ")
 
 
 def test_sibling_table() -> None:
-    assert storage.resolve("lake/preds/").sibling("_rejects") == TableRef("delta", "lake/preds_rejects")
+    assert storage.resolve("lake/preds/").sibling("_rejects") == TableRef(
+        "delta", os.path.abspath("lake/preds_rejects")
+    )
     assert storage.resolve("main.s.preds").sibling("_rejects") == TableRef("table", "main.s.preds_rejects")
 
 
