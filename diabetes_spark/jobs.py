@@ -35,7 +35,7 @@ def run_ingest(spark: SparkSession, params: IngestParams, *, telemetry: Telemetr
         ``{"rows_in", "rows_written", "rows_rejected", "table", "rejects_table", "ingest_id"}``.
     """
     ingest_id = f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    with steps.job_telemetry(telemetry, COMPONENT_INGEST) as tel:
+    with steps.job_telemetry(telemetry, COMPONENT_INGEST, params.telemetry_backend) as tel:
         source, target = storage.resolve(params.source), storage.resolve(params.table)
         rejects = storage.resolve(params.rejects) if params.rejects else target.sibling("_rejects")
         tel.set_dimensions(batch_id=ingest_id)
@@ -91,7 +91,7 @@ def run_training(
     import mlflow
 
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with steps.job_telemetry(telemetry, COMPONENT_TRAIN) as tel, location.active():
+    with steps.job_telemetry(telemetry, COMPONENT_TRAIN, params.telemetry_backend) as tel, location.active():
         registry.check_model_name(params.model_name)
         source = storage.resolve(params.training_data)
         experiment_id = location.ensure_experiment(params.experiment)
@@ -164,7 +164,7 @@ def run_batch_scoring(
     import mlflow
 
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with steps.job_telemetry(telemetry, COMPONENT_SCORE) as tel, location.active():
+    with steps.job_telemetry(telemetry, COMPONENT_SCORE, params.telemetry_backend) as tel, location.active():
         registry.check_model_name(params.model_name)
         source, output = storage.resolve(params.input), storage.resolve(params.output)
         rejects = storage.resolve(params.rejects) if params.rejects else output.sibling("_rejects")
