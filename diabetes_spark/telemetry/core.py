@@ -152,6 +152,8 @@ class Telemetry:
         """Send custom metrics (``rows_in``, ``rmse``, ...) with the current dimensions.
 
         Values that are not finite numbers are skipped (App Insights rejects NaN and infinity).
+        Names are sent in lower case (``psi_bmi``): OpenTelemetry's are case-insensitive and its
+        SDK lower-cases them, so both backends name a metric alike.
         """
         self._record(metrics, {})
 
@@ -245,7 +247,7 @@ class Telemetry:
             except (TypeError, ValueError):
                 number = math.nan
             if math.isfinite(number):
-                good[name] = number
+                good[name.lower()] = number
             else:
                 _log.debug("metric %s=%r is not a finite number: not sent", name, value)
         if good:
