@@ -37,11 +37,11 @@ class Connection(NamedTuple):
     audience: str = ""
 
     def for_exporter(self) -> str:
-        """The connection string the exporters get: normalised, with nothing but what they need."""
+        """The connection string the exporters get: normalised, with nothing but what they need
+        (no ``Authorization``: the Azure Monitor exporter refuses any but ikey, and takes Entra ID
+        as a credential object)."""
         text = f"InstrumentationKey={self.key};IngestionEndpoint={self.endpoint}"
-        if self.entra_id:
-            text += ";Authorization=AAD" + (f";AADAudience={self.audience}" if self.audience else "")
-        return text
+        return text + (f";AADAudience={self.audience}" if self.audience else "")
 
 
 def parse_connection_string(value: str, source: str) -> Connection:

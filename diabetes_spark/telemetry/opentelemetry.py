@@ -39,6 +39,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from diabetes_spark.telemetry.backend import Outcome, run_bounded
 from diabetes_spark.telemetry.config import sdk_environment
@@ -168,7 +169,9 @@ class Providers:
         self.logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(logs, max_queue_size=QUEUE_CAPACITY, max_export_batch_size=MAX_BATCH_SIZE)
         )
-        self.tracer_provider = TracerProvider(resource=resource, id_generator=self.ids, shutdown_on_exit=False)
+        self.tracer_provider = TracerProvider(  # ALWAYS_ON: not $OTEL_TRACES_SAMPLER, meant for the process's own
+            resource=resource, id_generator=self.ids, sampler=ALWAYS_ON, shutdown_on_exit=False
+        )
         self.tracer_provider.add_span_processor(BatchSpanProcessor(spans, max_export_batch_size=MAX_BATCH_SIZE))
         self.tracer = self.tracer_provider.get_tracer("diabetes_spark")
         reader = PeriodicExportingMetricReader(
