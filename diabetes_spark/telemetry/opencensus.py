@@ -88,7 +88,7 @@ class Exporters:
     def close(self, timeout: float) -> Outcome:
         """Deliver what the exporters hold and stop them, in parallel, within ``timeout`` seconds."""
         self.periodic.set()
-        finished = run_bounded(
+        run_bounded(
             [
                 lambda: self.log_handler.close(timeout),
                 lambda: stop_span_worker(self.trace_exporter, timeout),
@@ -97,8 +97,10 @@ class Exporters:
             timeout,
             name="appinsights-flush",
         )
-        for delivery, stopped in zip(self.deliveries, finished):
-            delivery.settle(stopped)
+        for delivery in self.deliveries:
+            delivery.deadline()
+        for delivery in self.deliveries:
+            delivery.settle()
         handed = sum(d.handed for d in self.deliveries)
         accepted = sum(d.accepted for d in self.deliveries)
         errors = [d.last_error for d in self.deliveries if d.last_error]

@@ -53,8 +53,8 @@ class Delivery:
     """One exporter's account: records handed to it, dropped because its buffer was full, and
     accepted by the endpoint.
 
-    A batch is known sent when the thread that sent it starts the next one, or when the exporter
-    stops in time, without the SDK having logged a transport failure for it in between (it logs
+    A batch is known sent when the thread that sent it starts the next one, or has ended, without
+    the SDK having logged a transport failure for it in between (it logs
     every failure; with local storage off each failure is a loss). After the deadline the account
     is settled: nothing more is sent (:attr:`abandoned`) and nothing more counts.
     """
@@ -66,6 +66,7 @@ class Delivery:
         self.accepted = 0
         self.last_error = ""
         self.abandoned = False
+        self.settling = False
         self.in_flight: dict[int, int] = {}
 
     def hand(self, count: int) -> None:
@@ -89,13 +90,31 @@ class Delivery:
         with self.lock:
             if not self.abandoned:
                 self.in_flight.pop(threading.get_ident(), None)
-                self.last_error = message
+                if not self.settling:  # past the deadline the cause is the deadline
+                    self.last_error = message
 
-    def settle(self, stopped: bool) -> None:
-        """Close the account: batches still in flight went through if the exporter ``stopped`` in time."""
+    def deadline(self) -> None:
+        """The flush deadline passed: a failure from now on is the deadline's, not the endpoint's."""
         with self.lock:
-            if stopped and not self.abandoned:
-                self.accepted += sum(self.in_flight.values())
+            self.settling = True
+
+    def settle(self) -> None:
+        """Close the account at the deadline: a batch still in flight went through if the thread that
+        sent it has ended (a worker ends only after its exit event, so after its last request);
+        one still running is lost. (An SDK close that gave up returns as if it had not.)"""
+        with self.lock:
+            senders = list(self.in_flight)
+        running = {t.ident: t for t in threading.enumerate()}
+        ended = set()
+        for ident in senders:
+            thread = running.get(ident)
+            if thread is not None:
+                thread.join(0.05)  # a worker that just set its exit event is about to end
+            if thread is None or not thread.is_alive():
+                ended.add(ident)
+        with self.lock:
+            if not self.abandoned:
+                self.accepted += sum(count for ident, count in self.in_flight.items() if ident in ended)
             self.in_flight.clear()
             self.abandoned = True
 

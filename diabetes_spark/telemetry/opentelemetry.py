@@ -122,7 +122,9 @@ class LogHandler(LoggingHandler):
         )
         if record.exc_text:  # the message of an exception envelope, as OpenCensus formats it (and redacted)
             plain.msg = f"{plain.msg}\n{record.exc_text}"
-        plain.__dict__.update(getattr(record, "custom_dimensions", {}))
+        for name, value in getattr(record, "custom_dimensions", {}).items():
+            if name not in plain.__dict__:  # a dimension named like a LogRecord field must not replace it
+                plain.__dict__[name] = value
         if record.exc_info and record.exc_info[0] is not None:
             plain.__dict__["exception.type"] = record.exc_info[0].__name__
             plain.__dict__["exception.message"] = self.redactor(str(record.exc_info[1]))
