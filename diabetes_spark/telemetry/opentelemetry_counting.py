@@ -68,6 +68,8 @@ class _QuietExporter(logging.Filter):
         return False
 
 
+# Logger names (the SDKs' module paths), not members: were one renamed, its messages would show per
+# batch and the warning's cause would be vaguer; the counts come from the export results regardless.
 for _name in (
     "azure.monitor.opentelemetry.exporter.export._base",
     "azure.monitor.opentelemetry.exporter.export.trace._exporter",
