@@ -24,6 +24,14 @@ LOCAL = [
     "matplotlib>=3.8",
 ]
 
+# The OpenTelemetry backend of telemetry (telemetry_backend=opentelemetry). An extra, not a requirement:
+# Databricks ML runtimes ship MLflow, which already pins opentelemetry-api/sdk, and installing the wheel
+# must not move them. Lower bounds: the versions the tests ran with.
+OPENTELEMETRY = [
+    "azure-monitor-opentelemetry-exporter>=1.0.0b58",
+    "azure-identity>=1.27.0",
+]
+
 # The deploy-time commands: setup-secrets (databricks-sdk), jobs-json (pyyaml, databricks-bundles' typed
 # models). Lower bounds: the versions the tests ran with.
 DEPLOY = [
@@ -54,14 +62,19 @@ setup(
     # What a Databricks ML runtime may lack; pyspark, delta-spark, mlflow and pandas come with it. Nothing
     # deploy-time: databricks-sdk would upgrade protobuf under the runtime's MLflow (it breaks DBR 15.4).
     install_requires=[
-        "opencensus-ext-azure>=1.1.13",
+        # <1.2: telemetry/opencensus_sdk.py stops the span exporter's worker through a private member
+        # (no public call does), tested against the versions of this range.
+        "opencensus-ext-azure>=1.1.13,<1.2",
     ],
     extras_require={
         "local": LOCAL,
         # The deploy-time commands (setup-secrets, jobs-json), run where you deploy from, never on a cluster.
         "deploy": DEPLOY,
+        # pip install diabetes_spark[opentelemetry] for telemetry_backend=opentelemetry
+        "opentelemetry": OPENTELEMETRY,
         "test": [
             *DEPLOY,
+            *OPENTELEMETRY,
             "pytest>=8",
             "pytest-timeout>=2.3",
             "chispa>=0.10",

@@ -46,7 +46,7 @@ def run_ingest(spark: SparkSession, params: IngestParams, *, telemetry: Telemetr
         ``{"rows_in", "rows_written", "rows_rejected", "table", "rejects_table", "ingest_id"}``.
     """
     ingest_id = f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    with steps.job_telemetry(telemetry, COMPONENT_INGEST) as tel:
+    with steps.job_telemetry(telemetry, COMPONENT_INGEST, params.telemetry_backend) as tel:
         source, target = storage.resolve(params.source), storage.resolve(params.table)
         rejects = storage.resolve(params.rejects) if params.rejects else target.sibling("_rejects")
         tel.set_dimensions(batch_id=ingest_id)
@@ -102,7 +102,7 @@ def run_training(
     import mlflow
 
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with steps.job_telemetry(telemetry, COMPONENT_TRAIN) as tel, location.active():
+    with steps.job_telemetry(telemetry, COMPONENT_TRAIN, params.telemetry_backend) as tel, location.active():
         registry.check_model_name(params.model_name)
         if is_connect(spark):  # the model must pass through a folder the server shares
             spark_models.check_staging(spark, params.dfs_tmpdir)
@@ -177,7 +177,7 @@ def run_batch_scoring(
     import mlflow
 
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with steps.job_telemetry(telemetry, COMPONENT_SCORE) as tel, location.active():
+    with steps.job_telemetry(telemetry, COMPONENT_SCORE, params.telemetry_backend) as tel, location.active():
         registry.check_model_name(params.model_name)
         source, output = storage.resolve(params.input), storage.resolve(params.output)
         rejects = storage.resolve(params.rejects) if params.rejects else output.sibling("_rejects")

@@ -74,6 +74,14 @@ def _optional_secret(dbutils: Any, scope: str, key: str) -> str | None:
         return None
 
 
+def _widget(dbutils: Any, name: str) -> str:
+    """A job widget read before the job's params are (telemetry starts first): "" if not declared."""
+    try:
+        return dbutils.widgets.get(name) or ""
+    except Exception:  # a notebook without the widget: the default
+        return ""
+
+
 @dataclass
 class NotebookContext:
     """A notebook run's settings, secrets-derived configuration and telemetry."""
@@ -130,7 +138,13 @@ class NotebookContext:
             )
             if value
         }
-        tel = telemetry.start(component, connection_string=connection, secrets=secret_values, dimensions=dimensions)
+        tel = telemetry.start(
+            component,
+            connection_string=connection,
+            secrets=secret_values,
+            dimensions=dimensions,
+            backend=_widget(dbutils, "telemetry_backend"),
+        )
         if root:
             tel.logger().info("ADLS Gen2 container root: %s", root)
         return cls(spark, dbutils, settings, tel, root, secret_values)

@@ -29,6 +29,7 @@ __all__ = [
     "TUNING_MODES",
     "IMPUTER_STRATEGIES",
     "WRITE_MODES",
+    "TELEMETRY_BACKENDS",
 ]
 
 ESTIMATORS = ("linear", "gbt", "random_forest")
@@ -36,6 +37,8 @@ TUNING_MODES = ("none", "train_validation_split", "cross_validation")
 IMPUTER_STRATEGIES = ("mean", "median")
 WRITE_MODES = ("append", "overwrite")
 PRIMARY_METRICS = ("rmse", "mae", "r2")
+#: The telemetry backends (``diabetes_spark.telemetry.backend.BACKENDS`` registers one adapter each).
+TELEMETRY_BACKENDS = ("opencensus", "opentelemetry")
 
 DEFAULT_EXPERIMENT = "diabetes-progression"
 DEFAULT_MODEL_NAME = "diabetes_progression"
@@ -45,6 +48,12 @@ P = TypeVar("P")
 DFS_TMPDIR_HELP = (
     "folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard "
     "access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)"
+)
+#: Help of ``telemetry_backend``, a parameter of every job.
+TELEMETRY_BACKEND_HELP = (
+    "telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs "
+    "diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) "
+    "(empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus)"
 )
 BATCH_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
@@ -57,6 +66,11 @@ def _param(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ParamError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _telemetry_backend() -> Any:
+    """The ``telemetry_backend`` field of every job's params, declared here once."""
+    return _param("", TELEMETRY_BACKEND_HELP)
 
 
 def _check_required(name: str, value: str) -> None:
@@ -86,6 +100,9 @@ class _Common:
             choices = f.metadata.get("choices")
             if choices:
                 _check_choice(f.name, getattr(self, f.name), choices)
+        backend = getattr(self, "telemetry_backend", "")
+        if backend:
+            _check_choice("telemetry_backend", backend, TELEMETRY_BACKENDS)
         if hasattr(self, "max_reject_fraction"):
             _check_fraction("max_reject_fraction", self.max_reject_fraction, low_open=False, high_open=False)
 
@@ -99,6 +116,7 @@ class IngestParams(_Common):
     rejects: str = _param("", "Delta table for rejected rows (default: <table>_rejects)")
     mode: str = _param("append", "append or overwrite the target tables", choices=WRITE_MODES)
     max_reject_fraction: float = _param(1.0, "fail without writing if more than this share of rows is rejected")
+    telemetry_backend: str = _telemetry_backend()
 
     def __post_init__(self) -> None:
         _check_required("source", self.source)
@@ -130,6 +148,7 @@ class TrainParams(_Common):
     primary_metric: str = _param("rmse", "metric of the champion/challenger gate", choices=PRIMARY_METRICS)
     max_reject_fraction: float = _param(0.2, "fail before training if more than this share of rows is rejected")
     dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
+    telemetry_backend: str = _telemetry_backend()
 
     def __post_init__(self) -> None:
         _check_required("training_data", self.training_data)
@@ -161,6 +180,7 @@ class ScoreParams(_Common):
     max_reject_fraction: float = _param(0.2, "fail before writing if more than this share of rows is rejected")
     drift_threshold: float = _param(0.2, "population stability index above which a feature is flagged as drifted")
     dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
+    telemetry_backend: str = _telemetry_backend()
 
     def __post_init__(self) -> None:
         _check_required("input", self.input)

@@ -41,11 +41,12 @@ __all__ = [
 
 
 @contextmanager
-def job_telemetry(given: Telemetry | None, component: str) -> Iterator[Telemetry]:
-    """The caller's telemetry (it closes it), or one from the environment, closed here; either way
-    a failure is sent once, with its stack trace, and marks the run failed."""
+def job_telemetry(given: Telemetry | None, component: str, backend: str = "") -> Iterator[Telemetry]:
+    """The caller's telemetry (it closes it), or one from the environment on ``backend`` (empty:
+    the environment's), closed here; either way a failure is sent once, with its stack trace, and
+    marks the run failed."""
     if given is None:
-        with start_telemetry(component) as own:
+        with start_telemetry(component, backend=backend) as own:
             yield own
         return
     try:

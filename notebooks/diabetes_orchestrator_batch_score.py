@@ -34,6 +34,7 @@
 # MAGIC | `max_reject_fraction` | `0.2` | fail before writing if more than this share of rows is rejected |
 # MAGIC | `drift_threshold` | `0.2` | population stability index above which a feature is flagged as drifted |
 # MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
+# MAGIC | `telemetry_backend` | `` | telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus) |
 # MAGIC
 # MAGIC Off Databricks: `diabetes-spark notebook notebooks/diabetes_orchestrator_batch_score.py --widget name=value ...`
 
@@ -85,6 +86,8 @@ dbutils.widgets.text("max_reject_fraction", "0.2")
 dbutils.widgets.text("drift_threshold", "0.2")
 # folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
 dbutils.widgets.text("dfs_tmpdir", "")
+# telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus)
+dbutils.widgets.text("telemetry_backend", "")
 
 # COMMAND ----------
 

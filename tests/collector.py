@@ -3,13 +3,16 @@
 It accepts ``POST .../v2.1/track`` with a JSON array (or newline-delimited JSON) of envelopes,
 gzip-compressed or not, records each request's raw body and its envelopes, and answers like the
 real service. ``mode`` makes it fail: ``"ok"`` (200), ``"fail"`` (500, nothing recorded) or
-``"delay"`` (sleep ``delay`` seconds, then 200).
+``"delay"`` (sleep ``delay`` seconds, then 200). With ``token``, a request must carry
+``Authorization: Bearer <token>`` (Entra ID) or is answered 401 and recorded in ``refused``;
+with ``tls`` (certificate and key files) it serves HTTPS, as bearer tokens require.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -21,15 +24,25 @@ from typing import Any
 class Collector:
     """An ingestion endpoint running on a background thread; use as a context manager."""
 
-    def __init__(self, mode: str = "ok", *, delay: float = 0.0) -> None:
+    def __init__(
+        self, mode: str = "ok", *, delay: float = 0.0, token: str | None = None, tls: tuple[str, str] | None = None
+    ) -> None:
         self.mode = mode
         self.delay = delay
+        self.token = token
+        self.refused = 0
+        self.authorizations: list[str] = []
         self.envelopes: list[dict[str, Any]] = []
         self.bodies: list[str] = []
         self.attempts = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        self.scheme = "https" if tls else "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="collector", daemon=True)
 
     @property
@@ -38,7 +51,7 @@ class Collector:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
     def connection_string(self, key: str | None = None) -> str:
         return f"InstrumentationKey={key or uuid.uuid4()};IngestionEndpoint={self.endpoint}"
@@ -94,6 +107,14 @@ class Collector:
                     self._reply(404, {"error": f"unknown path {self.path}"})
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                authorization = self.headers.get("Authorization", "")
+                with collector._lock:
+                    collector.authorizations.append(authorization)
+                if collector.token is not None and authorization != f"Bearer {collector.token}":
+                    with collector._lock:
+                        collector.refused += 1
+                    self._reply(401, {"error": "missing or wrong bearer token"})
+                    return
                 try:
                     status, answer = collector._receive(body, self.headers.get("Content-Encoding"))
                 except (ValueError, OSError) as e:

@@ -42,6 +42,9 @@ def test_wheel_contents(wheel: Path) -> None:
     metadata = zipfile.ZipFile(wheel).read(f"diabetes_spark-{__version__}.dist-info/METADATA").decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert not any("pyspark" in r and "extra" not in r for r in requires), requires
+    # The OpenTelemetry stack only in its extra: the runtime's MLflow pins opentelemetry-api/sdk.
+    assert not any("opentelemetry" in r and "extra" not in r for r in requires), requires
+    assert any("azure-monitor-opentelemetry-exporter" in r and 'extra == "opentelemetry"' in r for r in requires)
 
 
 @pytest.mark.slow

@@ -47,6 +47,11 @@ def test_widget_strings_are_converted_to_field_types() -> None:
             "mode must be one of append, overwrite; got 'merge'",
         ),
         (params.IngestParams, {"source": "s", "table": "t", "bogus": "1"}, "unknown parameter(s) ['bogus']"),
+        (
+            params.ScoreParams,
+            {"input": "i", "output": "o", "telemetry_backend": "zipkin"},
+            "telemetry_backend must be one of opencensus, opentelemetry; got 'zipkin'",
+        ),
     ],
 )
 def test_bad_values_name_the_parameter(cls: type, values: dict[str, str], message: str) -> None:
@@ -60,3 +65,14 @@ def test_widget_defaults_are_the_dataclass_defaults_as_strings() -> None:
     assert defaults["model_alias"] == "champion"
     assert defaults["max_reject_fraction"] == "0.2"
     assert list(defaults) == [name for name, *_ in params.describe(params.ScoreParams)]
+
+
+@pytest.mark.parametrize("cls", [params.IngestParams, params.TrainParams, params.ScoreParams])
+def test_every_job_takes_the_telemetry_backend_as_a_widget_and_a_flag(cls: type) -> None:
+    from diabetes_spark import cli
+
+    assert params.widget_defaults(cls)["telemetry_backend"] == ""  # empty: the environment's, else opencensus
+    command = {params.IngestParams: "ingest", params.TrainParams: "train", params.ScoreParams: "score"}[cls]
+    required = {"ingest": ["--source", "s", "--table", "t"], "train": ["--training-data", "t"]}
+    argv = [command, *required.get(command, ["--input", "i", "--output", "o"]), "--telemetry-backend", "opentelemetry"]
+    assert cli.build_parser().parse_args(argv).telemetry_backend == "opentelemetry"

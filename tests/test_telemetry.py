@@ -1,10 +1,11 @@
-"""Telemetry through the real OpenCensus Azure exporters to an ingestion endpoint on 127.0.0.1.
+"""Telemetry through the real exporters of each backend (OpenCensus and OpenTelemetry's Azure
+Monitor exporters) to an ingestion endpoint on 127.0.0.1: the contract both keep.
 
 The endpoint (:mod:`tests.collector`) records every envelope the exporters post, so the tests
 assert on exactly what Application Insights would receive: messages and exceptions with their
 custom dimensions, one request per run and one dependency per step under one operation id, and
 metrics with the row counts; and that a failing endpoint costs neither the job nor more than
-``flush_timeout``.
+``flush_timeout``. Configuration and what differs between the backends: test_telemetry_backends.py.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from urllib.parse import quote
 import pytest
 
 from diabetes_spark import __version__, cli, jobs, telemetry
-from diabetes_spark.errors import ConfigurationError, SchemaError
+from diabetes_spark.errors import SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
-from diabetes_spark.telemetry.config import parse_connection_string
 from tests.collector import Collector
 
 ENV = telemetry.ENV_CONNECTION_STRING
@@ -37,7 +37,11 @@ SECRET = "Sup3r+S3cret/AccountKey=="
 #: Where the local secret store (``LocalDbutils``) keeps scope ``diabetes-spark``, key ``adls-account-key``.
 LOCAL_SECRET = "DIABETES_SPARK_SECRET__DIABETES_SPARK__ADLS_ACCOUNT_KEY"
 SECRET_FORMS = (SECRET, quote(SECRET, safe=""), base64.b64encode(SECRET.encode()).decode().rstrip("="))
-EXPORTER_THREADS = ("_LogHandler Worker", "AzureExporter Worker", "_MetricsExporter Worker")
+BACKENDS = telemetry.BACKENDS
+EXPORTER_THREADS = (
+    *("LogHandler Worker", "AzureExporter Worker", "appinsights-metrics"),  # opencensus
+    *("OtelBatchLogRecordProcessor", "OtelBatchSpanRecordProcessor", "OtelPeriodicExportingMetricReader"),
+)
 TRAIN_STEPS = {"read", "validate", "fit", "evaluate", "register"}
 SCORE_STEPS = {"load_model", "read", "validate", "score", "write"}
 
@@ -58,13 +62,21 @@ def _props(envelope: dict[str, Any]) -> dict[str, Any]:
 
 
 def _op(envelope: dict[str, Any]) -> str:
-    return envelope["tags"]["ai.operation.id"]
+    return envelope["tags"].get("ai.operation.id", "")
 
 
 def _run(collector: Collector, **dimensions: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The one request whose properties match ``dimensions``, and every envelope of its operation."""
+    """The one request whose properties match ``dimensions``, and every envelope of its operation.
+
+    OpenTelemetry's metrics carry no operation id (no trace context): a run's are those with its dimensions.
+    """
     (request,) = [r for r in collector.of_type("Request") if all(_props(r).get(k) == v for k, v in dimensions.items())]
-    return request, [e for e in collector.envelopes if _op(e) == _op(request)]
+    return request, [
+        e
+        for e in collector.envelopes
+        if _op(e) == _op(request)
+        or (not _op(e) and _kind(e) == "Metric" and all(_props(e).get(k) == v for k, v in dimensions.items()))
+    ]
 
 
 def _of(envelopes: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -78,6 +90,12 @@ def _metrics(envelopes: list[dict[str, Any]]) -> dict[str, list[tuple[float, dic
         point = _base(e)["metrics"][0]
         found.setdefault(point["name"], []).append((point["value"], _props(e)))
     return found
+
+
+def _stack(details: dict[str, Any]) -> str:
+    """An exception's stack as text: OpenCensus parses it into frames, OpenTelemetry sends it whole."""
+    frames = details.get("parsedStack") or []
+    return "\n".join(f"{f['fileName']}:{f['line']} in {f['method']}" for f in frames) or details.get("stack", "")
 
 
 def _exporter_threads() -> list[str]:
@@ -107,97 +125,21 @@ def _lost_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def _sdk_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name.startswith("opencensus") and r.levelno >= logging.WARNING]
+    sdk = ("opencensus", "opentelemetry", "azure")
+    return [r.getMessage() for r in caplog.records if r.name.startswith(sdk) and r.levelno >= logging.WARNING]
 
 
-# -- configuration -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (KEY.upper(), (KEY, "https://dc.services.visualstudio.com")),
-        (
-            f"instrumentationkey={KEY};IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/;",
-            (KEY, "https://westeurope-5.in.applicationinsights.azure.com"),
-        ),
-        (
-            f"InstrumentationKey={KEY};EndpointSuffix=applicationinsights.azure.cn;Location=chinaeast2",
-            (KEY, "https://chinaeast2.dc.applicationinsights.azure.cn"),
-        ),
-        (
-            f" InstrumentationKey={KEY};IngestionEndpoint=http://127.0.0.1:8080/;LiveEndpoint=https://x/;ApplicationId=a1 ",
-            (KEY, "http://127.0.0.1:8080"),
-        ),
-    ],
-)
-def test_connection_strings_and_bare_keys_are_normalised(value: str, expected: tuple[str, str]) -> None:
-    assert parse_connection_string(value, "test") == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "problem"),
-    [
-        ("InstrumentationKey=not-a-guid-Sup3rS3cret", "InstrumentationKey is not a GUID"),
-        ("Sup3rS3cret-not-a-connection-string", "a part has no '='"),
-        ("IngestionEndpoint=https://x.example/", "no InstrumentationKey"),
-        (f"InstrumentationKey={KEY};Authorization=AAD", "only Authorization=ikey"),
-        (
-            f"InstrumentationKey={KEY};IngestionEndpoint=ftp://Sup3rS3cret.example",
-            "IngestionEndpoint is not an http(s) URL",
-        ),
-    ],
-)
-def test_an_invalid_connection_string_fails_at_start_without_echoing_it(value: str, problem: str) -> None:
-    before = _exporter_threads()
-    expected = rf"invalid Application Insights connection string \(passed to telemetry.start\): .*{re.escape(problem)}"
-    with pytest.raises(ConfigurationError, match=expected) as info:
-        telemetry.start(telemetry.COMPONENT_TRAIN, connection_string=value)
-    assert "Sup3rS3cret" not in str(info.value) and KEY not in str(info.value)
-    # Nothing was started: the SDK would leave a worker thread behind that fails forever.
-    assert _exporter_threads() == before
-    assert logging.getLogger(telemetry.COMPONENT_TRAIN).handlers == []
-
-
-def test_a_bad_key_in_the_environment_fails_at_job_start(
-    spark, mlflow_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(ENV, "InstrumentationKey=12345")
-    params = TrainParams(
-        training_data="sample:diabetes.csv", experiment="telemetry-bad-key", model_name="never_trained"
-    )
-    with pytest.raises(
-        ConfigurationError, match=r"\(\$APPLICATIONINSIGHTS_CONNECTION_STRING\): its InstrumentationKey is not"
-    ):
-        jobs.run_training(spark, params, home=mlflow_home)
-    import mlflow
-
-    assert mlflow.get_experiment_by_name("telemetry-bad-key") is None  # failed before any work
-
-
-def test_without_a_connection_string_telemetry_is_console_only(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.delenv(ENV, raising=False)
-    before = threading.active_count()
-    tel = telemetry.start(telemetry.COMPONENT_SCORE, secrets=[SECRET])
-    assert not tel.exporting and threading.active_count() == before
-    with pytest.raises(ValueError, match="boom"), tel.span("score") as log:
-        log.warning("key is %s", SECRET)
-        raise ValueError("boom")
-    tel.record({"rows_in": 3})
-    tel.close()
-    messages = [(r.name, r.getMessage()) for r in caplog.records]
-    # Console: the redacted warning; the failure is not logged there (the caller reports the exception).
-    assert messages == [("Batch_Score_Orchestrator.score", "key is [REDACTED]")]
-    restored = logging.getLogger(telemetry.COMPONENT_SCORE)
-    assert restored.propagate and not restored.handlers
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each backend in turn, chosen as a job would be: through the environment."""
+    monkeypatch.setenv(telemetry.ENV_BACKEND, request.param)
+    return request.param
 
 
 # -- delivery, correlation, redaction (no Spark) ------------------------------------------------
 
 
-def test_records_are_correlated_redacted_and_sent_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_records_are_correlated_redacted_and_sent_once(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with Collector() as collector:
         # A trailing ';' and a bare key in the environment would make the SDK's own parser fail.
         monkeypatch.setenv(ENV, collector.connection_string(KEY) + ";")
@@ -215,8 +157,8 @@ def test_records_are_correlated_redacted_and_sent_once(monkeypatch: pytest.Monke
 
         request, run = _run(collector, batch_id="b-1")
         assert (_base(request)["success"], _base(request)["name"]) == (False, "Batch_Score_Orchestrator")
-        assert {_op(e) for e in collector.envelopes} == {tel.trace_id}
-        assert {e["tags"]["ai.cloud.role"] for e in run} == {"Batch_Score_Orchestrator"}
+        assert {_op(e) for e in collector.envelopes if _kind(e) != "Metric"} == {tel.trace_id}
+        assert {e["tags"]["ai.cloud.role"] for e in collector.envelopes} == {"Batch_Score_Orchestrator"}
         dependencies = {_base(d)["name"]: d for d in _of(run, "RemoteDependency")}
         outcomes = {n: (_base(d)["success"], _base(d)["type"]) for n, d in dependencies.items()}
         assert outcomes == {"configure": (True, "InProc"), "write": (False, "InProc")}
@@ -236,8 +178,10 @@ def test_records_are_correlated_redacted_and_sent_once(monkeypatch: pytest.Monke
         # The exception is sent once, from the step, with its stack; the notebook's re-log keeps its message only.
         (exception,) = _of(run, "Exception")
         details = _base(exception)["exceptions"][0]
-        assert details["typeName"] == "RuntimeError" and details["hasFullStack"] and details["parsedStack"]
+        assert details["typeName"] == "RuntimeError" and details["hasFullStack"]
+        assert "test_records_are_correlated_redacted_and_sent_once" in _stack(details)
         assert "cannot use key [REDACTED]" in details["message"] and _props(exception)["step"] == "write"
+        assert exception["tags"]["ai.operation.parentId"] == _base(dependencies["write"])["id"]
         failures = [_base(m)["message"] for m in _of(run, "Message") if "failed" in _base(m)["message"]]
         assert failures == ["batch scoring failed: cannot use key [REDACTED]"]
         metrics = _metrics(run)
@@ -249,15 +193,17 @@ def test_records_are_correlated_redacted_and_sent_once(monkeypatch: pytest.Monke
         assert KEY in collector.bodies[0]  # the key itself must stay readable for ingestion
 
 
-def test_two_sessions_in_one_process_each_reach_their_endpoint_and_stop(caplog: pytest.LogCaptureFixture) -> None:
+def test_two_sessions_in_one_process_each_reach_their_endpoint_and_stop(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
     for _ in range(2):  # the SDK's construction-order pitfalls would show on the second session
         with Collector() as collector:
             with telemetry.start(telemetry.COMPONENT_TRAIN, connection_string=collector.connection_string()) as tel:
                 tel.logger("read").info("hello")
             messages = [(_base(m)["message"], _props(m)["step"]) for m in collector.of_type("Message")]
             assert messages == [("hello", "read")]
-            assert {_op(e) for e in collector.envelopes} == {tel.trace_id}
-            assert len(collector.of_type("Request")) == 1
+            assert {_op(e) for e in collector.envelopes if _kind(e) != "Metric"} == {tel.trace_id}
+            assert len(collector.of_type("Request")) == 1 and collector.of_type("Metric")
     deadline = time.monotonic() + 5
     while _exporter_threads() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -265,7 +211,7 @@ def test_two_sessions_in_one_process_each_reach_their_endpoint_and_stop(caplog: 
     assert _sdk_warnings(caplog) == [] and _lost_warnings(caplog) == []
 
 
-def test_a_slow_endpoint_costs_at_most_the_flush_timeout(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_slow_endpoint_costs_at_most_the_flush_timeout(backend: str, caplog: pytest.LogCaptureFixture) -> None:
     with Collector("delay", delay=6.0) as collector:
         tel = telemetry.start(
             telemetry.COMPONENT_SCORE, connection_string=collector.connection_string(), flush_timeout=1.0
@@ -310,7 +256,7 @@ def _emit_quickly(tel: telemetry.Telemetry) -> None:
 
 
 def test_twenty_thousand_quick_records_to_a_black_hole_cost_at_most_the_flush_timeout(
-    caplog: pytest.LogCaptureFixture,
+    backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A black hole: the port accepts connections (kernel backlog) but nothing ever reads or answers.
     with socket.socket() as hole:
@@ -334,7 +280,9 @@ def test_twenty_thousand_quick_records_to_a_black_hole_cost_at_most_the_flush_ti
     assert _exporter_threads() == []
 
 
-def test_twenty_thousand_quick_records_all_reach_a_healthy_endpoint(caplog: pytest.LogCaptureFixture) -> None:
+def test_twenty_thousand_quick_records_all_reach_a_healthy_endpoint(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with Collector() as collector:
         tel = telemetry.start(
             telemetry.COMPONENT_SCORE, connection_string=collector.connection_string(), flush_timeout=60.0
@@ -352,18 +300,69 @@ def test_twenty_thousand_quick_records_all_reach_a_healthy_endpoint(caplog: pyte
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[Collector]:
-    with Collector() as running:
-        yield running
+def job_runs(spark, mlflow_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
+    """Per backend, a real training run then a scoring run, each job starting its telemetry from the
+    environment and closing it itself, to a collector of that backend's own."""
+    with Collector() as first, Collector() as second:
+        runs = {}
+        for name, collector in zip(BACKENDS, (first, second)):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv(ENV, collector.connection_string(KEY))
+                mp.setenv(telemetry.ENV_BACKEND, name)
+                params = TrainParams(training_data="sample:diabetes.csv", experiment=EXPERIMENT, model_name=MODEL)
+                training = jobs.run_training(spark, params, home=mlflow_home)
+                output = tmp_path_factory.mktemp(f"scored-{name}")
+                scoring = jobs.run_batch_scoring(spark, _score_params(output, f"e2e-{name}"), home=mlflow_home)
+            runs[name] = {"collector": collector, "training": training, "scoring": scoring}
+        yield runs
 
 
-@pytest.fixture(scope="module")
-def training_run(spark, mlflow_home: Path, collector: Collector) -> dict[str, Any]:
-    """A real training run whose telemetry the job starts from the environment and closes itself."""
-    params = TrainParams(training_data="sample:diabetes.csv", experiment=EXPERIMENT, model_name=MODEL)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV, collector.connection_string(KEY))
-        return jobs.run_training(spark, params, home=mlflow_home)
+@pytest.fixture
+def collector(backend: str, job_runs: dict[str, dict[str, Any]]) -> Collector:
+    return job_runs[backend]["collector"]
+
+
+@pytest.fixture
+def training_run(backend: str, job_runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return job_runs[backend]["training"]
+
+
+#: Properties each SDK adds to log records by itself (the rest are the documented dimensions).
+SDK_PROPERTIES = {
+    *("process", "module", "fileName", "lineNumber", "level"),  # opencensus
+    *("code.file.path", "code.function.name", "code.line.number", "logger_name"),  # opentelemetry
+}
+
+
+def _only(these: Any, those: Any) -> Any:
+    if isinstance(these, dict):
+        return {k: _only(v, those.get(k, [])) for k, v in these.items() if _only(v, those.get(k, []))}
+    return sorted(set(map(str, these)) - set(map(str, those)))
+
+
+@pytest.mark.slow
+def test_both_backends_deliver_the_same_kinds_of_records(job_runs: dict[str, dict[str, Any]]) -> None:
+    seen, counts = {}, {}
+    for name, run in job_runs.items():
+        envelopes = run["collector"].envelopes
+        kinds = sorted({e["data"]["baseType"] for e in envelopes})
+        dimensions = {
+            kind: sorted({k for e in _of(envelopes, kind) for k in _props(e)} - SDK_PROPERTIES)
+            for kind in ("Message", "Request", "RemoteDependency", "Metric")
+        }
+        steps = sorted({(e["tags"]["ai.cloud.role"], _base(e)["name"]) for e in _of(envelopes, "RemoteDependency")})
+        metrics = sorted(_metrics(envelopes))
+        seen[name] = {"kinds": kinds, "dimensions": dimensions, "steps": steps, "metrics": metrics}
+        counts[name] = {
+            kind: len(_of(envelopes, kind)) for kind in ("Message", "Request", "RemoteDependency", "Metric")
+        }
+    for part in seen["opencensus"]:
+        oc, ot = seen["opencensus"][part], seen["opentelemetry"][part]
+        assert ot == oc, f"{part}: only opencensus {_only(oc, ot)}, only opentelemetry {_only(ot, oc)}"
+    assert seen["opencensus"]["kinds"] == ["MessageData", "MetricData", "RemoteDependencyData", "RequestData"]
+    assert {s for _, s in seen["opencensus"]["steps"]} == TRAIN_STEPS | SCORE_STEPS
+    # Each metric is recorded once per name and dimensions in these runs: one envelope each, either way.
+    assert counts["opentelemetry"] == counts["opencensus"], counts
 
 
 @pytest.mark.slow
@@ -421,7 +420,7 @@ def test_failing_training_run_sends_the_exception_with_its_stack(
     details = _base(exception)["exceptions"][0]
     assert details["typeName"] == "SchemaError" and details["hasFullStack"]
     assert "missing required column" in details["message"]
-    assert "read_annotated" in {frame["method"] for frame in details["parsedStack"]}
+    assert "read_annotated" in _stack(details)
     assert (
         _props(exception)["step"] == "read" and _props(exception)["mlflow_run_id"] == _props(request)["mlflow_run_id"]
     )

@@ -1,14 +1,20 @@
 """The Application Insights connection string: parsed and checked once, for telemetry and for
-``setup-secrets``, with messages that never repeat the value."""
+``setup-secrets``, with messages that never repeat the value; and the environment the exporters of
+either backend are built in."""
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from diabetes_spark.errors import ConfigurationError
 
-__all__ = ["parse_connection_string", "DEFAULT_ENDPOINT"]
+__all__ = ["parse_connection_string", "Connection", "DEFAULT_ENDPOINT", "sdk_environment"]
 
 #: Where a bare instrumentation key sends (the SDK's default; a connection string names a regional one).
 DEFAULT_ENDPOINT = "https://dc.services.visualstudio.com"
@@ -20,7 +26,25 @@ _EXPECTED = (
 )
 
 
-def parse_connection_string(value: str, source: str) -> tuple[str, str]:
+class Connection(NamedTuple):
+    """A parsed connection string: what the exporters need, and whether it asks for Entra ID."""
+
+    key: str
+    endpoint: str
+    #: ``Authorization=AAD``: send with an Entra ID token, not the key alone (the ``opentelemetry`` backend).
+    entra_id: bool = False
+    #: ``AADAudience``, for a sovereign cloud's token audience ("": the public cloud's).
+    audience: str = ""
+
+    def for_exporter(self) -> str:
+        """The connection string the exporters get: normalised, with nothing but what they need
+        (no ``Authorization``: the Azure Monitor exporter refuses any but ikey, and takes Entra ID
+        as a credential object)."""
+        text = f"InstrumentationKey={self.key};IngestionEndpoint={self.endpoint}"
+        return text + (f";AADAudience={self.audience}" if self.audience else "")
+
+
+def parse_connection_string(value: str, source: str) -> Connection:
     """The instrumentation key and ingestion endpoint of a connection string or a bare key.
 
     Args:
@@ -30,8 +54,9 @@ def parse_connection_string(value: str, source: str) -> tuple[str, str]:
         source: Where the value came from, for the error message.
 
     Returns:
-        ``(key, endpoint)``: the key in lower case (the SDK accepts no other), the endpoint without
-        a trailing ``/`` (the SDK appends ``/v2.1/track``).
+        ``(key, endpoint, entra_id, audience)``: the key in lower case (the SDKs accept no other), the
+        endpoint without a trailing ``/`` (the SDKs append ``/v2.1/track``), whether the string says
+        ``Authorization=AAD``.
 
     Raises:
         ConfigurationError: The value is malformed. The message says what is wrong, never the value.
@@ -42,7 +67,7 @@ def parse_connection_string(value: str, source: str) -> tuple[str, str]:
 
     text = value.strip()
     if _GUID.match(text):
-        return text.lower(), DEFAULT_ENDPOINT
+        return Connection(text.lower(), DEFAULT_ENDPOINT)
     fields: dict[str, str] = {}
     for part in text.split(";"):
         if not part.strip():
@@ -56,8 +81,9 @@ def parse_connection_string(value: str, source: str) -> tuple[str, str]:
         raise invalid("it has no InstrumentationKey")
     if not _GUID.match(key):
         raise invalid("its InstrumentationKey is not a GUID")
-    if fields.get("authorization", "ikey").lower() != "ikey":
-        raise invalid("only Authorization=ikey is supported (Entra ID authentication needs a credential object)")
+    authorization = fields.get("authorization", "ikey").lower()
+    if authorization not in ("ikey", "aad"):
+        raise invalid("its Authorization is neither ikey nor AAD")
     endpoint = fields.get("ingestionendpoint")
     if endpoint is None:
         suffix, location = fields.get("endpointsuffix"), fields.get("location")
@@ -65,4 +91,35 @@ def parse_connection_string(value: str, source: str) -> tuple[str, str]:
     url = urlparse(endpoint)
     if url.scheme not in ("http", "https") or not url.netloc or url.query or "=" in endpoint:
         raise invalid("its IngestionEndpoint is not an http(s) URL")
-    return key.lower(), endpoint.rstrip("/")
+    return Connection(key.lower(), endpoint.rstrip("/"), authorization == "aad", fields.get("aadaudience", ""))
+
+
+_ENV_LOCK = threading.Lock()
+#: What the SDKs would read on their own: a connection string or key besides the one passed explicitly.
+_ENV_HIDDEN = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPINSIGHTS_INSTRUMENTATIONKEY")
+
+
+@contextmanager
+def sdk_environment(*switched_on: str) -> Iterator[None]:
+    """The environment an SDK's constructors see: no connection string of their own, ``switched_on``
+    variables ``true`` (the switches that keep statsbeat and remote configuration off).
+
+    A constructor may re-parse ``$APPLICATIONINSIGHTS_CONNECTION_STRING`` even when given an
+    explicit string (OpenCensus fails on a bare key or a trailing ``;``); statsbeat and the
+    control plane would call Microsoft's endpoints. All are set for the milliseconds of
+    construction, then restored: the process's environment is the caller's.
+    """
+    with _ENV_LOCK:
+        saved = {name: os.environ.get(name) for name in (*_ENV_HIDDEN, *switched_on)}
+        for name in _ENV_HIDDEN:
+            os.environ.pop(name, None)
+        for name in switched_on:
+            os.environ[name] = "true"
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

@@ -1,5 +1,6 @@
 """The backend-neutral session of one job run: dimensions, a span per step, metrics, redaction,
-the failure sent once, and a bounded close. The backend adapter (:mod:`.opencensus`) exports."""
+the failure sent once, and the flush policy (a bounded close, one warning on loss). A backend
+adapter (:mod:`.backend`) exports."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from diabetes_spark import __version__
 from diabetes_spark.redaction import Redactor
-from diabetes_spark.telemetry import logs
+from diabetes_spark.telemetry import backend, logs
 
 if TYPE_CHECKING:
-    from diabetes_spark.telemetry.opencensus import Exporters
+    from diabetes_spark.telemetry.backend import Backend, Outcome
+    from diabetes_spark.telemetry.config import Connection
 
 __all__ = [
     "Telemetry",
@@ -30,7 +31,6 @@ __all__ = [
     "STEP_DURATION_METRIC",
     "RUN_DURATION_METRIC",
     "VERSION_DIMENSION",
-    "FinishedSpan",
 ]
 
 COMPONENT_TRAIN = "Train_Orchestrator"
@@ -46,21 +46,6 @@ RUN_DURATION_METRIC = "run_duration_seconds"
 VERSION_DIMENSION = "diabetes_spark_version"
 
 _log = logging.getLogger("diabetes_spark.telemetry")  # the package's logger, whichever module logs
-
-
-@dataclass(frozen=True)
-class FinishedSpan:
-    """A run (``server``) or a step, as the backend-neutral session describes it."""
-
-    name: str
-    trace_id: str
-    span_id: str
-    parent: str | None
-    begun: datetime
-    ended: datetime
-    ok: bool
-    attributes: Mapping[str, Any]
-    server: bool
 
 
 class Telemetry:
@@ -93,8 +78,9 @@ class Telemetry:
         self._sent_errors: list[BaseException] = []
         self._failed = False
         self._closed = False
-        self._sdk: Exporters | None = None
+        self._sdk: Backend | None = None
         self._endpoint = ""
+        self.backend = ""  # the backend exporting, once started
         self._logging_state: tuple[logging.Logger, list[logging.Handler]] | None = None
         self.set_dimensions(**(dimensions or {}))
 
@@ -166,6 +152,8 @@ class Telemetry:
         """Send custom metrics (``rows_in``, ``rmse``, ...) with the current dimensions.
 
         Values that are not finite numbers are skipped (App Insights rejects NaN and infinity).
+        Names are sent in lower case (``psi_bmi``): OpenTelemetry's are case-insensitive and its
+        SDK lower-cases them, so both backends name a metric alike.
         """
         self._record(metrics, {})
 
@@ -259,11 +247,11 @@ class Telemetry:
             except (TypeError, ValueError):
                 number = math.nan
             if math.isfinite(number):
-                good[name] = number
+                good[name.lower()] = number
             else:
                 _log.debug("metric %s=%r is not a finite number: not sent", name, value)
         if good:
-            self._sdk.metrics.add(good, {**self._snapshot(), **labels})
+            self._sdk.add_metrics(good, {**self._snapshot(), **labels})
 
     def _export_span(
         self,
@@ -280,17 +268,20 @@ class Telemetry:
             return
         values: dict[str, Any] = self._snapshot()
         values.update({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in attributes.items()})
+        values = self._redactor.scrub(values)
         ended = datetime.now(timezone.utc)
-        self._sdk.send_span(FinishedSpan(name, self.trace_id, span_id, parent, begun, ended, ok, values, server))
+        span = backend.FinishedSpan(name, self.trace_id, span_id, parent, begun, ended, ok, values, server)
+        self._sdk.send_span(span)
 
     # -- set-up and shut-down -------------------------------------------------------------------
 
-    def _export_to(self, key: str, endpoint: str) -> None:
-        """Start the backend's exporters for this run; console only if they cannot start."""
-        from diabetes_spark.telemetry import opencensus
-
-        self._endpoint = endpoint
-        self._sdk = opencensus.start(self.component, self.trace_id, self._redactor, key, endpoint, self.flush_timeout)
+    def _export_to(self, name: str, connection: Connection, credential: Any = None) -> None:
+        """Start backend ``name``'s exporters for this run; console only if they cannot start."""
+        self._endpoint, self.backend = connection.endpoint, name
+        settings = backend.Settings(
+            self.component, self.trace_id, self._redactor, connection, self.flush_timeout, credential
+        )
+        self._sdk = backend.start(name, settings)
 
     def _install_logging(self) -> None:
         """Route the component's loggers through redaction to App Insights and the console."""
@@ -317,9 +308,26 @@ class Telemetry:
             with self._lock:
                 self._sent_errors.clear()
         if self._sdk is not None:
-            from diabetes_spark.telemetry import opencensus
+            self._report(self._sdk.close(self.flush_timeout))
 
-            opencensus.stop_and_report(self._sdk, self.component, self._endpoint, self.flush_timeout, self._redactor)
+    def _report(self, outcome: Outcome) -> None:
+        """One warning if anything was lost, with the last transport error (redacted) as its cause."""
+        if outcome.lost <= 0:
+            return
+        # Nothing is retried (no local storage): an SDK's "Retrying" wording would mislead.
+        error = outcome.last_error.removeprefix("Retrying due to ").removesuffix(" Retrying.").strip()
+        cause = f"last error: {self._redactor(error)[:300]}" if error else f"no answer within {self.flush_timeout:g} s"
+        if outcome.dropped:
+            cause += f"; {outcome.dropped} dropped because too many records were waiting"
+        _log.warning(
+            "telemetry of %s: %d of %d records were lost, not delivered to Application Insights at %s (%s); "
+            "the job itself is not affected",
+            self.component,
+            outcome.lost,
+            outcome.handed,
+            self._endpoint,
+            cause,
+        )
 
 
 def _new_span_id() -> str:

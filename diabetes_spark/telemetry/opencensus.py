@@ -5,20 +5,19 @@ way the README's queries read them; a bounded stop that counts what was lost.
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opencensus.common.utils import to_iso_str
-from opencensus.metrics import transport
 from opencensus.trace.span import SpanKind
 from opencensus.trace.span_context import SpanContext
 from opencensus.trace.span_data import SpanData
 from opencensus.trace.status import Status
 
+from diabetes_spark.telemetry.backend import Outcome, run_bounded
+from diabetes_spark.telemetry.config import sdk_environment
 from diabetes_spark.telemetry.opencensus_sdk import (
     EXPORT_INTERVAL,
     MAX_BATCH_SIZE,
@@ -28,31 +27,29 @@ from diabetes_spark.telemetry.opencensus_sdk import (
     MetricsExporterCounted,
     PendingMetrics,
     TraceExporter,
-    abandon,
-    sdk_environment,
-    unhook,
+    stop_span_worker,
 )
 
 if TYPE_CHECKING:
     from diabetes_spark.redaction import Redactor
-    from diabetes_spark.telemetry.core import FinishedSpan
+    from diabetes_spark.telemetry.backend import FinishedSpan, Settings
 
-__all__ = ["Exporters", "QUEUE_CAPACITY", "build", "shaper", "start", "stop", "stop_and_report"]
-
-_log = logging.getLogger("diabetes_spark.telemetry")
+__all__ = ["Exporters", "QUEUE_CAPACITY", "build", "shaper", "start"]
 
 _OK, _UNKNOWN = 0, 2  # google.rpc status codes, as OpenCensus spans use them
 
 
 @dataclass
 class Exporters:
-    """The three exporters of one session."""
+    """The three exporters of one session (a :class:`~diabetes_spark.telemetry.backend.Backend`)."""
 
     log_handler: LogHandler
     trace_exporter: TraceExporter
     metrics_exporter: MetricsExporterCounted
     metrics: PendingMetrics
     deliveries: list[Delivery] = field(default_factory=list)
+    periodic: threading.Event = field(default_factory=threading.Event)
+    exporting: threading.Lock = field(default_factory=threading.Lock)
 
     def send_span(self, span: FinishedSpan) -> None:
         """Queue one finished span: SERVER becomes a request (the run), CLIENT a dependency (a step)."""
@@ -74,6 +71,41 @@ class Exporters:
             span_kind=SpanKind.SERVER if span.server else SpanKind.CLIENT,
         )
         self.trace_exporter.export([data])
+
+    def add_metrics(self, values: Mapping[str, float], labels: Mapping[str, str]) -> None:
+        self.metrics.add(values, labels)
+
+    def export_metrics(self) -> None:
+        """Send the values recorded since the last export (one export at a time)."""
+        with self.exporting:
+            self.metrics_exporter.export_metrics(self.metrics.get_metrics())
+
+    def export_periodically(self) -> None:
+        """The session's metrics thread: an export every ``EXPORT_INTERVAL`` seconds until close."""
+        while not self.periodic.wait(EXPORT_INTERVAL):
+            self.export_metrics()
+
+    def close(self, timeout: float) -> Outcome:
+        """Deliver what the exporters hold and stop them, in parallel, within ``timeout`` seconds."""
+        self.periodic.set()
+        run_bounded(
+            [
+                lambda: self.log_handler.close(timeout),
+                lambda: stop_span_worker(self.trace_exporter, timeout),
+                self.export_metrics,  # after an export in flight, if any
+            ],
+            timeout,
+            name="appinsights-flush",
+        )
+        for delivery in self.deliveries:
+            delivery.deadline()
+        for delivery in self.deliveries:
+            delivery.settle()
+        handed = sum(d.handed for d in self.deliveries)
+        accepted = sum(d.accepted for d in self.deliveries)
+        errors = [d.last_error for d in self.deliveries if d.last_error]
+        dropped = sum(d.dropped for d in self.deliveries)
+        return Outcome(handed, handed - accepted, dropped, errors[-1] if errors else "")
 
 
 def shaper(component: str, trace_id: str, redactor: Redactor) -> Callable[[Any], bool]:
@@ -121,100 +153,34 @@ def build(connection_string: str, *, timeout: float, processor: Callable[[Any], 
         "timeout": timeout,
         "queue_capacity": QUEUE_CAPACITY,
         "max_batch_size": MAX_BATCH_SIZE,
-        "grace_period": 1.0,  # what the SDK waits at interpreter exit; stop() has flushed by then
+        "grace_period": 1.0,  # what the SDK waits at interpreter exit; close() has flushed by then
     }
     deliveries = [Delivery(), Delivery(), Delivery()]
     built: list[Any] = []
     try:
-        with sdk_environment():
+        with sdk_environment("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"):
             built.append(LogHandler(deliveries[0], **options))
             built.append(TraceExporter(deliveries[1], **options))
             built.append(MetricsExporterCounted(deliveries[2], **options))
     except Exception:
-        unhook(built, wait=0.0)
+        for exporter in built:  # stop the workers already started
+            if isinstance(exporter, LogHandler):
+                exporter.close(0.0)
+            elif isinstance(exporter, TraceExporter):
+                stop_span_worker(exporter, 0.0)
         raise
     for exporter in built:
         exporter.add_telemetry_processor(processor)
     log_handler, trace_exporter, metrics_exporter = built
-    metrics = PendingMetrics(deliveries[2])
-    metrics_exporter.exporter_thread = transport.get_exporter_thread(
-        [metrics], metrics_exporter, interval=EXPORT_INTERVAL
-    )
-    return Exporters(log_handler, trace_exporter, metrics_exporter, metrics, deliveries)
+    exporters = Exporters(log_handler, trace_exporter, metrics_exporter, PendingMetrics(deliveries[2]), deliveries)
+    threading.Thread(target=exporters.export_periodically, name="appinsights-metrics", daemon=True).start()
+    return exporters
 
 
-def stop(exporters: Exporters, timeout: float) -> tuple[int, int, int, str]:
-    """Deliver what the exporters hold and stop them, in parallel, within ``timeout`` seconds.
-
-    Returns:
-        ``(handed, lost, dropped, last_error)``: records handed to the exporters, how many of them
-        the endpoint did not accept (failed, dropped, or still in flight at the deadline), how many
-        of those were dropped because a buffer was full, and the last transport error message.
-    """
-    deadline = time.monotonic() + timeout
-    periodic = exporters.metrics_exporter.exporter_thread
-    periodic.cancel()
-
-    def final_metrics() -> None:
-        periodic.join(timeout)  # an export in flight finishes first
-        exporters.metrics_exporter.export_metrics(exporters.metrics.get_metrics())
-
-    stops: list[Callable[[], object]] = [
-        lambda: exporters.log_handler.close(timeout),
-        lambda: exporters.trace_exporter._stop(timeout),
-        final_metrics,
-    ]
-    threads = [threading.Thread(target=s, name=f"appinsights-flush-{i}", daemon=True) for i, s in enumerate(stops)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(max(deadline - time.monotonic(), 0.0))
-    for exporter in (exporters.log_handler, exporters.trace_exporter):
-        abandon(exporter)
-    unhook([exporters.trace_exporter, exporters.metrics_exporter], wait=None)
-    handed = sum(d.handed for d in exporters.deliveries)
-    accepted = sum(d.accepted for d in exporters.deliveries)
-    dropped = sum(d.dropped for d in exporters.deliveries)
-    errors = [d.last_error for d in exporters.deliveries if d.last_error]
-    return handed, handed - accepted, dropped, errors[-1] if errors else ""
-
-
-def start(
-    component: str, trace_id: str, redactor: Redactor, key: str, endpoint: str, flush_timeout: float
-) -> Exporters | None:
-    """The exporters of one run (``None``, with a warning, when the SDK cannot start them)."""
-    timeout = max(min(flush_timeout, 10.0), 0.5)
-    try:
-        connection = f"InstrumentationKey={key};IngestionEndpoint={endpoint}"
-        return build(connection, timeout=timeout, processor=shaper(component, trace_id, redactor))
-    except Exception as e:  # the configuration was valid: an SDK problem must not stop the job
-        _log.warning(
-            "telemetry of %s goes to the console only: the Application Insights exporters could not start (%s: %s)",
-            component,
-            type(e).__name__,
-            redactor(str(e)),
-        )
-        return None
-
-
-def stop_and_report(
-    exporters: Exporters, component: str, endpoint: str, flush_timeout: float, redactor: Redactor
-) -> None:
-    """:func:`stop` within ``flush_timeout`` seconds, and one warning if anything was lost."""
-    handed, lost, dropped, error = stop(exporters, flush_timeout)
-    if lost <= 0:
-        return
-    # Nothing is retried (no local storage): the SDK's "Retrying" wording would mislead.
-    error = error.removeprefix("Retrying due to ").removesuffix(" Retrying.").strip()
-    cause = f"last error: {redactor(error)[:300]}" if error else f"no answer within {flush_timeout:g} s"
-    if dropped:
-        cause += f"; {dropped} dropped when more than {QUEUE_CAPACITY} records were waiting"
-    _log.warning(
-        "telemetry of %s: %d of %d records were lost, not delivered to Application Insights at %s (%s); "
-        "the job itself is not affected",
-        component,
-        lost,
-        handed,
-        endpoint,
-        cause,
+def start(settings: Settings) -> Exporters:
+    """The exporters of one session."""
+    return build(
+        settings.connection.for_exporter(),
+        timeout=settings.request_timeout,
+        processor=shaper(settings.component, settings.trace_id, settings.redactor),
     )

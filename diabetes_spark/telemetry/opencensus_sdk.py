@@ -1,16 +1,18 @@
-"""Where the OpenCensus backend bends the SDK: exporter subclasses that count what they hand on and
-what the endpoint accepts, a metric producer that sends each value once, quiet transport logs, and
-the clean-up the SDK has no public call for. Imported only with a connection string.
+"""Where the OpenCensus backend meets the SDK: exporter subclasses that count what they are handed
+and what the endpoint accepts, a metric producer that sends each value once, quiet transport logs,
+and :func:`stop_span_worker`, the one use of a private member of ``opencensus-ext-azure``.
+
+Everything else goes through the SDK's public surface: the exporters' constructors, ``emit``,
+``export``, ``export_metrics``, ``apply_telemetry_processors``, ``close``, ``shutdown``, and its
+loggers. Imported only with a connection string.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,9 +36,7 @@ __all__ = [
     "TraceExporter",
     "MetricsExporterCounted",
     "PendingMetrics",
-    "abandon",
-    "unhook",
-    "sdk_environment",
+    "stop_span_worker",
 ]
 
 EXPORT_INTERVAL = 15.0
@@ -45,135 +45,172 @@ EXPORT_INTERVAL = 15.0
 QUEUE_CAPACITY = 50_000
 #: Envelopes per HTTP request (the SDK sends 100; the ingestion API takes far more per call).
 MAX_BATCH_SIZE = 500
-_ENV_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
-_ENV_IKEY = "APPINSIGHTS_INSTRUMENTATIONKEY"
-_ENV_STATSBEAT_OFF = "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"
-_ENV_LOCK = threading.Lock()
-_IN_TRANSMIT = threading.local()  # the delivery counter the current thread is sending for
+_SENDING = threading.local()  # the delivery the current thread sends batches for
+_IN_EMIT = threading.local()  # the delivery of the exporter queueing on this thread
 
 
 class Delivery:
-    """Records handed to one exporter, those dropped because its buffer was full, and those the
-    ingestion endpoint accepted."""
+    """One exporter's account: records handed to it, dropped because its buffer was full, and
+    accepted by the endpoint.
+
+    A batch is known sent when the thread that sent it starts the next one, or has ended, without
+    the SDK having logged a transport failure for it in between (it logs
+    every failure; with local storage off each failure is a loss). After the deadline the account
+    is settled: nothing more is sent (:attr:`abandoned`) and nothing more counts.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.handed = 0
         self.dropped = 0
         self.accepted = 0
         self.last_error = ""
+        self.abandoned = False
+        self.settling = False
+        self.in_flight: dict[int, int] = {}
 
     def hand(self, count: int) -> None:
-        with self._lock:
+        with self.lock:
             self.handed += count
 
-    def transmit(self, send: Callable[[list[Any]], int], envelopes: list[Any]) -> int:
-        outer = getattr(_IN_TRANSMIT, "delivery", None) is None  # a redirect re-enters
-        if outer:
-            _IN_TRANSMIT.delivery = self
-        try:
-            result = send(envelopes)
-        finally:
-            if outer:
-                _IN_TRANSMIT.delivery = None
-        if outer and result == 0:  # TransportStatusCode.SUCCESS; without storage anything else is lost
-            with self._lock:
-                self.accepted += len(envelopes)
-        return result
+    def drop(self) -> None:
+        with self.lock:
+            self.dropped += 1
+
+    def sending(self, count: int) -> None:
+        """The current thread sends a batch of ``count``: its previous batch went through."""
+        _SENDING.delivery = self
+        with self.lock:
+            if not self.abandoned:
+                self.accepted += self.in_flight.get(threading.get_ident(), 0)
+                self.in_flight[threading.get_ident()] = count
+
+    def failed(self, message: str) -> None:
+        """The SDK logged a transport failure for the batch the current thread is sending."""
+        with self.lock:
+            if not self.abandoned:
+                self.in_flight.pop(threading.get_ident(), None)
+                if not self.settling:  # past the deadline the cause is the deadline
+                    self.last_error = message
+
+    def deadline(self) -> None:
+        """The flush deadline passed: a failure from now on is the deadline's, not the endpoint's."""
+        with self.lock:
+            self.settling = True
+
+    def settle(self) -> None:
+        """Close the account at the deadline: a batch still in flight went through if the thread that
+        sent it has ended (a worker ends only after its exit event, so after its last request);
+        one still running is lost. (An SDK close that gave up returns as if it had not.)"""
+        with self.lock:
+            senders = list(self.in_flight)
+        running = {t.ident: t for t in threading.enumerate()}
+        ended = set()
+        for ident in senders:
+            thread = running.get(ident)
+            if thread is not None:
+                thread.join(0.05)  # a worker that just set its exit event is about to end
+            if thread is None or not thread.is_alive():
+                ended.add(ident)
+        with self.lock:
+            if not self.abandoned:
+                self.accepted += sum(count for ident, count in self.in_flight.items() if ident in ended)
+            self.in_flight.clear()
+            self.abandoned = True
 
 
 class _QuietTransport(logging.Filter):
-    """Keeps the SDK's per-batch transport warnings about our exporters out of the logs.
-
-    With local storage off its "Retrying" is never true; :func:`stop` reports the loss once,
-    with the last of these messages as the cause.
-    """
+    """Turns the SDK's transport messages about our batches into failures on their account, instead
+    of one warning per batch; the session reports the loss once, with the last message as cause."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        delivery = getattr(_IN_TRANSMIT, "delivery", None)
+        delivery = getattr(_SENDING, "delivery", None)
         if delivery is None:
             return True
-        try:
-            delivery.last_error = record.getMessage()
-        except Exception:  # a malformed SDK message: keep its template
-            delivery.last_error = str(record.msg)
+        if record.levelno >= logging.WARNING:
+            try:
+                delivery.failed(record.getMessage())
+            except Exception:  # a malformed SDK message: keep its template
+                delivery.failed(str(record.msg))
         return False
 
 
 logging.getLogger("opencensus.ext.azure.common.transport").addFilter(_QuietTransport())
-_IN_EMIT = threading.local()  # the delivery counter of the handler emitting on this thread
 
 
 class _CountDrops(logging.Filter):
-    """Counts the SDK's "Queue is full. Dropping telemetry." for our handlers instead of logging it
-    once per dropped record (a burst of quick records made thousands of console lines); :func:`stop`
-    reports the drops in its one warning."""
+    """Counts the SDK's "Queue is full. Dropping telemetry." for our exporters instead of logging it
+    once per dropped record (a burst of quick records made thousands of console lines)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         delivery = getattr(_IN_EMIT, "delivery", None)
         if delivery is None:
             return True
-        with delivery._lock:
-            delivery.dropped += 1
+        delivery.drop()
         return False
 
 
 logging.getLogger("opencensus.common.schedule").addFilter(_CountDrops())
 
 
-class LogHandler(AzureLogHandler):
+class _Counted:
+    """Mixin over an SDK exporter: each batch it is about to send is counted; none after the deadline."""
+
+    delivery: Delivery
+
+    def apply_telemetry_processors(self, envelopes: list[Any]) -> list[Any]:
+        if self.delivery.abandoned:  # the records are counted lost: drain the queue without sending
+            return []
+        kept = super().apply_telemetry_processors(envelopes)  # type: ignore[misc]
+        self.delivery.sending(len(kept))
+        return kept
+
+
+class LogHandler(_Counted, AzureLogHandler):
     def __init__(self, delivery: Delivery, **options: Any) -> None:
-        self._delivery = delivery
-        self._stopped = False
+        self.delivery = delivery
+        self.stopped = False
         super().__init__(**options)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._delivery.hand(1)
-        _IN_EMIT.delivery = self._delivery
+        self.delivery.hand(1)
+        _IN_EMIT.delivery = self.delivery
         try:
             super().emit(record)
         finally:
             _IN_EMIT.delivery = None
 
-    def _transmit(self, envelopes: list[Any]) -> int:
-        return self._delivery.transmit(super()._transmit, envelopes)
-
     def flush(self, timeout: float | None = None) -> None:
         # logging.shutdown() flushes live handlers at exit without a timeout; after a close that
         # gave up, the SDK's flush would wait forever behind the worker's exit event.
-        if not self._stopped:
+        if not self.stopped:
             super().flush(self.options.grace_period if timeout is None else timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        if not self._stopped:
-            self._stopped = True
+        if not self.stopped:
+            self.stopped = True
             super().close(timeout)
 
 
-class TraceExporter(AzureExporter):
+class TraceExporter(_Counted, AzureExporter):
     def __init__(self, delivery: Delivery, **options: Any) -> None:
-        self._delivery = delivery
+        self.delivery = delivery
         super().__init__(**options)
 
     def export(self, span_datas: list[Any]) -> None:
-        self._delivery.hand(len(span_datas))
-        _IN_EMIT.delivery = self._delivery
+        self.delivery.hand(len(span_datas))
+        _IN_EMIT.delivery = self.delivery
         try:
             super().export(span_datas)
         finally:
             _IN_EMIT.delivery = None
 
-    def _transmit(self, envelopes: list[Any]) -> int:
-        return self._delivery.transmit(super()._transmit, envelopes)
 
-
-class MetricsExporterCounted(MetricsExporter):
+class MetricsExporterCounted(_Counted, MetricsExporter):
     def __init__(self, delivery: Delivery, **options: Any) -> None:
-        self._delivery = delivery
+        self.delivery = delivery
         super().__init__(**options)
-
-    def _transmit(self, envelopes: list[Any]) -> int:
-        return self._delivery.transmit(super()._transmit, envelopes)
+        atexit.unregister(self.shutdown)  # nothing for it to do at exit: the session exports
 
 
 class PendingMetrics:
@@ -183,19 +220,19 @@ class PendingMetrics:
     """
 
     def __init__(self, delivery: Delivery) -> None:
-        self._lock = threading.Lock()
-        self._pending: list[tuple[str, float, dict[str, str], datetime]] = []
-        self._delivery = delivery
+        self.lock = threading.Lock()
+        self.pending: list[tuple[str, float, dict[str, str], datetime]] = []
+        self.delivery = delivery
 
     def add(self, values: Mapping[str, float], labels: Mapping[str, str]) -> None:
         now = datetime.now(timezone.utc).replace(tzinfo=None)
-        with self._lock:
-            self._pending.extend((name, value, dict(labels), now) for name, value in values.items())
-        self._delivery.hand(len(values))
+        with self.lock:
+            self.pending.extend((name, value, dict(labels), now) for name, value in values.items())
+        self.delivery.hand(len(values))
 
     def get_metrics(self) -> list[Metric]:
-        with self._lock:
-            pending, self._pending = self._pending, []
+        with self.lock:
+            pending, self.pending = self.pending, []
         metrics = []
         for name, value, labels, when in pending:
             keys = sorted(labels)
@@ -207,58 +244,16 @@ class PendingMetrics:
         return metrics
 
 
-def abandon(exporter: Any) -> None:
-    """After the deadline, drop what a worker still holds and tell it to exit.
+def stop_span_worker(exporter: AzureExporter, timeout: float) -> None:
+    """Stop the span exporter's worker within ``timeout`` seconds and drop its exit hooks.
 
-    Otherwise a worker facing a black-holed endpoint keeps sending stale batches, one request
-    timeout each, long after the job moved on. The records are already
-    counted as lost. The SDK offers no public way to do this; it reaches into its ``Queue``.
+    The one use of private members of ``opencensus-ext-azure`` (``_stop``, ``_worker``):
+    ``AzureExporter`` has no public way to flush or stop its worker thread, which the SDK stops
+    only from the exit hooks it registers. Without this, every session would leave a thread, and
+    its exporter, behind until the process ends. ``setup.py`` pins the versions this is tested
+    with (``opencensus-ext-azure>=1.1.13,<1.2``; tests/test_telemetry_backends.py checks the
+    installed version against that range and that the worker stops).
     """
-    worker, pending = getattr(exporter, "_worker", None), getattr(exporter, "_queue", None)
-    if worker is None or pending is None or not worker.is_alive():
-        return
-    inner = pending._queue  # the stdlib queue.Queue inside the SDK's Queue
-    with inner.mutex:
-        inner.queue.clear()
-        inner.not_full.notify_all()
-    pending.put(pending.EXIT_EVENT, block=False)
-
-
-def unhook(exporters: list[Any], *, wait: float | None) -> None:
-    """Remove the SDK's exit hooks (they would wait for these exporters again at exit).
-
-    With ``wait`` (a set that could not be completed), also stop the workers already started.
-    """
-    for exporter in exporters:
-        worker = getattr(exporter, "_worker", None)
-        if wait is not None and worker is not None:
-            worker.stop(wait)
-        if isinstance(exporter, AzureExporter):
-            atexit.unregister(exporter._stop)
-            atexit.unregister(worker.stop)
-        if isinstance(exporter, MetricsExporter):
-            atexit.unregister(exporter.shutdown)
-
-
-@contextmanager
-def sdk_environment() -> Iterator[None]:
-    """The environment the SDK constructors see: no statsbeat, no connection string of their own.
-
-    Each constructor re-parses ``$APPLICATIONINSIGHTS_CONNECTION_STRING`` even when given an
-    explicit string, and fails on a bare key or a trailing ``;``; statsbeat would call Azure's
-    metadata service and Microsoft's endpoints synchronously. Both are hidden for the few
-    milliseconds of construction, then restored.
-    """
-    with _ENV_LOCK:
-        saved = {name: os.environ.get(name) for name in (_ENV_CONNECTION_STRING, _ENV_IKEY, _ENV_STATSBEAT_OFF)}
-        os.environ.pop(_ENV_CONNECTION_STRING, None)
-        os.environ.pop(_ENV_IKEY, None)
-        os.environ[_ENV_STATSBEAT_OFF] = "true"
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    atexit.unregister(exporter._worker.stop)
+    atexit.unregister(exporter._stop)
+    exporter._stop(timeout)
