@@ -29,7 +29,8 @@ LOCAL = [
 # must not move them. Lower bounds: the versions the tests ran with.
 OPENTELEMETRY = [
     "azure-monitor-opentelemetry-exporter>=1.0.0b58",
-    "azure-identity>=1.27.0",
+    # ~=1.17 as the exporter asks; the wheel keeps it below 1.18 (install_requires) so that DBR 15.4's azure-core stays
+    "azure-identity>=1.17",
 ]
 
 # The deploy-time commands: setup-secrets (databricks-sdk), jobs-json (pyyaml, databricks-bundles' typed

@@ -68,6 +68,7 @@ VOLUME = "/Volumes/${var.catalog}/${var.schema}/${var.volume}"
 #: widget keeps its params.py default (`wheel` included: empty, the task library installs the wheel).
 DEPLOYMENT_WIDGETS: dict[str, str | dict[str, str]] = {
     "secret_scope": "${var.secret_scope}",
+    "telemetry_backend": "${var.telemetry_backend}",
     # Serverless: always empty, Unity Catalog only (it refuses Spark storage credentials).
     **{name: {job: "" if job == SERVERLESS else f"${{var.{name}}}" for job in JOB_KEYS} for name in STORAGE_SECRETS},
     "databricks_job_id": "{{job.id}}",
@@ -386,7 +387,7 @@ def test_the_serverless_job_installs_the_built_wheel_from_its_environment(
     wheel_task = task["python_wheel_task"]
     assert wheel_task["package_name"] == "diabetes_spark"
     scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
-    assert scripts[wheel_task["entry_point"]] == "diabetes_spark.cli:main"
+    assert scripts[wheel_task["entry_point"]] == "diabetes_spark.cli:entry"  # raises a failing exit code
 
 
 def test_the_serverless_parameters_are_the_notebook_subcommand_running_the_shipped_scoring_notebook(
