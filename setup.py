@@ -53,6 +53,9 @@ setup(
     # deploy-time: databricks-sdk would upgrade protobuf under the runtime's MLflow (it breaks DBR 15.4).
     install_requires=[
         "opencensus-ext-azure>=1.1.13",
+        # opencensus-ext-azure's own dependency, bounded: azure-identity 1.18 and later need azure-core>=1.31,
+        # and pip would upgrade DBR 15.4's azure-core 1.30.2 under the runtime (tests/runtimes.py checks).
+        "azure-identity>=1.5,<1.18",
     ],
     extras_require={
         "local": LOCAL,
