@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 LAKEHOUSE ?= lakehouse
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# The Databricks LTS ML runtimes of constraints/dbr-*.txt: one for test-runtime, all for test-runtimes.
+RUNTIME ?= 18
+RUNTIMES ?= 15.4 16.4 17.3 18
 
-.PHONY: run test test-fast lint bench wheel notebooks clean
+.PHONY: run test test-fast test-runtime test-runtimes lint bench wheel notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +40,15 @@ lint: $(VENV)/.installed-test
 ## test-fast: skip the tests marked slow
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## test-runtime: one Databricks LTS ML runtime (RUNTIME=15.4, 16.4, 17.3 or 18): its packages in .venvs/dbr-RUNTIME,
+## the wheel installed as a job's %pip install does (fails if a runtime package moves), then the core tests
+test-runtime: $(VENV)/.installed-test
+	$(BIN)/python tests/runtimes.py $(RUNTIME) $(PYTEST_ARGS)
+
+## test-runtimes: the same for every runtime in RUNTIMES, with a table of timings and results
+test-runtimes: $(VENV)/.installed-test
+	$(BIN)/python tests/runtimes.py $(RUNTIMES) $(PYTEST_ARGS)
 
 ## bench: the performance runs (not part of make test); writes BENCHMARKS.md and benchmarks/out/
 bench: $(VENV)/.installed-test

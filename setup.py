@@ -66,6 +66,9 @@ setup(
         # <1.2: telemetry/opencensus_sdk.py stops the span exporter's worker through a private member
         # (no public call does), tested against the versions of this range.
         "opencensus-ext-azure>=1.1.13,<1.2",
+        # opencensus-ext-azure's own dependency, bounded: azure-identity 1.18 and later need azure-core>=1.31,
+        # and pip would upgrade DBR 15.4's azure-core 1.30.2 under the runtime (tests/runtimes.py checks).
+        "azure-identity>=1.5,<1.18",
     ],
     extras_require={
         "local": LOCAL,

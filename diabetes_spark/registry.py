@@ -98,6 +98,9 @@ class MlflowLocation:
         environment = {name: os.environ.get(name) for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
         tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
+        # Exported as later MLflow releases (2.21 on DBR 16.4) do themselves; MLflow 2.13 (DBR 15.4) does
+        # not, and the restore below reads the environment to know whether an outer block had set a URI.
+        os.environ[ENV_TRACKING_URI] = self.tracking_uri
         # Always set, None included (then MLflow derives it from the tracking URI): a registry set
         # for another location before this block must not stay in force.
         mlflow.set_registry_uri(self.registry_uri)  # type: ignore[arg-type]

@@ -170,6 +170,12 @@ def align_columns(df: DataFrame, schema: StructType) -> DataFrame:
     return df.withColumnsRenamed(renames) if renames else df
 
 
+def _sql_try_cast(name: str, target: DataType) -> Column:
+    """``try_cast`` of the trimmed text (empty as null) in SQL: Spark 3.5's Column has no ``try_cast`` (new in 4.0),
+    and its ``__getattr__`` answers any name with a field reference, so the check looks at the class."""
+    return F.expr(f"try_cast(nullif(trim({quoted(name)}), '') AS {target.simpleString()})")
+
+
 def _parse(name: str, source: DataType, target: DataType) -> tuple[Column, Column]:
     """(typed value, reason or null) for one column; empty text becomes null, not a reject."""
     col = column(name)
@@ -179,7 +185,7 @@ def _parse(name: str, source: DataType, target: DataType) -> tuple[Column, Colum
         text = F.when(text == "", F.lit(None)).otherwise(text)
         if isinstance(target, StringType):
             return F.upper(text), F.lit(None).cast("string")
-        value = text.try_cast(target)
+        value = text.try_cast(target) if hasattr(type(text), "try_cast") else _sql_try_cast(name, target)
         shown = F.substring(text, 1, _MAX_VALUE_CHARS)
         bad_parse = text.isNotNull() & value.isNull()
         reason = F.when(bad_parse, F.concat(F.lit(f"{name}: cannot parse '"), shown, F.lit(f"' as {type_name}")))

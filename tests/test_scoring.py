@@ -33,8 +33,10 @@ def _score(spark, mlflow_home: Path, **kw) -> dict:
 
 
 def _plain(df):
-    """``df`` without column metadata (comments, ML attributes), for value comparisons."""
-    return df.select(*[F.col(c).alias(c, metadata={}) for c in df.columns])
+    """``df`` with the same column metadata everywhere (none of its comments, ML attributes), for value
+    comparisons. Not ``metadata={}``: Spark 3.5's ``alias`` takes an empty dict as no metadata given, and
+    the column keeps its own."""
+    return df.select(*[F.col(c).alias(c, metadata={"compared": True}) for c in df.columns])
 
 
 def _snapshot(spark, df):

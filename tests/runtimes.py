@@ -1,0 +1,222 @@
+"""The LTS runtime matrix: install the wheel the way a job does on a Databricks ML runtime, then run the
+core tests there.
+
+For each runtime named (``15.4``, ``16.4``, ``17.3``, ``18``), in ``.venvs/dbr-<runtime>``:
+
+1. the runtime's own packages, ``pip install -r constraints/dbr-<runtime>.txt``, and their ``pip freeze``;
+2. the wheel, the way ``%pip install`` does it: with its dependencies and no constraints;
+3. the check: no package of step 1 moved, and ``pip check`` is clean;
+4. the test tools, constrained to what is installed (so they cannot move a runtime package either);
+5. the core tests (ingest, train, registry, score, notebooks): :data:`CORE_TESTS`.
+
+Steps 1 and 4 are kept between runs (a stamp holds the constraints file's digest); a failed check
+throws the virtualenv away, since the wheel's install may have moved a package. The tests import the
+package from the source tree beside them; the installed wheel is imported from elsewhere by a smoke
+call of its console script.
+
+    python tests/runtimes.py 15.4 18          # or: make test-runtime RUNTIME=15.4, make test-runtimes
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIMES = ("15.4", "16.4", "17.3", "18")
+
+#: The core tests: ingest, train and registry (train job: register, aliases, promotion), score, notebooks.
+CORE_TESTS = (
+    "tests/test_ingest.py",
+    "tests/test_features_training.py",
+    "tests/test_train_job.py",
+    "tests/test_scoring.py",
+    "tests/test_notebooks.py",
+)
+#: Not on a runtime: it installs the wheel with the ``local`` extra (Spark 4.1) into a virtualenv of its own.
+DESELECTED = ("tests/test_notebooks.py::test_training_notebook_runs_against_the_installed_wheel",)
+#: The test extra's tools the core tests use; scikit-learn comes with the ML runtime.
+TEST_TOOLS = ("pytest>=8", "pytest-timeout>=2.3", "chispa>=0.10")
+PHASES = ("runtime packages", "wheel", "test tools", "core tests")
+
+
+@dataclass
+class Leg:
+    """One runtime's run: timings by phase, the test summary, what went wrong."""
+
+    runtime: str
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+    failure: str = ""
+
+
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=False, text=True, **kwargs)
+
+
+def _pip(venv: Path, *args: str) -> None:
+    result = _run(
+        [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", *args], capture_output=True
+    )
+    if result.returncode:
+        raise RuntimeError(f"pip {' '.join(args)} failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
+
+
+def _freeze(venv: Path) -> dict[str, str]:
+    """Installed distributions, normalised name -> version (direct URL installs keep their URL)."""
+    out = _run([str(venv / "bin" / "python"), "-m", "pip", "freeze", "--all"], capture_output=True).stdout
+    frozen = {}
+    for line in out.splitlines():
+        name, sep, version = line.partition("==")
+        if not sep:
+            name, _, version = line.partition(" @ ")
+        frozen[re.sub(r"[-_.]+", "-", name).lower().strip()] = version.strip()
+    return frozen
+
+
+def _write_freeze(path: Path, frozen: dict[str, str]) -> None:
+    path.write_text("".join(f"{n}=={v}\n" for n, v in sorted(frozen.items()) if "://" not in v), encoding="utf-8")
+
+
+def _read_freeze(path: Path) -> dict[str, str]:
+    return dict(line.split("==", 1) for line in path.read_text(encoding="utf-8").split())
+
+
+def moved_packages(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """The packages of ``before`` that ``after`` has at another version, or not at all."""
+    return [f"{n} {v} -> {after.get(n, 'removed')}" for n, v in sorted(before.items()) if after.get(n) != v]
+
+
+def build_wheel(out: Path) -> Path:
+    """The project's wheel, built with this interpreter's ``build`` (no isolation: nothing downloaded)."""
+    cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)]
+    result = _run(cmd, capture_output=True, cwd=ROOT)
+    if result.returncode:
+        raise RuntimeError(f"building the wheel failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
+    (wheel,) = out.glob("diabetes_spark-*.whl")
+    return wheel
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def install_runtime(runtime: str, venv: Path, *, fresh: bool) -> dict[str, str]:
+    """The runtime's own packages in ``venv`` (kept while the constraints file is unchanged); their freeze."""
+    constraints = ROOT / "constraints" / f"dbr-{runtime}.txt"
+    stamp, frozen = venv / "constraints.sha256", venv / "runtime-freeze.txt"
+    if not fresh and stamp.is_file() and stamp.read_text() == _digest(constraints) and frozen.is_file():
+        return _read_freeze(frozen)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    _pip(venv, "install", "--quiet", "--upgrade", "pip")
+    _pip(venv, "install", "--quiet", "-r", str(constraints))
+    _pip(venv, "check")
+    runtime_freeze = _freeze(venv)
+    _write_freeze(frozen, runtime_freeze)
+    stamp.write_text(_digest(constraints))
+    return runtime_freeze
+
+
+def install_wheel(venv: Path, wheel: Path, runtime_freeze: dict[str, str]) -> None:
+    """The wheel as ``%pip install`` puts it on a cluster; fails when a runtime package moved."""
+    _pip(venv, "uninstall", "--quiet", "--yes", "diabetes_spark")
+    _pip(venv, "install", "--quiet", str(wheel))
+    moved = moved_packages(runtime_freeze, _freeze(venv))
+    if moved:
+        raise RuntimeError("installing the wheel moved runtime packages:\n  " + "\n  ".join(moved))
+    _pip(venv, "check")
+    # The installed wheel, imported away from the source tree: its console script on this runtime.
+    with tempfile.TemporaryDirectory() as elsewhere:
+        smoke = _run([str(venv / "bin" / "diabetes-spark"), "--help"], capture_output=True, cwd=elsewhere)
+    if smoke.returncode:
+        raise RuntimeError(f"the installed wheel's console script fails:\n{smoke.stderr[-4000:]}")
+
+
+def install_test_tools(venv: Path, runtime_freeze: dict[str, str]) -> None:
+    """pytest and chispa, constrained to every version installed now (kept between runs)."""
+    stamp = venv / "tools-installed"
+    if not stamp.is_file():
+        pinned = venv / "installed-freeze.txt"
+        _write_freeze(pinned, _freeze(venv))
+        _pip(venv, "install", "--quiet", "-c", str(pinned), *TEST_TOOLS)
+        stamp.touch()
+    moved = moved_packages(runtime_freeze, _freeze(venv))
+    if moved:
+        raise RuntimeError("installing the test tools moved runtime packages:\n  " + "\n  ".join(moved))
+
+
+def run_core_tests(venv: Path, pytest_args: list[str]) -> tuple[int, str]:
+    """The core tests with the runtime's interpreter; pytest's exit code and its closing line."""
+    deselect = [arg for test in DESELECTED for arg in ("--deselect", test)]
+    cmd = [str(venv / "bin" / "python"), "-m", "pytest", *CORE_TESTS, *deselect, "-q", "-ra", *pytest_args]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_HOME", "VIRTUAL_ENV")}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if re.search(r"\d+ (passed|failed|error)", line):
+            last = line.strip().strip("=").strip()
+    return proc.wait(), last
+
+
+def run_leg(runtime: str, wheel: Path, *, fresh: bool, pytest_args: list[str]) -> Leg:
+    """One runtime, from its packages to its core tests."""
+    leg, venv = Leg(runtime), ROOT / ".venvs" / f"dbr-{runtime}"
+    phase, start = "runtime packages", time.monotonic()
+    try:
+        runtime_freeze = install_runtime(runtime, venv, fresh=fresh)
+        leg.timings[phase], phase, start = time.monotonic() - start, "wheel", time.monotonic()
+        install_wheel(venv, wheel, runtime_freeze)
+        leg.timings[phase], phase, start = time.monotonic() - start, "test tools", time.monotonic()
+        install_test_tools(venv, runtime_freeze)
+        leg.timings[phase], phase, start = time.monotonic() - start, "core tests", time.monotonic()
+        print(f"--- dbr-{runtime}: core tests", flush=True)
+        code, leg.summary = run_core_tests(venv, pytest_args)
+        leg.timings[phase] = time.monotonic() - start
+        if code:
+            leg.failure = f"core tests failed (pytest exit code {code})"
+    except RuntimeError as e:
+        leg.timings[phase] = time.monotonic() - start
+        leg.failure = f"{phase}: {e}"
+        if phase != "core tests":
+            # The install may have moved packages: the next run starts from a fresh virtualenv.
+            (venv / "constraints.sha256").unlink(missing_ok=True)
+    return leg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("runtimes", nargs="*", default=list(RUNTIMES), help=f"of {', '.join(RUNTIMES)} (default: all)")
+    parser.add_argument("--fresh", action="store_true", help="rebuild the virtualenvs from nothing")
+    parser.add_argument("--wheel", type=Path, help="the wheel to install (default: build one)")
+    args, pytest_args = parser.parse_known_args(argv)
+    unknown = sorted(set(args.runtimes) - set(RUNTIMES))
+    if unknown:
+        parser.error(f"unknown runtime {', '.join(unknown)}; expected one of {', '.join(RUNTIMES)}")
+    with tempfile.TemporaryDirectory() as out:
+        wheel = args.wheel or build_wheel(Path(out))
+        legs = [run_leg(r, wheel, fresh=args.fresh, pytest_args=pytest_args) for r in args.runtimes]
+    print("\nruntime  " + "  ".join(f"{p:>16}" for p in PHASES))
+    for leg in legs:
+        times = "  ".join(f"{leg.timings[p]:>15.0f}s" if p in leg.timings else f"{'-':>16}" for p in PHASES)
+        print(f"dbr-{leg.runtime:<4} {times}  {leg.summary or ''}")
+    for leg in legs:
+        if leg.failure:
+            print(f"\ndbr-{leg.runtime} FAILED: {leg.failure}", file=sys.stderr)
+    return 1 if any(leg.failure for leg in legs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
