@@ -54,7 +54,8 @@ def connect_url(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 def _over_connect(url: str, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None):
     """The console script in a child process with ``SPARK_REMOTE`` set (no JVM of its own)."""
-    environment = {**os.environ, "SPARK_REMOTE": url, **(env or {})}
+    environment = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    environment.update({"SPARK_REMOTE": url, **(env or {})})  # MLflow: the given store, else DIABETES_SPARK_HOME's
     environment.pop("APPLICATIONINSIGHTS_CONNECTION_STRING", None)
     command = [sys.executable, "-m", "diabetes_spark", *argv]
     return subprocess.run(command, env=environment, cwd=cwd, capture_output=True, text=True, timeout=900)
