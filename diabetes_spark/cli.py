@@ -99,9 +99,7 @@ def _connect_server(args: argparse.Namespace, _conf: Mapping[str, str]) -> dict[
     command = connect_server.server_command(args.port)
     print(f"Spark Connect server with Delta Lake on sc://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     try:
-        code = subprocess.call(
-            command, env={**os.environ, "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
-        )
+        code = subprocess.call(command, env=connect_server.server_environment())
     except KeyboardInterrupt:
         code = 0
     return {"connect_server": f"sc://127.0.0.1:{args.port}", "exit_code": code}

@@ -24,7 +24,16 @@ from diabetes_spark.errors import ConfigurationError, one_line
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["DEFAULT_PORT", "SERVER_CLASS", "check_reachable", "check_delta", "server_command", "start", "stop"]
+__all__ = [
+    "DEFAULT_PORT",
+    "SERVER_CLASS",
+    "check_reachable",
+    "check_delta",
+    "server_command",
+    "server_environment",
+    "start",
+    "stop",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -76,8 +85,17 @@ def check_delta(spark: SparkSession, where: str) -> None:
         ) from e
 
 
+def _scala() -> str:
+    """The Scala version of the installed pyspark's jars."""
+    import pyspark
+
+    return "2.13" if pyspark.__version__.startswith("4") else "2.12"
+
+
 def _jar_arguments() -> list[str]:
     """``--jars`` of Delta and hadoop-azure (resolved once, as local sessions do), or ``--packages``."""
+    from importlib import metadata
+
     import pyspark
 
     from diabetes_spark import jvm_cache
@@ -85,26 +103,17 @@ def _jar_arguments() -> list[str]:
 
     azure = f"org.apache.hadoop:hadoop-azure:{hadoop_version()}"
     jars = jvm_cache.resolved_jars() or (jvm_cache.fetch_jars([azure]) if jvm_cache.jar_list() else None)
-    packages = [] if jars else [_delta_package(), azure]
-    spark_home = Path(pyspark.__file__).parent
-    if not list((spark_home / "jars").glob("spark-connect_*.jar")):  # pyspark 3.5 ships no server
-        scala = "2.13" if pyspark.__version__.startswith("4") else "2.12"
-        packages.append(f"org.apache.spark:spark-connect_{scala}:{pyspark.__version__}")
+    packages = [] if jars else [f"io.delta:delta-spark_{_scala()}:{metadata.version('delta-spark')}", azure]
+    if not list((Path(pyspark.__file__).parent / "jars").glob("spark-connect_*.jar")):  # pyspark 3.5 ships no server
+        packages.append(f"org.apache.spark:spark-connect_{_scala()}:{pyspark.__version__}")
     return [*(["--jars", ",".join(jars)] if jars else []), *(["--packages", ",".join(packages)] if packages else [])]
 
 
-def _delta_package() -> str:
-    from importlib import metadata
-
-    import pyspark
-
-    scala = "2.13" if pyspark.__version__.startswith("4") else "2.12"
-    version = metadata.version("delta-spark")
-    return (
-        f"io.delta:delta-spark_{scala}:{version}"
-        if int(version.split(".")[0]) >= 3
-        else f"io.delta:delta-core_{scala}:{version}"
-    )
+def server_environment() -> dict[str, str]:
+    """The server's environment: Python workers run this interpreter, and it is no client itself."""
+    environment = {**os.environ, "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+    environment.pop("SPARK_REMOTE", None)
+    return environment
 
 
 def server_command(
@@ -154,10 +163,8 @@ def start(
         ConfigurationError: It exited, or did not listen within ``timeout`` seconds (its log says why).
     """
     command = server_command(port, conf=conf, jars=jars, master=master, delta=delta)
-    environment = {**os.environ, "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
-    environment.pop("SPARK_REMOTE", None)
     output = log.open("ab") if log else subprocess.DEVNULL
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment)
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=server_environment())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

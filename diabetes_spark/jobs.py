@@ -22,7 +22,7 @@ from diabetes_spark import (
 )
 from diabetes_spark.errors import ReconciliationError
 from diabetes_spark.registry import MlflowLocation
-from diabetes_spark.session import is_connect, local_home
+from diabetes_spark.session import local_home
 from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 
 if TYPE_CHECKING:
@@ -104,8 +104,7 @@ def run_training(
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with steps.job_telemetry(telemetry, COMPONENT_TRAIN, params.telemetry_backend) as tel, location.active():
         registry.check_model_name(params.model_name)
-        if is_connect(spark):  # the model must pass through a folder the server shares
-            spark_models.check_staging(spark, params.dfs_tmpdir)
+        spark_models.check_staging(spark, params.dfs_tmpdir)  # over Connect the model needs a shared folder
         source = storage.resolve(params.training_data)
         experiment_id = location.ensure_experiment(params.experiment)
         tel.set_dimensions(mlflow_experiment_id=experiment_id, model_name=params.model_name)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diabetes_spark.errors import ConfigurationError
+from diabetes_spark.errors import ConfigurationError, one_line
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def _connect(url: str) -> SparkSession:
             f"{where} needs pyspark's Spark Connect client: pip install 'pyspark[connect]' ({e})"
         ) from e
     except Exception as e:
-        raise ConfigurationError(f"the Spark Connect server at {where} refused a session: {e}") from e
+        raise ConfigurationError(f"the Spark Connect server at {where} refused a session: {one_line(e)}") from e
     connect_server.check_delta(spark, where)
     return spark
 

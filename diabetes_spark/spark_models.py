@@ -108,15 +108,19 @@ def _staging(dfs_tmpdir: str) -> Iterator[Path]:
 
 def check_staging(spark: SparkSession, dfs_tmpdir: str) -> None:
     """Check, before a job reads anything, that the Spark Connect server reads what this process
-    writes under ``dfs_tmpdir``: one small file written here is read there.
+    writes under ``dfs_tmpdir``: one small file written here is read there. Nothing to check on
+    classic Spark, where ``mlflow.spark`` moves the model.
 
     Raises:
         ConfigurationError: ``dfs_tmpdir`` is not a local path (``/Volumes/...`` on Databricks), or
             the server cannot read it (it runs elsewhere): the model could not pass between them.
     """
     from diabetes_spark.errors import ConfigurationError
+    from diabetes_spark.session import is_connect
     from diabetes_spark.storage import spark_failures
 
+    if not is_connect(spark):
+        return
     base = _base(dfs_tmpdir)
     remedy = (
         "over Spark Connect the model passes through a folder both sides reach: set dfs_tmpdir to a Unity Catalog "
@@ -146,12 +150,11 @@ def save_model(
     spark_model: PipelineModel,
     dfs_tmpdir: str = "",
     signature: Any = None,
-    pip_requirements: list[str] | None = None,
+    pip_requirements: list[str],
     **_: Any,
 ) -> None:
     """The flavour's save (called by ``Model.log``): the Spark ML model saved by the server, moved
     into ``path``, with the ``MLmodel`` file and environment files ``mlflow.spark`` writes."""
-    import mlflow
     import pyspark
     import yaml
     from mlflow.pyfunc import add_to_model
@@ -177,7 +180,7 @@ def save_model(
         python_env="python_env.yaml",
         code=None,
     )
-    requirements = pip_requirements or [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+    requirements = pip_requirements
     python = ".".join(map(str, sys.version_info[:3]))
     Path(path, "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     environment = {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}

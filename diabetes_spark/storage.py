@@ -257,11 +257,7 @@ def table_exists(spark: SparkSession, ref: TableRef) -> bool:
     """True when ``ref`` names an existing Delta table."""
     if ref.kind == "table":
         return spark.catalog.tableExists(ref.location)
-    try:
-        history(spark, ref, limit=1).first()
-    except Exception:  # not a Delta table, a nonexistent or an unreachable path: "not a table" here
-        return False
-    return True
+    return delta_version(spark, ref) is not None
 
 
 def holds_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
@@ -302,8 +298,14 @@ def history(spark: SparkSession, ref: TableRef, *, limit: int | None = None) -> 
 
 
 def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
-    """The latest version of a Delta table, or ``None`` when ``ref`` is not a Delta table."""
-    if ref.kind in ("csv", "parquet") or not table_exists(spark, ref):
+    """The latest version of a Delta table, or ``None`` when ``ref`` is not a Delta table (one
+    ``DESCRIBE HISTORY`` of a path: it fails for anything but a Delta table)."""
+    if ref.kind in ("csv", "parquet") or (ref.kind == "table" and not spark.catalog.tableExists(ref.location)):
         return None
-    row = history(spark, ref, limit=1).select("version").first()
+    try:
+        row = history(spark, ref, limit=1).select("version").first()
+    except Exception:
+        if ref.kind == "table":
+            raise  # an existing catalog table that is not Delta: not ours to hide
+        return None  # not a Delta table, a nonexistent or an unreachable path
     return None if row is None else int(row[0])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,19 +24,13 @@ from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import TEST_SPARK_CONF
 from diabetes_spark import cli, connect_server, registry, storage
 from diabetes_spark.registry import MlflowLocation
-from tests.mlflow_server import mlflow_server
+from tests.mlflow_server import _free_port, mlflow_server
 
 pytestmark = pytest.mark.slow
 
 MODEL = "connect_model"
 #: Columns that differ between any two runs (times, run ids); everything else must match.
 PER_RUN = ("scored_at", "mlflow_run_id", "rejected_at", "batch_id")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
     "ENV_BACKEND",
+    "BatchWarnings",
     "FinishedSpan",
     "Outcome",
     "Settings",
@@ -67,6 +68,28 @@ BACKENDS: dict[str, Spec] = {
     ),
 }
 assert tuple(BACKENDS) == TELEMETRY_BACKENDS, "params.TELEMETRY_BACKENDS names the backends registered here"
+
+
+class BatchWarnings(logging.Filter):
+    """An SDK's warnings about the batch the current thread sends go to that batch's account (the
+    callable ``taker`` returns, ``None`` outside a send) instead of one console line per batch: the
+    session reports a loss once. Records logged outside a send pass."""
+
+    def __init__(self, taker: Callable[[], Callable[[str], Any] | None]) -> None:
+        super().__init__()
+        self._taker = taker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        take = self._taker()
+        if take is None:
+            return True
+        if record.levelno >= logging.WARNING:
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed SDK message: keep its template
+                message = str(record.msg)
+            take(message)
+        return False
 
 
 @dataclass(frozen=True)

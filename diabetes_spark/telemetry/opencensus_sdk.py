@@ -27,6 +27,8 @@ from opencensus.metrics.export.value import ValueDouble
 from opencensus.metrics.label_key import LabelKey
 from opencensus.metrics.label_value import LabelValue
 
+from diabetes_spark.telemetry.backend import BatchWarnings
+
 __all__ = [
     "EXPORT_INTERVAL",
     "QUEUE_CAPACITY",
@@ -119,23 +121,10 @@ class Delivery:
             self.abandoned = True
 
 
-class _QuietTransport(logging.Filter):
-    """Turns the SDK's transport messages about our batches into failures on their account, instead
-    of one warning per batch; the session reports the loss once, with the last message as cause."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        delivery = getattr(_SENDING, "delivery", None)
-        if delivery is None:
-            return True
-        if record.levelno >= logging.WARNING:
-            try:
-                delivery.failed(record.getMessage())
-            except Exception:  # a malformed SDK message: keep its template
-                delivery.failed(str(record.msg))
-        return False
-
-
-logging.getLogger("opencensus.ext.azure.common.transport").addFilter(_QuietTransport())
+# The SDK's transport messages about our batches become failures on their account.
+logging.getLogger("opencensus.ext.azure.common.transport").addFilter(
+    BatchWarnings(lambda: getattr(getattr(_SENDING, "delivery", None), "failed", None))
+)
 
 
 class _CountDrops(logging.Filter):

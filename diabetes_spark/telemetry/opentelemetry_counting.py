@@ -12,6 +12,8 @@ from opentelemetry.sdk._logs.export import LogExporter, LogExportResult
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from diabetes_spark.telemetry.backend import BatchWarnings
+
 __all__ = ["Account", "CountedLogs", "CountedMetrics", "CountedSpans", "response_hook"]
 
 _EXPORTING = threading.local()  # the account of the export running on this thread
@@ -52,20 +54,10 @@ class Account:
             self.abandoned = True
 
 
-class _QuietExporter(logging.Filter):
-    """The exporter's messages about a batch it could not send become the batch's account's last
-    error, instead of one warning per batch: the session reports the loss once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        account = getattr(_EXPORTING, "account", None)
-        if account is None:
-            return True
-        if record.levelno >= logging.WARNING:
-            try:
-                _EXPORTING.messages.append(record.getMessage())
-            except Exception:  # a malformed SDK message: keep its template
-                _EXPORTING.messages.append(str(record.msg))
-        return False
+def _batch_messages():
+    """Where the exporter's messages about the batch this thread exports go: the batch's account keeps
+    the last as the cause of its loss."""
+    return _EXPORTING.messages.append if getattr(_EXPORTING, "account", None) is not None else None
 
 
 # Logger names (the SDKs' module paths), not members: were one renamed, its messages would show per
@@ -78,7 +70,7 @@ for _name in (
     "azure.core.pipeline.policies._universal",
     "azure.core.pipeline.policies.http_logging_policy",
 ):
-    logging.getLogger(_name).addFilter(_QuietExporter())
+    logging.getLogger(_name).addFilter(BatchWarnings(_batch_messages))
 
 
 def response_hook(pipeline_response: Any) -> None:
