@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -62,7 +62,7 @@ def measure(spark: Any, n: int, reps: int, out: Path) -> dict[str, float]:
     home = work / "home"
     result: dict[str, float] = {"rows": n}
     result["io_floor"] = _median_seconds(reps, lambda: io_floor(spark, paths["delta"], str(work / "floor")))
-    for label, context in (("cached", _nothing), ("uncached", _without_cache)):
+    for label, context in (("cached", nullcontext), ("uncached", _without_cache)):
         ingest = IngestParams(source=paths["delta"], table=str(work / label / "t"), max_reject_fraction=1.0)
         train = TrainParams(
             training_data=paths["delta"], experiment="cache", model_name=f"cache_{n}", max_reject_fraction=1.0
@@ -74,11 +74,6 @@ def measure(spark: Any, n: int, reps: int, out: Path) -> dict[str, float]:
         result[f"{job}_uncached_per_cached"] = result[f"{job}_uncached"] / result[f"{job}_cached"]
         result[f"{job}_uncached_per_io_floor"] = result[f"{job}_uncached"] / result["io_floor"]
     return result
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def section(results: list[dict[str, float]], command: str) -> str:
