@@ -19,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from diabetes_spark import __version__, params
+from diabetes_spark.connect_server import DEFAULT_PORT
 from diabetes_spark.deploy import bundle, secrets
 from diabetes_spark.errors import DiabetesSparkError, one_line
 from diabetes_spark.jvm_cache import recording_class_archive
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remote(p)
 
     p = sub.add_parser("connect-server", help="run a local Spark Connect server with Delta Lake (for --remote)")
-    p.add_argument("--port", type=int, default=15002, help="port on 127.0.0.1 (default: 15002)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default: {DEFAULT_PORT})")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
 
     for command, module in _DEPLOY.items():
