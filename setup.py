@@ -10,7 +10,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "diabetes_spark" / "__init__.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "diabetes_spark" / "_version.py").read_text()).group(1)
 
 # pyspark/delta-spark pair of Databricks Runtime 18 LTS (Apache Spark 4.1, Delta Lake 4.1).
 LOCAL = [

@@ -2,7 +2,7 @@
 
 Over Spark Connect (serverless) nothing is cached: ingest and training pass over their input
 several times (count, report, write; count, fit) and each pass recomputes it from the input read at
-one pinned Delta version (``session.cached`` is a no-op there). This runs both jobs classically
+one pinned Delta version (``runtime.cached`` is a no-op there). This runs both jobs classically
 with the cache and with ``cached`` replaced by that no-op, in one process, and reports the ratio
 uncached / cached next to the plain Delta read + write of the same rows. The section it writes in
 ``BENCHMARKS.md`` lies between its own markers, after the kept analysis.

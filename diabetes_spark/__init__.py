@@ -24,10 +24,9 @@ diabetes_spark`` works where only the wheel is installed (``setup-secrets`` on a
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
 
+from diabetes_spark._version import __version__
 from diabetes_spark.errors import (
     ConfigurationError,
     DiabetesSparkError,

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from diabetes_spark.errors import ConfigurationError, InputError
-from diabetes_spark.storage import error_condition
+from diabetes_spark.errors import ConfigurationError, InputError, error_condition
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-__all__ = ["abfss_uri", "adls_conf_key", "configure_adls", "adls_oauth_settings", "configure_adls_oauth"]
 
 
 def abfss_uri(account: str, container: str, path: str = "") -> str:

@@ -19,12 +19,11 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from diabetes_spark import __version__, params
-from diabetes_spark.connect_server import DEFAULT_PORT
 from diabetes_spark.deploy import bundle, secrets
 from diabetes_spark.errors import DiabetesSparkError, one_line
 from diabetes_spark.jvm_cache import recording_class_archive
-
-__all__ = ["main", "entry", "build_parser", "EXIT_USER_ERROR", "EXIT_UNEXPECTED"]
+from diabetes_spark.runtime import environment
+from diabetes_spark.session import DEFAULT_PORT
 
 EXIT_USER_ERROR = 2
 EXIT_UNEXPECTED = 1
@@ -205,16 +204,8 @@ def _remote(url: str | None) -> Iterator[bool]:
     command runs over Spark Connect."""
     from diabetes_spark.session import ENV_REMOTE
 
-    before = os.environ.get(ENV_REMOTE)
-    if url:
-        os.environ[ENV_REMOTE] = url
-    try:
+    with environment({ENV_REMOTE: url or os.environ.get(ENV_REMOTE)}):
         yield bool(os.environ.get(ENV_REMOTE))
-    finally:
-        if before is None:
-            os.environ.pop(ENV_REMOTE, None)
-        else:
-            os.environ[ENV_REMOTE] = before
 
 
 class _ConsoleFormat(logging.Formatter):

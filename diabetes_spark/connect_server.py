@@ -1,88 +1,22 @@
-"""Spark Connect: the checks a client makes before a job uses a server, and a local server.
+"""A local Spark Connect server (``diabetes-spark connect-server``): the ``spark-submit`` command
+that starts one from the installed pyspark with Delta Lake, configured as local sessions are.
 
-Serverless and standard-access compute run the jobs over Spark Connect. Locally, the same is
-proven against a server started from the installed pyspark with Delta Lake
-(``diabetes-spark connect-server``), which clients select with ``SPARK_REMOTE=sc://127.0.0.1:15002``.
+Serverless and standard-access compute run the jobs over Spark Connect; locally the same is
+proven against such a server, which clients select with ``SPARK_REMOTE=sc://127.0.0.1:15002``
+(the client's checks are :mod:`session`'s).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import socket
-import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
-from diabetes_spark.errors import ConfigurationError, one_line
+from diabetes_spark.runtime import hadoop_version
+from diabetes_spark.session import DEFAULT_PORT, ENV_MASTER, LOCAL_SPARK_CONF
 
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
-__all__ = [
-    "DEFAULT_PORT",
-    "SERVER_CLASS",
-    "check_reachable",
-    "check_delta",
-    "server_command",
-    "server_environment",
-    "start",
-    "stop",
-]
-
-_log = logging.getLogger(__name__)
-
-#: Spark Connect's own default port.
-DEFAULT_PORT = 15002
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
-_HELP = "start one (diabetes-spark connect-server, see the README) or unset SPARK_REMOTE to run local Spark"
-
-
-def check_reachable(url: str, where: str, *, timeout: float = 10.0) -> None:
-    """Fail at once when nothing listens at ``url`` (``sc://host:port/;...``): pyspark's client would
-    otherwise retry for minutes before it reports the server missing.
-
-    Raises:
-        ConfigurationError: The URL is not ``sc://``, or nothing accepts a connection there.
-    """
-    parsed = urlparse(url)
-    if parsed.scheme != "sc" or not parsed.hostname:
-        raise ConfigurationError(f"{where} is not a Spark Connect URL: expected sc://host:port")
-    host, port = parsed.hostname, parsed.port or DEFAULT_PORT
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as e:
-        raise ConfigurationError(f"no Spark Connect server answers at {where} ({e.strerror or e}); {_HELP}") from e
-
-
-def check_delta(spark: SparkSession, where: str) -> None:
-    """Fail when the server has no Delta Lake: every table the jobs read and write is Delta.
-
-    Asks for the history of a path that does not exist: a server with Delta refuses it with one
-    of Delta's own error classes, one without cannot even parse the statement.
-
-    Raises:
-        ConfigurationError: The answer is not Delta's.
-    """
-    from diabetes_spark.storage import error_condition
-
-    probe = f"/diabetes-spark-delta-probe-{uuid.uuid4().hex}"
-    try:
-        spark.sql(f"DESCRIBE HISTORY delta.`{probe}` LIMIT 1").collect()
-    except Exception as e:
-        if error_condition(e).startswith("DELTA_"):
-            return
-        raise ConfigurationError(
-            f"the Spark Connect server at {where} has no Delta Lake ({one_line(e)}); start it with the Delta "
-            "extension and catalog (spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension, "
-            "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog) and Delta's jars"
-        ) from e
 
 
 def _scala() -> str:
@@ -99,7 +33,6 @@ def _jar_arguments() -> list[str]:
     import pyspark
 
     from diabetes_spark import jvm_cache
-    from diabetes_spark.session import hadoop_version
 
     azure = f"org.apache.hadoop:hadoop-azure:{hadoop_version()}"
     jars = jvm_cache.resolved_jars() or (jvm_cache.fetch_jars([azure]) if jvm_cache.jar_list() else None)
@@ -129,8 +62,6 @@ def server_command(
     ``delta`` is false, Delta Lake's extension and catalog."""
     import pyspark
 
-    from diabetes_spark.session import ENV_MASTER, LOCAL_SPARK_CONF
-
     dropped = () if delta else ("spark.sql.extensions", "spark.sql.catalog.spark_catalog")
     settings = {
         **{key: value for key, value in LOCAL_SPARK_CONF.items() if key not in dropped},
@@ -145,45 +76,3 @@ def server_command(
     for key, value in settings.items():
         command += ["--conf", f"{key}={value}"]
     return command
-
-
-def start(
-    port: int = DEFAULT_PORT,
-    *,
-    conf: Mapping[str, str] | None = None,
-    jars: Sequence[str] = (),
-    master: str = "",
-    delta: bool = True,
-    log: Path | None = None,
-    timeout: float = 300.0,
-) -> subprocess.Popen:
-    """Start a local Spark Connect server and return once it accepts connections.
-
-    Raises:
-        ConfigurationError: It exited, or did not listen within ``timeout`` seconds (its log says why).
-    """
-    command = server_command(port, conf=conf, jars=jars, master=master, delta=delta)
-    output = log.open("ab") if log else subprocess.DEVNULL
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=server_environment())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                return process
-        except OSError:
-            time.sleep(0.5)
-    stop(process)
-    raise ConfigurationError(f"the Spark Connect server on port {port} did not start; see {log or 'its output'}")
-
-
-def stop(process: subprocess.Popen, *, timeout: float = 60.0) -> None:
-    """Stop a server started by :func:`start` (its JVM shuts Spark down on SIGTERM)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -12,15 +12,14 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Literal
 
-from diabetes_spark.errors import InputError, SchemaError, WriteConflictError, one_line
-from diabetes_spark.storage import TableRef, error_condition, history, table_exists
+from diabetes_spark.errors import InputError, SchemaError, WriteConflictError, error_condition, one_line
+from diabetes_spark.storage import TableRef, history, table_exists
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["write_delta", "WRITE_ATTEMPTS", "CONFLICTS"]
 
 _log = logging.getLogger(__name__)
 

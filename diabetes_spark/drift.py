@@ -22,20 +22,6 @@ if TYPE_CHECKING:
 
     from pyspark.sql import DataFrame
 
-__all__ = [
-    "MISSING_BIN",
-    "JOINT_CODES",
-    "DRIFT_MIN_ROWS",
-    "feature_profile",
-    "profile_and_statistics",
-    "bin_names",
-    "BinCodes",
-    "count_codes",
-    "profile_counts",
-    "psi_from_counts",
-    "BatchReport",
-    "monitor",
-]
 
 MISSING_BIN = "missing"
 _EPSILON = 1e-4

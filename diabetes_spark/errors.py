@@ -2,24 +2,11 @@
 
 Every failure a user can cause (a bad parameter, input, secret or configuration) is a
 :class:`DiabetesSparkError`, and the console script exits 2 on it; anything else is a bug (exit 1).
+Foreign exceptions (Spark's, Delta's, py4j's) are classified here and nowhere else:
+:func:`error_condition`, :func:`spark_failures` and :func:`one_line`.
 """
 
 from __future__ import annotations
-
-__all__ = [
-    "DiabetesSparkError",
-    "ParamError",
-    "InputError",
-    "WriteConflictError",
-    "SchemaError",
-    "ReconciliationError",
-    "TrainingError",
-    "RegistryError",
-    "ConfigurationError",
-    "RejectThresholdError",
-    "NotebookError",
-    "one_line",
-]
 
 
 class DiabetesSparkError(Exception):
@@ -79,3 +66,37 @@ def one_line(error: BaseException, limit: int = 1000) -> str:
         text = str(error)
     text = " ".join(text.split("Driver stacktrace:")[0].split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def error_condition(error: Exception) -> str:
+    """The error class of a Spark or Delta exception ('' when it has none).
+
+    PySpark's own exceptions (classic and Connect) answer ``getCondition`` (``getErrorClass`` before
+    Spark 4); an error PySpark does not convert, such as Delta's commit conflicts in classic mode,
+    answers through the JVM exception it carries.
+    """
+    for source in (error, getattr(error, "java_exception", None)):
+        for name in ("getCondition", "getErrorClass"):
+            method = getattr(source, name, None)
+            if not callable(method):
+                continue
+            try:
+                condition = method()
+            except Exception:  # a JVM method this Spark version does not have
+                continue
+            if condition:
+                return str(condition)
+    return ""
+
+
+def spark_failures() -> tuple[type[Exception], ...]:
+    """The exceptions a failed Spark job raises: pyspark's own (classic and Spark Connect) and, as a
+    classic-only fallback, py4j's for the JVM errors classic pyspark does not convert. A Spark
+    Connect-only client (``pyspark-client``) has no py4j."""
+    from pyspark.errors import PySparkException
+
+    try:
+        from py4j.protocol import Py4JJavaError
+    except ImportError:
+        return (PySparkException,)
+    return (PySparkException, Py4JJavaError)

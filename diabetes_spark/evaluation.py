@@ -20,18 +20,6 @@ if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame
 
-__all__ = [
-    "METRICS",
-    "regression_metrics",
-    "is_better",
-    "feature_statistics",
-    "QUARTILES",
-    "summary",
-    "statistics",
-    "data_quality_report",
-    "model_weights",
-    "write_reports",
-]
 
 METRICS = ("rmse", "mae", "r2", "mse")
 _LARGER_IS_BETTER = {"r2"}

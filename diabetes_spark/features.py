@@ -11,8 +11,6 @@ from pyspark.ml.feature import Imputer, OneHotEncoder, StandardScaler, StringInd
 
 from diabetes_spark.schemas import CATEGORICAL, numeric_feature_names
 
-__all__ = ["FEATURES", "build_feature_stages", "imputed_name", "SEX_INDEX", "SEX_VECTOR"]
-
 #: Output column of the feature stages: the vector the estimator reads.
 FEATURES = "features"
 SEX_INDEX = "SEX_index"

@@ -22,7 +22,7 @@ from diabetes_spark import (
 )
 from diabetes_spark.errors import ReconciliationError
 from diabetes_spark.registry import MlflowLocation
-from diabetes_spark.session import local_home
+from diabetes_spark.runtime import local_home
 from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 
 if TYPE_CHECKING:
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
     from diabetes_spark.params import IngestParams, ScoreParams, TrainParams
     from diabetes_spark.telemetry import Telemetry
-
-__all__ = ["run_ingest", "run_training", "run_batch_scoring"]
 
 
 def run_ingest(spark: SparkSession, params: IngestParams, *, telemetry: Telemetry | None = None) -> dict[str, Any]:

@@ -16,20 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from diabetes_spark.errors import ConfigurationError
-from diabetes_spark.session import hadoop_version, is_databricks
-
-__all__ = [
-    "ENV_JVM_CACHE",
-    "QUIET_CDS",
-    "cache_folder",
-    "class_archive",
-    "archive_options",
-    "jar_list",
-    "resolved_jars",
-    "remember_jars",
-    "fetch_jars",
-    "recording_class_archive",
-]
+from diabetes_spark.runtime import hadoop_version, is_databricks
 
 _log = logging.getLogger(__name__)
 

@@ -12,10 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diabetes_spark.session import is_databricks
-
-__all__ = ["SECRET_ENV_PREFIX", "secret_env_name", "NotebookExit", "LocalDbutils", "get_dbutils", "runner_secrets"]
-
+from diabetes_spark.runtime import is_databricks
 
 #: Local secrets: ``DIABETES_SPARK_SECRET__<SCOPE>__<KEY>``, scope and key upper-cased with every
 #: character outside A-Z and 0-9 turned into ``_`` (scope ``diabetes-spark``, key ``adls-account-key``

@@ -23,21 +23,11 @@ from diabetes_spark import adls, storage, telemetry
 from diabetes_spark import params as job_params
 from diabetes_spark.errors import ConfigurationError, NotebookError, one_line
 from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit, runner_secrets
-from diabetes_spark.session import local_home
+from diabetes_spark.runtime import local_home
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = [
-    "NotebookContext",
-    "Cell",
-    "parse_notebook",
-    "find_notebook",
-    "run_notebook",
-    "run_demo",
-    "TABLE_FIELDS",
-    "NOTEBOOKS",
-]
 
 _log = logging.getLogger(__name__)
 P = TypeVar("P")

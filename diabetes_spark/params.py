@@ -15,23 +15,6 @@ from typing import Any, TypeVar
 
 from diabetes_spark.errors import ParamError
 
-__all__ = [
-    "IngestParams",
-    "TrainParams",
-    "ScoreParams",
-    "NotebookParams",
-    "notebook_widgets",
-    "from_strings",
-    "widget_defaults",
-    "describe",
-    "parse_assignments",
-    "ESTIMATORS",
-    "TUNING_MODES",
-    "IMPUTER_STRATEGIES",
-    "WRITE_MODES",
-    "TELEMETRY_BACKENDS",
-]
-
 ESTIMATORS = ("linear", "gbt", "random_forest")
 TUNING_MODES = ("none", "train_validation_split", "cross_validation")
 IMPUTER_STRATEGIES = ("mean", "median")

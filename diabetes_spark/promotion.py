@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from diabetes_spark.params import TrainParams
     from diabetes_spark.training import TrainResult
 
-__all__ = ["GATE_ROUNDS", "ALIAS_SETTLE_SECONDS", "promote_if_better", "champion_score"]
 
 #: Rounds of the gate's optimistic loop (see :func:`promote_if_better`).
 GATE_ROUNDS = 5

@@ -15,8 +15,6 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-__all__ = ["REDACTED", "MIN_SECRET_LENGTH", "SPARK_REDACTION_REGEX", "ECHOING_LOGGERS", "Redactor", "hide_in_logs"]
-
 REDACTED = "[REDACTED]"
 #: Shorter values are not redacted: replacing every "ab" would garble every message, and no real
 #: key or connection string is that short.

@@ -14,28 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diabetes_spark.errors import ConfigurationError, RegistryError, one_line
+from diabetes_spark.runtime import environment, is_databricks
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-__all__ = [
-    "CHAMPION",
-    "CHALLENGER",
-    "REPORTS_ARTIFACT",
-    "PROFILE_ARTIFACT",
-    "training_profile",
-    "check_model_name",
-    "MlflowLocation",
-    "version_tags",
-    "ensure_experiment",
-    "EXPERIMENT_KIND",
-    "register",
-    "resolve_version",
-    "model_metadata",
-    "alias_version",
-    "set_alias",
-    "ResolvedModel",
-]
 
 _log = logging.getLogger(__name__)
 
@@ -81,7 +64,7 @@ class MlflowLocation:
         import mlflow
 
         tracking, registry = os.environ.get(ENV_TRACKING_URI), os.environ.get(ENV_REGISTRY_URI) or None
-        if tracking or "DATABRICKS_RUNTIME_VERSION" in os.environ:
+        if tracking or is_databricks():
             return cls(tracking_uri=tracking or mlflow.get_tracking_uri(), registry_uri=registry)
         local = cls.local(home)
         return replace(local, registry_uri=registry or local.registry_uri)
@@ -95,26 +78,23 @@ class MlflowLocation:
 
         if self.artifact_root is not None and self.tracking_uri.startswith("sqlite:"):
             self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
-        environment = {name: os.environ.get(name) for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
+        had = {name: bool(os.environ.get(name)) for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
         tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)
-        # Exported as later MLflow releases (2.21 on DBR 16.4) do themselves; MLflow 2.13 (DBR 15.4) does
-        # not, and the restore below reads the environment to know whether an outer block had set a URI.
-        os.environ[ENV_TRACKING_URI] = self.tracking_uri
-        # Always set, None included (then MLflow derives it from the tracking URI): a registry set
-        # for another location before this block must not stay in force.
-        mlflow.set_registry_uri(self.registry_uri)  # type: ignore[arg-type]
-        try:
-            yield self
-        finally:
-            # MLflow's state back to what it was: explicit URIs if the environment had any, else none ...
-            mlflow.set_tracking_uri(tracking if environment[ENV_TRACKING_URI] else None)  # type: ignore[arg-type]
-            mlflow.set_registry_uri(registry if environment[ENV_REGISTRY_URI] else None)  # type: ignore[arg-type]
-            for name, value in environment.items():  # ... and the variables it exported, exactly as they were
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        # The tracking URI is exported as later MLflow releases (2.21 on DBR 16.4) do themselves; MLflow
+        # 2.13 (DBR 15.4) does not, and a nested block reads the environment to know an outer one set it.
+        # Both variables are put back exactly as they were, whatever MLflow exported meanwhile.
+        exported = {ENV_TRACKING_URI: self.tracking_uri, ENV_REGISTRY_URI: os.environ.get(ENV_REGISTRY_URI)}
+        with environment(exported):
+            mlflow.set_tracking_uri(self.tracking_uri)
+            # Always set, None included (then MLflow derives it from the tracking URI): a registry set
+            # for another location before this block must not stay in force.
+            mlflow.set_registry_uri(self.registry_uri)  # type: ignore[arg-type]
+            try:
+                yield self
+            finally:
+                # MLflow's state back to what it was: explicit URIs if the environment had any, else none.
+                mlflow.set_tracking_uri(tracking if had[ENV_TRACKING_URI] else None)  # type: ignore[arg-type]
+                mlflow.set_registry_uri(registry if had[ENV_REGISTRY_URI] else None)  # type: ignore[arg-type]
 
     def ensure_experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (artifacts under :attr:`artifact_root`) if missing."""

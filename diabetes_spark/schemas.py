@@ -32,32 +32,6 @@ from pyspark.sql.types import DataType, NumericType, StringType, StructType
 
 from diabetes_spark.errors import InputError, RejectThresholdError, SchemaError
 
-__all__ = [
-    "SCHEMA_NAMES",
-    "CORRUPT_RECORD",
-    "LABEL",
-    "PREDICTION",
-    "CATEGORICAL",
-    "RESERVED",
-    "load_schema",
-    "feature_names",
-    "numeric_feature_names",
-    "split_valid",
-    "align_columns",
-    "annotate",
-    "finite",
-    "valid_rows",
-    "rejected_rows",
-    "reject_summary",
-    "top_reasons",
-    "check_reject_fraction",
-    "REASON",
-    "RECORD",
-    "column",
-    "quoted",
-    "check_column_names",
-]
-
 SCHEMA_NAMES = ("training_raw", "scoring_input", "predictions", "rejects")
 #: Column that Spark's CSV reader fills with the raw line when it cannot split it into the header's fields.
 CORRUPT_RECORD = "_corrupt_record"

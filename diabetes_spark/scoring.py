@@ -32,22 +32,6 @@ if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
     from pyspark.sql import DataFrame
 
-__all__ = [
-    "Lineage",
-    "LINEAGE_COLUMNS",
-    "BATCH_PARTITIONING",
-    "PREDICTIONS_TABLE_PROPERTIES",
-    "LINEAR_SPEC",
-    "linear_spec",
-    "spec_column",
-    "compile_linear",
-    "predict",
-    "with_lineage",
-    "category_labels",
-    "unseen_category",
-    "check_input_columns",
-    "reject_non_finite",
-]
 
 #: Key of the folded linear model (:func:`linear_spec`) in the logged model's ``MLmodel`` metadata:
 #: scoring a linear model then needs no ``PipelineModel`` load.

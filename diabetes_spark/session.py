@@ -10,50 +10,34 @@ Later starts take the resolved jars and the class-data archive from :mod:`diabet
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
+import socket
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
+import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
-from diabetes_spark.errors import ConfigurationError, one_line
+from diabetes_spark.errors import ConfigurationError, error_condition, one_line
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
+from diabetes_spark.runtime import environment, hadoop_version, is_databricks
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
-
-__all__ = [
-    "ENV_HOME",
-    "ENV_MASTER",
-    "ENV_REMOTE",
-    "SUPPORTED_SPARK",
-    "JOB_SPARK_CONF",
-    "LOCAL_SPARK_CONF",
-    "get_spark",
-    "cached",
-    "hadoop_version",
-    "is_connect",
-    "is_databricks",
-    "warn_if_untested",
-    "local_home",
-]
+    from pyspark.sql import SparkSession
 
 _log = logging.getLogger(__name__)
 
 #: Environment variable naming the Spark master for local runs (default ``local[*]``).
 ENV_MASTER = "DIABETES_SPARK_MASTER"
-#: Environment variable naming the local workspace folder (default ``./lakehouse``): the MLflow
-#: SQLite store and artifacts live there, and the demo's tables.
-ENV_HOME = "DIABETES_SPARK_HOME"
 #: pyspark's own variable naming a Spark Connect server (``sc://host:port``); ``--remote`` sets it.
 ENV_REMOTE = "SPARK_REMOTE"
+#: Spark Connect's own default port.
+DEFAULT_PORT = 15002
 #: Spark versions (major.minor) of the tested Databricks LTS ML runtimes: 15.4 and 16.4 (3.5), 17.3
 #: (4.0), 18 (4.1). Another version gets a warning at start, not a refusal.
 SUPPORTED_SPARK = ("3.5", "4.0", "4.1")
+_CONNECT_HELP = "start one (diabetes-spark connect-server, see the README) or unset SPARK_REMOTE to run local Spark"
 
 #: Settings the jobs need on any cluster (also in the job clusters' ``spark_conf``, ``resources/``).
 #: Validation and scoring make one wide expression per row; whole-stage codegen turns it into a Java
@@ -78,56 +62,6 @@ LOCAL_SPARK_CONF: Mapping[str, str] = {
     "spark.databricks.delta.snapshotPartitions": str(max(2, os.cpu_count() or 2)),
     **JOB_SPARK_CONF,
 }
-
-
-def is_connect(spark: SparkSession) -> bool:
-    """True for a Spark Connect session (serverless, standard access, Databricks Connect, a server)."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
-@contextmanager
-def cached(df: DataFrame) -> Iterator[DataFrame]:
-    """``df`` persisted (memory and disk) for the block on classic Spark, so its passes share one
-    computation; over Spark Connect it is left as it is, since serverless compute refuses caching:
-    each pass recomputes it from its input (pinned to one Delta version by the callers)."""
-    if is_connect(df.sparkSession):
-        yield df
-        return
-    from pyspark import StorageLevel
-
-    df.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        yield df
-    finally:
-        df.unpersist()
-
-
-def is_databricks() -> bool:
-    """True inside a Databricks runtime (cluster or job)."""
-    return "DATABRICKS_RUNTIME_VERSION" in os.environ
-
-
-def local_home() -> Path:
-    """The local workspace folder: ``$DIABETES_SPARK_HOME`` or ``./lakehouse``."""
-    return Path(os.environ.get(ENV_HOME) or "lakehouse")
-
-
-def hadoop_version() -> str:
-    """The Hadoop version bundled with the installed pyspark (``hadoop-azure`` must match it).
-
-    Raises:
-        ConfigurationError: The pyspark installation has no Hadoop client jar.
-    """
-    import pyspark
-
-    jars = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
-    for jar in jars:
-        match = re.search(r"hadoop-client-api-(\d+\.\d+\.\d+)\.jar$", jar)
-        if match:
-            return match.group(1)
-    raise ConfigurationError(
-        "cannot find hadoop-client-api-*.jar in the pyspark installation; reinstall pyspark ('pip install .[local]')"
-    )
 
 
 def get_spark(
@@ -183,7 +117,9 @@ def get_spark(
         builder = builder.config("spark.jars", ",".join(jars))
     else:
         builder = configure_spark_with_delta_pip(builder, extra_packages=[azure])
-    with _python_workers_run_this_interpreter():
+    # Python workers must run this interpreter (with its packages), not whatever python3 is on PATH;
+    # pyspark reads $PYSPARK_PYTHON once, as the context starts (a user's own setting wins).
+    with environment({"PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON") or sys.executable}):
         spark = builder.getOrCreate()
     if jars is None:
         jvm_cache.remember_jars(spark.conf.get("spark.jars", ""))
@@ -200,10 +136,8 @@ def _connect(url: str) -> SparkSession:
     """
     from pyspark.sql import SparkSession
 
-    from diabetes_spark import connect_server
-
     where = f"{ENV_REMOTE}={url}"
-    connect_server.check_reachable(url, where)
+    check_reachable(url, where)
     try:
         spark = SparkSession.builder.remote(url).getOrCreate()
         spark.sql("SELECT 1").collect()
@@ -213,7 +147,7 @@ def _connect(url: str) -> SparkSession:
         ) from e
     except Exception as e:
         raise ConfigurationError(f"the Spark Connect server at {where} refused a session: {one_line(e)}") from e
-    connect_server.check_delta(spark, where)
+    check_delta(spark, where)
     return spark
 
 
@@ -230,18 +164,43 @@ def warn_if_untested(spark: SparkSession) -> SparkSession:
     return spark
 
 
-@contextmanager
-def _python_workers_run_this_interpreter() -> Iterator[None]:
-    """Python workers must run this interpreter (with its packages), not whatever python3 is on PATH.
+def check_reachable(url: str, where: str, *, timeout: float = 10.0) -> None:
+    """Fail at once when nothing listens at ``url`` (``sc://host:port/;...``): pyspark's client would
+    otherwise retry for minutes before it reports the server missing.
 
-    pyspark reads the worker executable from ``$PYSPARK_PYTHON`` once, as the context starts; the
-    variable is set for that moment only (unless the user set it) and removed again.
+    Raises:
+        ConfigurationError: The URL is not ``sc://``, or nothing accepts a connection there.
     """
-    if "PYSPARK_PYTHON" in os.environ:
-        yield
-        return
-    os.environ["PYSPARK_PYTHON"] = sys.executable
+    parsed = urlparse(url)
+    if parsed.scheme != "sc" or not parsed.hostname:
+        raise ConfigurationError(f"{where} is not a Spark Connect URL: expected sc://host:port")
+    host, port = parsed.hostname, parsed.port or DEFAULT_PORT
     try:
-        yield
-    finally:
-        os.environ.pop("PYSPARK_PYTHON", None)
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ConfigurationError(
+            f"no Spark Connect server answers at {where} ({e.strerror or e}); {_CONNECT_HELP}"
+        ) from e
+
+
+def check_delta(spark: SparkSession, where: str) -> None:
+    """Fail when the server has no Delta Lake: every table the jobs read and write is Delta.
+
+    Asks for the history of a path that does not exist: a server with Delta refuses it with one
+    of Delta's own error classes, one without cannot even parse the statement.
+
+    Raises:
+        ConfigurationError: The answer is not Delta's.
+    """
+    probe = f"/diabetes-spark-delta-probe-{uuid.uuid4().hex}"
+    try:
+        spark.sql(f"DESCRIBE HISTORY delta.`{probe}` LIMIT 1").collect()
+    except Exception as e:
+        if error_condition(e).startswith("DELTA_"):
+            return
+        raise ConfigurationError(
+            f"the Spark Connect server at {where} has no Delta Lake ({one_line(e)}); start it with the Delta "
+            "extension and catalog (spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension, "
+            "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog) and Delta's jars"
+        ) from e

@@ -31,15 +31,6 @@ if TYPE_CHECKING:
 
     from diabetes_spark.registry import ResolvedModel
 
-__all__ = [
-    "MODEL_ARTIFACT",
-    "FLAVOR",
-    "MODEL_DATA",
-    "log_model",
-    "load_model",
-    "check_staging",
-    "save_model",
-]
 
 #: The run's artifact path of the logged model.
 MODEL_ARTIFACT = "model"
@@ -66,7 +57,7 @@ def log_model(
     import pyspark
     from mlflow.models import Model, infer_signature
 
-    from diabetes_spark.session import is_connect
+    from diabetes_spark.runtime import is_connect
 
     signature = infer_signature(example, model.transform(example).select(PREDICTION))
     requirements = [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
@@ -83,7 +74,7 @@ def load_model(spark: SparkSession, resolved: ResolvedModel, *, dfs_tmpdir: str 
     through ``dfs_tmpdir`` (see :func:`log_model`); over Spark Connect ``spark``'s server loads it."""
     import mlflow.spark
 
-    from diabetes_spark.session import is_connect
+    from diabetes_spark.runtime import is_connect
 
     if is_connect(spark):
         return _load_over_connect(spark, resolved.uri, dfs_tmpdir=dfs_tmpdir)
@@ -115,9 +106,8 @@ def check_staging(spark: SparkSession, dfs_tmpdir: str) -> None:
         ConfigurationError: ``dfs_tmpdir`` is not a local path (``/Volumes/...`` on Databricks), or
             the server cannot read it (it runs elsewhere): the model could not pass between them.
     """
-    from diabetes_spark.errors import ConfigurationError
-    from diabetes_spark.session import is_connect
-    from diabetes_spark.storage import spark_failures
+    from diabetes_spark.errors import ConfigurationError, spark_failures
+    from diabetes_spark.runtime import is_connect
 
     if not is_connect(spark):
         return

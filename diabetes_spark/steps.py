@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from diabetes_spark import delta_writes, drift, evaluation, registry, schemas, scoring, spark_models, storage, training
 from diabetes_spark.errors import ReconciliationError
-from diabetes_spark.session import cached
+from diabetes_spark.runtime import cached
 from diabetes_spark.telemetry import Telemetry
 from diabetes_spark.telemetry import start as start_telemetry
 
@@ -24,20 +24,6 @@ if TYPE_CHECKING:
 
     from diabetes_spark.params import TrainParams
     from diabetes_spark.storage import TableRef
-
-__all__ = [
-    "job_telemetry",
-    "read_annotated",
-    "validate",
-    "reconcile",
-    "write",
-    "record",
-    "log_reports",
-    "register",
-    "load_scorer",
-    "write_batch",
-    "record_batch",
-]
 
 
 @contextmanager

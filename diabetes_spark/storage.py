@@ -21,25 +21,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from diabetes_spark.data import SAMPLE_PREFIX, sample_path
-from diabetes_spark.errors import InputError, ParamError, SchemaError, one_line
+from diabetes_spark.errors import InputError, ParamError, SchemaError, error_condition, one_line, spark_failures
 from diabetes_spark.schemas import CORRUPT_RECORD, check_column_names
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = [
-    "TableRef",
-    "resolve",
-    "read_table",
-    "history",
-    "spark_failures",
-    "delta_version",
-    "error_condition",
-    "table_exists",
-    "holds_rows",
-    "input_fingerprint",
-    "default_batch_id",
-]
 
 _log = logging.getLogger(__name__)
 
@@ -104,7 +91,7 @@ def _absolute(path: str) -> str:
     (whose JVM, or Spark Connect server, may have another one) and Delta's SQL (``delta.`<path>```
     takes absolute paths only) see the same location. On Databricks a relative path has no such
     root and is refused."""
-    from diabetes_spark.session import is_databricks
+    from diabetes_spark.runtime import is_databricks
 
     if is_databricks():
         raise ParamError(
@@ -154,19 +141,6 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
         raise
     except spark_failures() as e:  # a Spark job reading the schema failed: the files are not readable as one table
         raise InputError(f"cannot read the columns of {ref.kind} input {ref.location}: {one_line(e)}") from e
-
-
-def spark_failures() -> tuple[type[Exception], ...]:
-    """The exceptions a failed Spark job raises: pyspark's own (classic and Spark Connect) and, as a
-    classic-only fallback, py4j's for the JVM errors classic pyspark does not convert. A Spark
-    Connect-only client (``pyspark-client``) has no py4j."""
-    from pyspark.errors import PySparkException
-
-    try:
-        from py4j.protocol import Py4JJavaError
-    except ImportError:
-        return (PySparkException,)
-    return (PySparkException, Py4JJavaError)
 
 
 def _csv_reader(spark: SparkSession):
@@ -264,27 +238,6 @@ def holds_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
     """True when the existing Delta table ``ref`` has a row matching the SQL ``predicate`` (one
     small job: Delta skips the files whose column statistics rule the predicate out)."""
     return bool(read_table(spark, ref).where(predicate).limit(1).count())
-
-
-def error_condition(error: Exception) -> str:
-    """The error class of a Spark or Delta exception ('' when it has none).
-
-    PySpark's own exceptions (classic and Connect) answer ``getCondition`` (``getErrorClass`` before
-    Spark 4); an error PySpark does not convert, such as Delta's commit conflicts in classic mode,
-    answers through the JVM exception it carries.
-    """
-    for source in (error, getattr(error, "java_exception", None)):
-        for name in ("getCondition", "getErrorClass"):
-            method = getattr(source, name, None)
-            if not callable(method):
-                continue
-            try:
-                condition = method()
-            except Exception:  # a JVM method this Spark version does not have
-                continue
-            if condition:
-                return str(condition)
-    return ""
 
 
 def history(spark: SparkSession, ref: TableRef, *, limit: int | None = None) -> DataFrame:

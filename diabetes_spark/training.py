@@ -14,13 +14,11 @@ from diabetes_spark.errors import TrainingError
 from diabetes_spark.evaluation import regression_metrics
 from diabetes_spark.features import FEATURES, build_feature_stages
 from diabetes_spark.params import ESTIMATORS, TrainParams
+from diabetes_spark.runtime import cached
 from diabetes_spark.schemas import LABEL, PREDICTION
-from diabetes_spark.session import cached
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
-
-__all__ = ["TrainResult", "split", "build_pipeline", "fit"]
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
 from conftest import TEST_SPARK_CONF
-from diabetes_spark import cli, connect_server, registry, storage
+from diabetes_spark import cli, registry, storage
 from diabetes_spark.registry import MlflowLocation
+from tests import connect_launcher
 from tests.mlflow_server import _free_port, mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -40,9 +41,9 @@ def connect_url(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     port = _free_port()
     conf = {**TEST_SPARK_CONF, "spark.sql.warehouse.dir": str(folder / "warehouse")}
     jars = spark.conf.get("spark.jars").split(",")
-    process = connect_server.start(port, conf=conf, jars=jars, master="local[2]", log=folder / "server.log")
+    process = connect_launcher.start(port, conf=conf, jars=jars, master="local[2]", log=folder / "server.log")
     yield f"sc://127.0.0.1:{port}"
-    connect_server.stop(process)
+    connect_launcher.stop(process)
 
 
 def _over_connect(url: str, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None):
@@ -155,13 +156,13 @@ def test_a_server_without_delta_fails_at_the_start(spark, tmp_path: Path) -> Non
     port = _free_port()
     jars = spark.conf.get("spark.jars").split(",")
     conf = {**TEST_SPARK_CONF, "spark.sql.warehouse.dir": str(tmp_path / "warehouse")}
-    process = connect_server.start(port, conf=conf, jars=jars, master="local[1]", delta=False, log=tmp_path / "log")
+    process = connect_launcher.start(port, conf=conf, jars=jars, master="local[1]", delta=False, log=tmp_path / "log")
     try:
         home = {"DIABETES_SPARK_HOME": str(tmp_path / "home")}
         ingest = ["ingest", "--source", "sample:diabetes.csv", "--table", str(tmp_path / "t")]
         result = _over_connect(f"sc://127.0.0.1:{port}", ingest, env=home)
     finally:
-        connect_server.stop(process)
+        connect_launcher.stop(process)
     assert result.returncode == cli.EXIT_USER_ERROR, result.stderr
     assert "has no Delta Lake" in result.stderr and "SPARK_REMOTE=sc://127.0.0.1" in result.stderr
     assert not (tmp_path / "t").exists()

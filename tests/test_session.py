@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from diabetes_spark import connect_server
+from diabetes_spark import session
 from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.session import SUPPORTED_SPARK, warn_if_untested
 
@@ -20,7 +20,7 @@ def test_a_url_that_is_not_spark_connect_is_refused(url: str) -> None:
     with pytest.raises(
         ConfigurationError, match=r"SPARK_REMOTE=.* is not a Spark Connect URL: expected sc://host:port"
     ):
-        connect_server.check_reachable(url, f"SPARK_REMOTE={url}")
+        session.check_reachable(url, f"SPARK_REMOTE={url}")
 
 
 def test_a_closed_port_fails_at_once_naming_the_variable() -> None:
@@ -31,7 +31,7 @@ def test_a_closed_port_fails_at_once_naming_the_variable() -> None:
     with pytest.raises(
         ConfigurationError, match=rf"no Spark Connect server answers at SPARK_REMOTE=sc://127.0.0.1:{port}"
     ):
-        connect_server.check_reachable(f"sc://127.0.0.1:{port}/;user_id=me", f"SPARK_REMOTE=sc://127.0.0.1:{port}")
+        session.check_reachable(f"sc://127.0.0.1:{port}/;user_id=me", f"SPARK_REMOTE=sc://127.0.0.1:{port}")
     assert time.monotonic() - started < 5
 
 

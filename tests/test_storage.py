@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 
-from diabetes_spark import adls, delta_writes, storage
+from diabetes_spark import adls, delta_writes, errors, storage
 from diabetes_spark.errors import InputError, ParamError
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX as REDACTION_REGEX
 from diabetes_spark.storage import TableRef
@@ -205,8 +205,8 @@ def test_an_unreadable_file_is_an_input_error_through_the_classic_only_fallback(
     (tmp_path / "broken.parquet").write_bytes(b"not a parquet file at all")
     with pytest.raises(InputError, match=r"cannot read the columns of parquet input .*broken\.parquet") as raised:
         storage.read_table(spark, storage.resolve(str(tmp_path / "broken.parquet")))
-    assert isinstance(raised.value.__cause__, storage.spark_failures())
-    assert {t.__module__.split(".")[0] for t in storage.spark_failures()} == {"pyspark", "py4j"}
+    assert isinstance(raised.value.__cause__, errors.spark_failures())
+    assert {t.__module__.split(".")[0] for t in errors.spark_failures()} == {"pyspark", "py4j"}
 
 
 def test_history_reads_delta_commits_newest_first_by_sql(spark, tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_history_reads_delta_commits_newest_first_by_sql(spark, tmp_path: Path) 
 
 
 def test_cached_persists_on_classic_spark_for_the_block_only(spark) -> None:
-    from diabetes_spark.session import cached, is_connect
+    from diabetes_spark.runtime import cached, is_connect
 
     df = spark.range(3)
     assert not is_connect(spark)

@@ -1,93 +1,111 @@
-"""The package's surface: every module says what it exports, and no module uses another's
-unexported names; the package root is the curated API and imports without Spark."""
+"""The package's shape: the root's ``__all__`` is the public surface, pinned here; the root imports
+without Spark; the import graph (function-level imports included) has no circle, and only the faces
+and the jobs import the session module."""
 
 from __future__ import annotations
 
 import ast
-import importlib
 import json
-import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import diabetes_spark
 
 PACKAGE = Path(diabetes_spark.__file__).parent
-MODULES = sorted(
-    name
-    for _, name, _ in pkgutil.walk_packages([str(PACKAGE)], prefix="diabetes_spark.")
-    if name != "diabetes_spark.__main__"
-)
+#: The modules that may import :mod:`diabetes_spark.session`: the faces and the jobs.
+SESSION_USERS = {"diabetes_spark.cli", "diabetes_spark.notebook", "diabetes_spark.connect_server"}
+
+PUBLIC_API = [
+    "ConfigurationError",
+    "DiabetesSparkError",
+    "IngestParams",
+    "InputError",
+    "NotebookError",
+    "NotebookParams",
+    "ParamError",
+    "ReconciliationError",
+    "RegistryError",
+    "RejectThresholdError",
+    "SchemaError",
+    "ScoreParams",
+    "TrainParams",
+    "TrainingError",
+    "WriteConflictError",
+    "__version__",
+    "run_batch_scoring",
+    "run_ingest",
+    "run_training",
+]
 
 
-def _source(module: str) -> Path:
-    path = PACKAGE.joinpath(*module.split(".")[1:])
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _uses(module: str) -> list[tuple[str, str, int]]:
-    """``(module, name, line)`` for every name this module takes from another module of the package:
-    ``from diabetes_spark.x import name`` and ``x.name`` where ``x`` is a package module it imported."""
-    tree = ast.parse(_source(module).read_text(encoding="utf-8"))
-    aliases: dict[str, str] = {}
-    uses = []
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.ImportFrom)
-            and node.module
-            and node.module.startswith("diabetes_spark")
-            and node.level == 0
-        ):
+MODULES = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def _imports(module: str) -> set[str]:
+    """The package modules ``module`` imports anywhere in its body (``from x import y`` counts
+    ``x.y`` when that is a module, else ``x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in MODULES)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "") in MODULES:
             for alias in node.names:
                 target = f"{node.module}.{alias.name}"
-                if target in MODULES:
-                    aliases[alias.asname or alias.name] = target
-                else:
-                    uses.append((node.module, alias.name, node.lineno))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
-            uses.append((aliases[node.value.id], node.attr, node.lineno))
-    return [(m, n, line) for m, n, line in uses if m != module]
+                found.add(target if target in MODULES else node.module)
+    found.discard(module)
+    return {name for name in found if name != "diabetes_spark"}  # the root only re-exports
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_every_module_lists_what_it_exports_and_each_name_exists(module: str) -> None:
-    imported = importlib.import_module(module)
-    exported = getattr(imported, "__all__", None)
-    assert isinstance(exported, list), f"{module} has no __all__ list"
-    missing = [name for name in exported if not hasattr(imported, name) and f"{module}.{name}" not in MODULES]
-    assert not missing, f"{module}.__all__ names what it does not define: {missing}"
-    assert len(set(exported)) == len(exported), f"{module}.__all__ repeats a name"
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle of ``graph``, or ``[]``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node], _ = 1, stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return stack[stack.index(target) :] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[node], _ = 2, stack.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
 
 
-def test_no_module_uses_a_name_another_module_does_not_export() -> None:
-    unexported = []
-    for module in MODULES:
-        for source, name, line in _uses(module):
-            exported = getattr(importlib.import_module(source), "__all__", [])
-            if name not in exported and name != "__version__":
-                unexported.append(f"{_source(module).relative_to(PACKAGE.parent)}:{line} uses {source}.{name}")
-    assert not unexported, "names used across modules but not in their module's __all__:\n" + "\n".join(unexported)
+def test_the_root_all_is_the_public_surface() -> None:
+    assert sorted(diabetes_spark.__all__) == PUBLIC_API
 
 
-def test_the_root_is_the_curated_api_and_imports_without_spark_or_mlflow() -> None:
+def test_the_root_imports_without_spark_or_mlflow_and_its_names_resolve() -> None:
     probe = (
         "import json, sys, diabetes_spark as d;"
-        "heavy = sorted(m for m in ('pyspark', 'mlflow', 'delta', 'opencensus') if m in sys.modules);"
-        "print(json.dumps({'heavy': heavy, 'jobs': [callable(getattr(d, n)) for n in ('run_ingest', 'run_training', 'run_batch_scoring')]}))"
+        "heavy = sorted(m for m in ('pyspark', 'mlflow', 'delta', 'opencensus', 'opentelemetry') if m in sys.modules);"
+        "names = [n for n in d.__all__ if getattr(d, n, None) is None];"
+        "print(json.dumps({'heavy': heavy, 'unresolved': names}))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == {"heavy": [], "jobs": [True, True, True]}
-    assert {
-        "run_ingest",
-        "run_training",
-        "run_batch_scoring",
-        "TrainParams",
-        "ScoreParams",
-        "DiabetesSparkError",
-    } <= set(diabetes_spark.__all__)
-    for name in diabetes_spark.__all__:
-        assert getattr(diabetes_spark, name) is not None, name
+    assert json.loads(out) == {"heavy": [], "unresolved": []}
+
+
+def test_the_import_graph_has_no_circle_and_only_faces_and_jobs_import_the_session() -> None:
+    graph = {module: _imports(module) for module in MODULES}
+    assert _cycle(graph) == []
+    jobs = {m for m in MODULES if m == "diabetes_spark.jobs" or m.startswith("diabetes_spark.jobs.")}
+    importers = {m for m, targets in graph.items() if "diabetes_spark.session" in targets}
+    assert importers <= SESSION_USERS | jobs | {"diabetes_spark.__main__"}, importers - SESSION_USERS - jobs
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) == []

@@ -9,8 +9,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SAMPLES", "SAMPLE_PREFIX", "sample_path"]
-
 SAMPLE_PREFIX = "sample:"
 SAMPLES = ("diabetes.csv", "scoring_batch.csv")
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import __version__
+from diabetes_spark._version import __version__
 from diabetes_spark.redaction import Redactor
 from diabetes_spark.telemetry import backend, logs
 

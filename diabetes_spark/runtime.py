@@ -1,0 +1,100 @@
+"""Where the code runs (Databricks, Spark Connect, local Spark) and what it may change there:
+probes and small context helpers only. A leaf: it imports nothing else of the package but errors.
+
+Steps and I/O are handed a session or a flag; they call these probes, never :mod:`session`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from diabetes_spark.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+#: Environment variable naming the local workspace folder (default ``./lakehouse``): the MLflow
+#: SQLite store and artifacts live there, and the demo's tables.
+ENV_HOME = "DIABETES_SPARK_HOME"
+
+_ENVIRON_LOCK = threading.RLock()
+
+
+def is_databricks() -> bool:
+    """True inside a Databricks runtime (cluster or job)."""
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (serverless, standard access, Databricks Connect, a server)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def local_home() -> Path:
+    """The local workspace folder: ``$DIABETES_SPARK_HOME`` or ``./lakehouse``."""
+    return Path(os.environ.get(ENV_HOME) or "lakehouse")
+
+
+def hadoop_version() -> str:
+    """The Hadoop version bundled with the installed pyspark (``hadoop-azure`` must match it).
+
+    Raises:
+        ConfigurationError: The pyspark installation has no Hadoop client jar.
+    """
+    import pyspark
+
+    jars = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
+    for jar in jars:
+        match = re.search(r"hadoop-client-api-(\d+\.\d+\.\d+)\.jar$", jar)
+        if match:
+            return match.group(1)
+    raise ConfigurationError(
+        "cannot find hadoop-client-api-*.jar in the pyspark installation; reinstall pyspark ('pip install .[local]')"
+    )
+
+
+@contextmanager
+def cached(df: DataFrame) -> Iterator[DataFrame]:
+    """``df`` persisted (memory and disk) for the block on classic Spark, so its passes share one
+    computation; over Spark Connect it is left as it is, since serverless compute refuses caching:
+    each pass recomputes it from its input (pinned to one Delta version by the callers)."""
+    if is_connect(df.sparkSession):
+        yield df
+        return
+    from pyspark import StorageLevel
+
+    df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        yield df
+    finally:
+        df.unpersist()
+
+
+@contextmanager
+def environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """The process environment with ``values`` set (``None``: removed) for the block, then put back
+    exactly as it was, absent variables included. The one place the package edits ``os.environ``.
+    """
+    with _ENVIRON_LOCK:
+        saved = {name: os.environ.get(name) for name in values}
+        _apply(values)
+    try:
+        yield
+    finally:
+        with _ENVIRON_LOCK:
+            _apply(saved)
+
+
+def _apply(values: Mapping[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
