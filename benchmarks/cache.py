@@ -23,7 +23,8 @@ from typing import Any
 
 from benchmarks.data import generate
 from benchmarks.run import OUT, io_floor
-from diabetes_spark import jobs, steps, training
+from diabetes_spark import jobs, training
+from diabetes_spark.jobs import tables
 from diabetes_spark.params import IngestParams, TrainParams
 
 BEGIN, END = "<!-- cache: begin -->", "<!-- cache: end -->"
@@ -38,12 +39,12 @@ def _uncached(df: Any) -> Iterator[Any]:
 @contextmanager
 def _without_cache() -> Iterator[None]:
     """The jobs as they run over Spark Connect: every pass recomputes from the pinned input."""
-    saved = steps.cached, training.cached
-    steps.cached = training.cached = _uncached
+    saved = tables.cached, training.cached
+    tables.cached = training.cached = _uncached
     try:
         yield
     finally:
-        steps.cached, training.cached = saved
+        tables.cached, training.cached = saved
 
 
 def _median_seconds(reps: int, fn: Callable[[], Any]) -> float:

@@ -1,22 +1,28 @@
 """diabetes_spark: Spark ML training and batch scoring of diabetes progression over Delta tables.
 
-The public API: the three jobs the notebooks and the console script call, their parameters, and
-the errors they raise on purpose. Everything else is reached through its module; the module names
-are the map of where a change goes:
+The public API is this module's ``__all__``: the three jobs the notebooks and the console script
+call, their parameters, and the errors they raise on purpose. The module names are the map of
+where a change goes; dependencies point down this list, never up:
 
-* entry points: ``jobs`` (the three jobs, as named steps), ``steps`` (the steps' bodies),
-  ``notebook`` (the notebooks' context, local runner, demo), ``cli`` (the console script) and
-  ``deploy`` (``setup-secrets``, ``jobs-json``);
-* where code runs: ``session`` (the Spark session: Databricks', Spark Connect's or local),
-  ``connect_server`` (Spark Connect checks, a local server), ``jvm_cache`` (local start-up cache),
-  ``local_dbutils`` (``dbutils`` off Databricks), ``redaction`` (secrets out of everything);
-* data: ``params``, ``schemas`` (validation and rejects), ``storage`` (table references, reads,
-  Delta history), ``adls`` (ADLS Gen2 credentials), ``delta_writes`` (committed, counted, retried writes);
-* the model: ``features``, ``training``, ``evaluation`` (metrics, reports), ``spark_models`` (the
-  model to and from MLflow, classic and Spark Connect), ``registry`` (MLflow location, versions,
-  aliases), ``promotion`` (the champion gate), ``scoring`` (compiled scoring,
-  lineage), ``drift`` (profile, stability index, batch monitor);
-* ``telemetry``: Application Insights, one adapter per backend; ``errors``: the exceptions.
+* faces: ``cli`` (the ``diabetes-spark`` console script), ``notebook`` (the notebooks' shared
+  context, the local notebook runner, the demo), ``local_dbutils`` (``dbutils`` off Databricks),
+  ``connect_server`` (the command of a local Spark Connect server), ``deploy`` (``setup-secrets``);
+* the Spark session: ``session`` (Databricks', a Spark Connect server's, or local Spark with Delta),
+  ``jvm_cache`` (the local JVM's start-up cache); only faces and jobs import them;
+* jobs: ``jobs.ingest``, ``jobs.train``, ``jobs.score``, each read -> validate -> act -> write ->
+  record; ``jobs.tables`` (the steps they share), ``jobs.recorder`` (a step's numbers to MLflow and
+  telemetry in one call);
+* the model: ``features`` (Spark ML stages), ``training`` (split, fit, tune), ``evaluation``
+  (metrics, report artifacts), ``scoring`` (compiled scoring, lineage), ``drift`` (profile,
+  population stability index), ``spark_models`` (the model to and from MLflow), ``registry``
+  (MLflow location, versions, aliases), ``promotion`` (the champion gate);
+* data: ``schemas`` (validation, rejects with reasons), ``storage`` (table references, reads,
+  Delta versions and history), ``delta_writes`` (retried, batch-idempotent Delta writes), ``adls``
+  (ADLS Gen2 credentials), ``data`` (the shipped samples);
+* edges and base: ``telemetry`` (Application Insights, one module per backend), ``params`` (job
+  parameters: names, defaults, validation), ``errors`` (the exceptions, and the one place foreign
+  Spark, Delta and py4j errors are classified), ``redaction`` (the one secret scrubber),
+  ``runtime`` (where the code runs: probes, and the one environment helper).
 
 The job functions import pyspark and MLflow, so they are loaded on first use: ``import
 diabetes_spark`` works where only the wheel is installed (``setup-secrets`` on a laptop).

@@ -28,6 +28,8 @@ from diabetes_spark.session import DEFAULT_PORT
 EXIT_USER_ERROR = 2
 EXIT_UNEXPECTED = 1
 ENV_DEBUG = "DIABETES_SPARK_DEBUG"
+#: MLflow's variable for its loggers' level.
+ENV_MLFLOW_LOGGING_LEVEL = "MLFLOW_LOGGING_LEVEL"
 
 Command = Callable[[argparse.Namespace, Mapping[str, str]], dict[str, Any]]
 
@@ -225,17 +227,26 @@ def _logging(quiet: bool) -> Iterator[None]:
     are put back afterwards, for callers of :func:`main` in a longer-lived process."""
     from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 
+    debug = bool(os.environ.get(ENV_DEBUG))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ConsoleFormat())
-    logging.basicConfig(level=logging.INFO if os.environ.get(ENV_DEBUG) else logging.WARNING, handlers=[handler])
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, handlers=[handler])
     loggers = [
         logging.getLogger(n) for n in (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.jvm_cache")
     ]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    # MLflow's own INFO lines (its database set-up, "Successfully registered model") only when asked
+    # for: MLflow reads the variable as it is imported; a user's own setting wins.
+    mlflow_level = os.environ.get(ENV_MLFLOW_LOGGING_LEVEL) or ("INFO" if debug else "WARNING")
+    if "mlflow" in sys.modules:  # imported already (a longer-lived caller of main): set it directly
+        loggers.append(logging.getLogger("mlflow"))
+        levels.append(loggers[-1].level)
+        loggers[-1].setLevel(mlflow_level)
     try:
-        yield
+        with environment({ENV_MLFLOW_LOGGING_LEVEL: mlflow_level}):
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)

@@ -30,18 +30,14 @@ _EPSILON = 1e-4
 DRIFT_MIN_ROWS = 100
 
 
-def feature_profile(df: DataFrame, *, bins: int = 10) -> dict[str, Any]:
-    """The training distribution of every feature, for the population stability index at scoring.
+def profile_and_statistics(df: DataFrame, *, bins: int = 10) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The training distribution of every feature (its profile, for the population stability index
+    at scoring) and the per-feature statistics of ``df``, in two passes (not eight): one for the
+    statistics, bin edges and categories, one for the counts per bin.
 
     Numeric features get quantile bin edges plus a ``missing`` bin; categorical ones their
     categories (anything else at scoring falls in ``other``). Fractions are of all rows.
     """
-    return profile_and_statistics(df, bins=bins)[0]
-
-
-def profile_and_statistics(df: DataFrame, *, bins: int = 10) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """:func:`feature_profile` and :func:`evaluation.feature_statistics` of ``df`` in two passes (not eight):
-    one for the statistics, bin edges and categories, one for the counts per bin."""
     deciles = [round(i / bins, 10) for i in range(1, bins)]
     probabilities = sorted(set(deciles) | set(QUARTILES))
     row = summary(df, probabilities)
@@ -109,7 +105,7 @@ class BinCodes:
     limit (``spark.sql.codegen.maxFields``) and run the aggregate interpreted, much slower.
 
     Args:
-        profile: A :func:`feature_profile`.
+        profile: A :func:`profile_and_statistics` profile.
         offset: The first code: smaller ones are the caller's own.
     """
 
@@ -254,7 +250,7 @@ def monitor(scored: DataFrame, *, unseen: Column, profile: dict[str, Any] | None
     Args:
         scored: Validated (``REASON`` column) and scored (``prediction``) rows.
         unseen: Boolean Column: the row's SEX is unknown to the model.
-        profile: The training run's :func:`feature_profile`; ``None``: drift is not scored.
+        profile: The training run's :func:`profile_and_statistics` profile; ``None``: drift is not scored.
         threshold: Population stability index above which a feature counts as drifted.
     """
     valid = F.col(REASON).isNull()

@@ -71,11 +71,6 @@ def summary(df: DataFrame, probabilities: list[float]) -> dict[str, Any]:
 _QUANTILE_ACCURACY = 1000
 
 
-def feature_statistics(df: DataFrame) -> list[dict[str, Any]]:
-    """Count, missing %, mean, std, min, quartiles and max of each numeric feature (one pass)."""
-    return statistics(summary(df, list(QUARTILES)), list(QUARTILES))
-
-
 def statistics(row: dict[str, Any], probabilities: list[float]) -> list[dict[str, Any]]:
     """The per-feature statistics rows of a :func:`summary` row computed with ``probabilities``."""
     at = {p: probabilities.index(p) for p in QUARTILES}

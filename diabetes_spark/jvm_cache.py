@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,8 @@ ENV_JVM_CACHE = "DIABETES_SPARK_JVM_CACHE"
 #: JVM option with any class-data archive: a missing or stale archive only means a slower start, so
 #: the JVM's notes about it (printed on stdout, where the CLI's JSON goes) are turned off.
 QUIET_CDS = "-Xlog:cds*=off"
+#: The most seconds a command's exit waits for its JVM to finish writing the class-data archive.
+ARCHIVE_WAIT_SECONDS = 30
 
 
 def _java() -> str | None:
@@ -138,7 +141,7 @@ def fetch_jars(extra_packages: list[str], *, timeout: float = 900.0) -> list[str
     Raises:
         ConfigurationError: The resolution failed (no network to Maven Central, a bad coordinate).
     """
-    import subprocess
+
     import sys
     import tempfile
 
@@ -214,7 +217,7 @@ def _finish_recording(partial: Path, target: Path) -> None:
     if process is None:  # no JVM was started: nothing was recorded
         partial.unlink(missing_ok=True)
         return
-    _log.warning("recording the JVM's class-data archive %s (once; later local starts are faster)", target)
+    _log.info("recording the JVM's class-data archive %s (once; later local starts are faster)", target)
     context = SparkContext._active_spark_context
     if context is not None:
         context.stop()
@@ -222,8 +225,10 @@ def _finish_recording(partial: Path, target: Path) -> None:
     if process.stdin is not None:
         process.stdin.close()  # the JVM exits when its stdin closes (PythonGatewayServer)
     try:
-        code = process.wait(timeout=600)
-    except Exception:  # still writing after ten minutes: leave it, keep nothing
+        code = process.wait(timeout=ARCHIVE_WAIT_SECONDS)
+    except subprocess.TimeoutExpired:  # the command's exit is not held longer: stop it, keep nothing
+        process.kill()
+        process.wait()
         code = None
     if code == 0 and partial.is_file() and partial.stat().st_size > 0:
         os.replace(partial, target)

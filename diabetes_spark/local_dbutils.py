@@ -1,7 +1,7 @@
-"""``dbutils`` off Databricks: widgets, secrets from the environment, ``fs`` basics, ``notebook.exit``.
+"""``dbutils`` off Databricks: widgets, secrets from the environment, ``notebook.exit``.
 
-On Databricks :func:`get_dbutils` returns the runtime's own; elsewhere a :class:`LocalDbutils`, so
-the notebooks run unchanged. Local secrets are environment variables (:func:`secret_env_name`).
+The notebook runner hands a :class:`LocalDbutils` to notebooks it runs off Databricks, so they run
+unchanged. Local secrets are environment variables (:func:`secret_env_name`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from diabetes_spark.runtime import is_databricks
@@ -92,45 +91,6 @@ class _Secrets:
         )
 
 
-class _Fs:
-    """``dbutils.fs`` basics on the local file system (``dbfs:/`` and ``file:`` prefixes accepted)."""
-
-    @staticmethod
-    def _local(path: str) -> Path:
-        return Path(re.sub(r"^(dbfs:|file:)", "", path))
-
-    def ls(self, path: str) -> list[str]:
-        return sorted(str(p) for p in self._local(path).iterdir())
-
-    def mkdirs(self, path: str) -> bool:
-        self._local(path).mkdir(parents=True, exist_ok=True)
-        return True
-
-    def put(self, path: str, contents: str, overwrite: bool = False) -> bool:
-        target = self._local(path)
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(contents, encoding="utf-8")
-        return True
-
-    def head(self, path: str, maxBytes: int = 65536) -> str:  # noqa: N803 - Databricks' name
-        with open(self._local(path), encoding="utf-8") as f:
-            return f.read(maxBytes)
-
-    def rm(self, path: str, recurse: bool = False) -> bool:
-        import shutil
-
-        target = self._local(path)
-        if target.is_dir():
-            if not recurse:
-                raise IsADirectoryError(f"{path} is a directory; pass recurse=True")
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        return True
-
-
 class _Notebook:
     def exit(self, value: str) -> None:
         raise NotebookExit(value)
@@ -152,18 +112,8 @@ class LocalDbutils:
     def __init__(self, widgets: Mapping[str, str] | None = None, *, secrets: Any = None) -> None:
         self.widgets = _Widgets(widgets or {})
         self.secrets = secrets if secrets is not None else _Secrets()
-        self.fs = _Fs()
         self.notebook = _Notebook()
         self.library = _Library()
-
-
-def get_dbutils(spark: Any, widgets: Mapping[str, str] | None = None) -> Any:
-    """Databricks' own ``dbutils`` on Databricks, else a :class:`LocalDbutils` with ``widgets``."""
-    if is_databricks():
-        from pyspark.dbutils import DBUtils  # type: ignore[import-not-found]
-
-        return DBUtils(spark)
-    return LocalDbutils(widgets)
 
 
 def runner_secrets() -> Any:

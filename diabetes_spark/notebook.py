@@ -271,7 +271,9 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
     The notebooks are those in ``notebooks`` when it holds them, else the ones shipped in the wheel.
 
     Returns:
-        The three summaries, where the tables are, and the command that opens the MLflow UI.
+        The three summaries, where the tables are, the command that starts the MLflow UI, and the
+        address of the runs in its model-training view (MLflow 3's UI otherwise opens an experiment
+        in its GenAI view).
     """
     from diabetes_spark import jobs
 
@@ -300,4 +302,10 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
             "prediction_rejects": predictions + "_rejects",
         },
         "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{(home / 'mlflow.db').resolve()}",
+        "mlflow_runs": experiment_runs_url(json.loads(train or "{}").get("experiment_id", "")),
     }
+
+
+def experiment_runs_url(experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's page of an experiment's runs, in its model-training view."""
+    return f"{ui}/#/experiments/{experiment_id}?workflowType=machine_learning"

@@ -251,14 +251,23 @@ def history(spark: SparkSession, ref: TableRef, *, limit: int | None = None) -> 
 
 
 def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
-    """The latest version of a Delta table, or ``None`` when ``ref`` is not a Delta table (one
-    ``DESCRIBE HISTORY`` of a path: it fails for anything but a Delta table)."""
+    """The latest version of a Delta table, or ``None`` when ``ref`` is not a Delta table or does not
+    exist (one ``DESCRIBE HISTORY`` of a path: it fails for anything but a Delta table). Any other
+    failure (no access, an unreachable store) propagates: it must not read as "no table"."""
     if ref.kind in ("csv", "parquet") or (ref.kind == "table" and not spark.catalog.tableExists(ref.location)):
         return None
     try:
         row = history(spark, ref, limit=1).select("version").first()
-    except Exception:
-        if ref.kind == "table":
-            raise  # an existing catalog table that is not Delta: not ours to hide
-        return None  # not a Delta table, a nonexistent or an unreachable path
+    except spark_failures() as e:
+        if ref.kind == "table" or not _not_a_delta_table(e):  # an existing catalog table that is not Delta, too
+            raise
+        return None
     return None if row is None else int(row[0])
+
+
+#: Error classes of ``DESCRIBE HISTORY`` on a path that holds no Delta table (missing, a folder or a file).
+_NO_DELTA_TABLE = ("DELTA_TABLE_ONLY_OPERATION", "DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND", "PATH_NOT_FOUND")
+
+
+def _not_a_delta_table(error: Exception) -> bool:
+    return error_condition(error) in _NO_DELTA_TABLE or _is_missing_path(error)

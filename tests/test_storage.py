@@ -153,6 +153,19 @@ def test_reading_a_missing_input_is_a_clear_error(spark, tmp_path: Path) -> None
     assert storage.delta_version(spark, storage.resolve(str(tmp_path / "nope"))) is None
 
 
+def test_delta_version_is_none_only_where_there_is_no_delta_table(spark, tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x.csv").write_text("a\n1\n")
+    (tmp_path / "file").write_text("not a table")
+    for path in (tmp_path / "nope", tmp_path / "folder", tmp_path / "file"):
+        assert storage.delta_version(spark, TableRef("delta", str(path))) is None, path
+    # A store that cannot be reached is not "no table": the writer would otherwise create one anew.
+    with pytest.raises(errors.spark_failures()):
+        storage.delta_version(spark, TableRef("delta", "nosuchscheme://bucket/table"))
+    with pytest.raises(errors.spark_failures()):
+        storage.table_exists(spark, TableRef("delta", "nosuchscheme://bucket/table"))
+
+
 def test_writing_to_a_csv_is_refused(spark, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot write Delta to the csv file"):
         delta_writes.write_delta(spark.range(1), storage.resolve(str(tmp_path / "x.csv")))

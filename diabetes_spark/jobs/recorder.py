@@ -1,0 +1,97 @@
+"""One job run's record: its steps as telemetry spans, its numbers to MLflow's run and to telemetry
+in one call. The jobs call it once per step, so their bodies show the data path, not bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from diabetes_spark._version import __version__
+from diabetes_spark.telemetry import start as start_telemetry
+
+if TYPE_CHECKING:
+    import logging
+
+    from diabetes_spark.telemetry import Telemetry
+
+
+class Recorder:
+    """Steps, dimensions, metrics and tags of one job run; see :func:`recording`."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self._tracking = False  # inside run(): numbers go to MLflow as well
+
+    def step(self, name: str, **attributes: Any) -> AbstractContextManager[logging.Logger]:
+        """Time the step ``name`` as a telemetry span; yields its logger."""
+        return self.telemetry.span(name, **attributes)
+
+    def log(self) -> logging.Logger:
+        """The job's logger (its records go to the console and to telemetry)."""
+        return self.telemetry.logger()
+
+    def identify(self, **dimensions: str) -> None:
+        """Dimensions of every later telemetry record (model, version, batch, MLflow ids)."""
+        self.telemetry.set_dimensions(**dimensions)
+
+    def record(self, metrics: Mapping[str, Any], *, rows: int | None = None) -> None:
+        """``metrics`` to the MLflow run (inside :meth:`run`) and to telemetry; ``rows`` is what the
+        current step handled, for its console line."""
+        if self._tracking:
+            import mlflow
+
+            mlflow.log_metrics(dict(metrics))
+        self.telemetry.record(metrics)
+        if rows is not None:
+            self.rows(rows)
+
+    def rows(self, count: int) -> None:
+        """The rows the current step handled, for its console line."""
+        self.telemetry.rows(count)
+
+    def params(self, values: Mapping[str, Any]) -> None:
+        """More parameters of the MLflow run (what a step found: input width, tuned values)."""
+        import mlflow
+
+        mlflow.log_params(dict(values))
+
+    def tag(self, **tags: str) -> None:
+        """Tags of the MLflow run."""
+        import mlflow
+
+        mlflow.set_tags(tags)
+
+    @contextmanager
+    def run(
+        self, experiment_id: str, name: str, *, tags: Mapping[str, str], params: Mapping[str, Any]
+    ) -> Iterator[str]:
+        """An MLflow run of ``experiment_id`` for the block, tagged and with ``params`` logged; yields its id.
+        It ends FINISHED, or FAILED when the block raises."""
+        import mlflow
+
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+            self.identify(mlflow_run_id=run.info.run_id)
+            mlflow.set_tags({**tags, "diabetes_spark_version": __version__})
+            mlflow.log_params(dict(params))
+            self._tracking = True
+            try:
+                yield run.info.run_id
+            finally:
+                self._tracking = False
+
+
+@contextmanager
+def recording(given: Telemetry | None, component: str, backend: str = "") -> Iterator[Recorder]:
+    """A recorder over the caller's telemetry (the caller closes it), or over one started from the
+    environment on ``backend`` (empty: the environment's) and closed here. Either way a failure is
+    sent once, with its stack trace, and marks the run failed."""
+    if given is None:
+        with start_telemetry(component, backend=backend) as own:
+            yield Recorder(own)
+        return
+    try:
+        yield Recorder(given)
+    except BaseException as error:
+        given.fail(error)
+        raise

@@ -1,0 +1,180 @@
+"""The batch-scoring job: read, validate, score with a registered model, write predictions with
+lineage and rejects with reasons (once per batch), and record counts, statistics and drift."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from diabetes_spark import drift, registry, schemas, scoring, spark_models, storage
+from diabetes_spark.errors import ReconciliationError
+from diabetes_spark.jobs import tables
+from diabetes_spark.jobs.recorder import Recorder, recording
+from diabetes_spark.registry import MlflowLocation
+from diabetes_spark.runtime import local_home
+from diabetes_spark.telemetry import COMPONENT_SCORE
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from diabetes_spark.params import ScoreParams
+    from diabetes_spark.storage import TableRef
+    from diabetes_spark.telemetry import Telemetry
+
+
+def run_batch_scoring(
+    spark: SparkSession,
+    params: ScoreParams,
+    *,
+    home: Path | None = None,
+    mlflow_location: MlflowLocation | None = None,
+    telemetry: Telemetry | None = None,
+) -> dict[str, Any]:
+    """Score a table with a registered model and write predictions with lineage, once per batch.
+
+    The model version is resolved once (by number, or by alias, default ``champion``). Rejected
+    rows go to ``params.rejects`` (default ``<output>_rejects``) with their reasons. Predictions and
+    rejects of ``batch_id`` replace earlier rows of that batch atomically (Delta ``replaceWhere``),
+    so a rerun never duplicates. Counts, prediction statistics and drift come from one pass
+    (:func:`drift.monitor`), and ``rows_in == rows_scored + rows_rejected`` is checked before
+    anything is written. Everything is logged to an MLflow run of ``params.experiment``.
+
+    Args: as :func:`~diabetes_spark.jobs.train.run_training`; the telemetry's spans are ``read``,
+        ``load_model``, ``validate``, ``score`` and ``write``.
+
+    Returns:
+        ``{"rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "output",
+        "rejects_table", "run_id", "unseen_sex", "drift", "drifted_features"}``; ``drift`` maps each
+        feature to its stability index, or says why drift was not judged (too few rows).
+    """
+    location = mlflow_location or MlflowLocation.from_environment(home or local_home())
+    with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active():
+        registry.check_model_name(params.model_name)
+        source, output = storage.resolve(params.input), storage.resolve(params.output)
+        rejects = tables.rejects_table(params.rejects, output)
+        record.identify(model_name=params.model_name)
+        resolved = registry.resolve_version(params.model_name, version=params.model_version, alias=params.model_alias)
+        record.identify(model_version=resolved.version)
+        experiment_id = location.ensure_experiment(params.experiment)
+        record.identify(mlflow_experiment_id=experiment_id)
+        with record.step("read", source=str(source)):
+            raw = storage.read_table(spark, source, pinned=True)  # every pass below reads the same rows
+            scoring.check_input_columns(raw.columns)
+            batch_id = params.batch_id or storage.default_batch_id(spark, source, raw)
+        record.identify(batch_id=batch_id)
+        run_params = {**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version}
+        tags = {"job": "batch_score", "batch_id": batch_id}
+        with record.run(experiment_id, f"score-{batch_id}", tags=tags, params=run_params) as run_id:
+            with record.step("load_model", model_uri=resolved.uri):
+                model, compiled, unseen = load_scorer(spark, resolved, params.dfs_tmpdir)
+                record.tag(scoring_path="column_expression" if compiled is not None else "pipeline_transform")
+            with record.step("validate"):
+                annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
+            # Not cached: re-reading the pinned input and scoring it again is cheaper than a cache.
+            scored = scoring.reject_non_finite(scoring.predict(annotated, model, compiled=compiled))
+            with record.step("score") as log:  # Spark is lazy: this one pass validates, scores and counts
+                profile = registry.training_profile(resolved, log)
+                report = drift.monitor(scored, unseen=unseen, profile=profile, threshold=params.drift_threshold)
+                counts = {"rows_in": report.rows_in, "rows_scored": report.rows_scored}
+                record.record({**counts, "rows_rejected": report.rows_rejected}, rows=report.rows_in)
+                check_counts(scored, report, limit=params.max_reject_fraction, source=source)
+                if not report.judged:
+                    log.info("drift %s", _not_judged(report))
+            with record.step("write", output=str(output)):
+                now = datetime.now(timezone.utc).replace(tzinfo=None)
+                lineage = scoring.Lineage(resolved.name, resolved.version, batch_id, now, run_id)
+                written = write_batch(spark, scored, report, lineage, output=output, rejects=rejects, source=source)
+                record.rows(written + report.rows_rejected)
+            record_batch(record, report, written=written, threshold=params.drift_threshold)
+    return {
+        "rows_in": report.rows_in,
+        "rows_scored": report.rows_scored,
+        "rows_rejected": report.rows_rejected,
+        "model_version": resolved.version,
+        "batch_id": batch_id,
+        "output": str(output),
+        "rejects_table": str(rejects),
+        "run_id": run_id,
+        "unseen_sex": report.unseen_sex,
+        "drift": report.drift if report.judged else f"not judged: {_not_judged(report)}",
+        "drifted_features": report.drifted,
+    }
+
+
+def _not_judged(report: drift.BatchReport) -> str:
+    return f"{report.rows_scored} rows scored, fewer than {drift.DRIFT_MIN_ROWS}"
+
+
+def load_scorer(
+    spark: SparkSession, resolved: registry.ResolvedModel, dfs_tmpdir: str = ""
+) -> tuple[Any, Column | None, Column]:
+    """``(PipelineModel or None, compiled Column or None, unseen-SEX Column)`` of a resolved version.
+
+    A linear model's folded coefficients travel in its metadata: no ``PipelineModel`` load then.
+    """
+    spec = registry.model_metadata(resolved).get(scoring.LINEAR_SPEC)
+    model = None if spec else spark_models.load_model(spark, resolved, dfs_tmpdir=dfs_tmpdir)
+    compiled = scoring.spec_column(spec) if spec else scoring.compile_linear(model)
+    labels = list(spec["sex_weights"]) if spec else scoring.category_labels(model)
+    return model, compiled, scoring.unseen_category(labels)
+
+
+def check_counts(scored: DataFrame, report: drift.BatchReport, *, limit: float, source: TableRef) -> None:
+    """Nothing is written unless rows in = scored + rejected, and the rejected share is within ``limit``."""
+    if report.rows_in != report.rows_scored + report.rows_rejected:
+        raise ReconciliationError(
+            f"{report.rows_in} rows in but {report.rows_scored} scored + {report.rows_rejected} rejected; "
+            "nothing was written"
+        )
+    schemas.check_reject_fraction(scored, report.rows_in, report.rows_rejected, limit=limit, source=str(source))
+
+
+def write_batch(
+    spark: SparkSession,
+    scored: DataFrame,
+    report: drift.BatchReport,
+    lineage: scoring.Lineage,
+    *,
+    output: TableRef,
+    rejects: TableRef,
+    source: TableRef,
+) -> int:
+    """Replace the batch's predictions, then its rejects; returns the predictions written."""
+    replace = f"batch_id = '{lineage.batch_id}'"
+    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
+    # With no rejects counted in the pinned input, every row is written: validity is not evaluated again.
+    valid = scored.drop(schemas.REASON, schemas.RECORD) if report.rows_rejected == 0 else schemas.valid_rows(scored)
+    predictions = scoring.with_lineage(valid, lineage)
+    properties = scoring.PREDICTIONS_TABLE_PROPERTIES
+    written = tables.write(
+        predictions, output, expected=report.rows_scored, merge_schema=True, table_properties=properties, **layout
+    )
+    if (
+        report.rows_rejected == 0
+        and storage.table_exists(spark, rejects)
+        and not storage.holds_rows(spark, rejects, replace)
+    ):
+        return written  # no rejects, and none of this batch to replace
+    rejected = schemas.rejected_rows(scored, source=str(source), batch_id=lineage.batch_id)
+    if report.rows_rejected == 0:  # known from the counts: no pass over the input to find none
+        rejected = rejected.limit(0)
+    tables.write(rejected, rejects, expected=report.rows_rejected, **layout)
+    return written
+
+
+def record_batch(record: Recorder, report: drift.BatchReport, *, written: int, threshold: float) -> None:
+    """The batch's prediction statistics, drift and written rows; a warning on drift."""
+    metrics = {"unseen_sex": report.unseen_sex, **{k: v for k, v in report.statistics.items() if v is not None}}
+    metrics.update({f"psi_{feature}": value for feature, value in report.drift.items()})
+    record.record({**metrics, "rows_written": written})
+    record.tag(drifted_features=",".join(report.drifted) or "none")
+    if report.drifted:
+        record.log().warning(
+            "drift: population stability index above %g for %s (%s)",
+            threshold,
+            ", ".join(report.drifted),
+            ", ".join(f"{f}={report.drift[f]:.3f}" for f in report.drifted),
+        )
