@@ -37,7 +37,9 @@ DEFAULT_PORT = 15002
 #: Spark versions (major.minor) of the tested Databricks LTS ML runtimes: 15.4 and 16.4 (3.5), 17.3
 #: (4.0), 18 (4.1). Another version gets a warning at start, not a refusal.
 SUPPORTED_SPARK = ("3.5", "4.0", "4.1")
-_CONNECT_HELP = "start one (diabetes-spark connect-server, see the README) or unset SPARK_REMOTE to run local Spark"
+_CONNECT_HELP = (
+    "start one (diabetes-spark connect-server, see docs/spark-connect.md) or unset SPARK_REMOTE to run local Spark"
+)
 
 #: Settings the jobs need on any cluster (also in the job clusters' ``spark_conf``, ``resources/``).
 #: Validation and scoring make one wide expression per row; whole-stage codegen turns it into a Java
