@@ -6,7 +6,7 @@ are the map of where a change goes:
 
 * entry points: ``jobs`` (the three jobs, as named steps), ``steps`` (the steps' bodies),
   ``notebook`` (the notebooks' context, local runner, demo), ``cli`` (the console script) and
-  ``deploy`` (``setup-secrets``, ``jobs-json``);
+  ``deploy`` (``setup-secrets``);
 * where code runs: ``session`` (the Spark session: Databricks', Spark Connect's or local),
   ``connect_server`` (Spark Connect checks, a local server), ``jvm_cache`` (local start-up cache),
   ``local_dbutils`` (``dbutils`` off Databricks), ``redaction`` (secrets out of everything);

@@ -518,7 +518,11 @@ def test_the_deployment_guide_names_every_variable_job_experiment_and_secret_var
         assert f"`{name}`" in guide, f"docs/deploy.md does not mention {name}"
     for env, _ in secrets.SECRET_ENVIRONMENT.values():
         assert env in guide
-    for command in ("databricks bundle deploy -t dev", "diabetes-spark setup-secrets", "jobs-json"):
+    for command in (
+        "databricks bundle deploy -t dev",
+        "diabetes-spark setup-secrets",
+        "databricks bundle validate -t prod -o json",
+    ):
         assert command in guide, command
     for privilege in ("USE CATALOG", "USE SCHEMA", "CREATE TABLE", "SELECT", "MODIFY", "READ VOLUME", "WRITE VOLUME"):
         assert privilege in guide, privilege
