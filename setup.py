@@ -33,13 +33,8 @@ OPENTELEMETRY = [
     "azure-identity>=1.17",
 ]
 
-# The deploy-time commands: setup-secrets (databricks-sdk), jobs-json (pyyaml, databricks-bundles' typed
-# models). Lower bounds: the versions the tests ran with.
-DEPLOY = [
-    "databricks-sdk>=0.162",
-    "databricks-bundles>=1.22.1",
-    "pyyaml>=6.0.4",
-]
+# The deploy-time command setup-secrets. Lower bound: the version the tests ran with.
+DEPLOY = ["databricks-sdk>=0.162"]
 
 setup(
     name="diabetes_spark",
@@ -72,13 +67,16 @@ setup(
     ],
     extras_require={
         "local": LOCAL,
-        # The deploy-time commands (setup-secrets, jobs-json), run where you deploy from, never on a cluster.
+        # The deploy-time command (setup-secrets), run where you deploy from, never on a cluster.
         "deploy": DEPLOY,
         # pip install diabetes_spark[opentelemetry] for telemetry_backend=opentelemetry
         "opentelemetry": OPENTELEMETRY,
         "test": [
             *DEPLOY,
             *OPENTELEMETRY,
+            # tests/test_bundle.py reads the bundle's YAML and checks it with databricks-bundles' typed models.
+            "databricks-bundles>=1.22.1",
+            "pyyaml>=6.0.4",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "chispa>=0.10",

@@ -1,8 +1,8 @@
 """The ``diabetes-spark`` console script (also ``python -m diabetes_spark``): the one command line.
 
 Job subcommands take the flags generated from their params dataclass (``model_name`` ->
-``--model-name``); ``notebook`` and ``demo`` run the notebooks locally; ``setup-secrets`` and
-``jobs-json`` are the deploy-time commands of :mod:`diabetes_spark.deploy`. Each prints a summary
+``--model-name``); ``notebook`` and ``demo`` run the notebooks locally; ``setup-secrets`` is the
+deploy-time command of :mod:`diabetes_spark.deploy`. Each prints a summary
 (one JSON line on stdout with ``--json``) and exits 0; on error it prints one line on stderr and
 exits 2 for a problem the user can fix (a :class:`DiabetesSparkError`), 1 for a bug.
 """
@@ -19,7 +19,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from diabetes_spark import __version__, params
-from diabetes_spark.deploy import bundle, secrets
+from diabetes_spark.deploy import secrets
 from diabetes_spark.errors import DiabetesSparkError, one_line
 from diabetes_spark.jvm_cache import recording_class_archive
 from diabetes_spark.runtime import environment
@@ -131,7 +131,7 @@ _JOBS: dict[str, tuple[type, Command, tuple[str, ...], str]] = {
     ),
 }
 #: Deploy-time subcommands: each module has ``HELP``, ``add_arguments(parser)`` and ``run(args)``.
-_DEPLOY = {"setup-secrets": secrets, "jobs-json": bundle}
+_DEPLOY = {"setup-secrets": secrets}
 
 _COMMANDS: dict[str, Command] = {
     **{name: spec[1] for name, spec in _JOBS.items()},

@@ -1,9 +1,10 @@
-"""The Databricks Asset Bundle, the notebooks and params.py agree; the Jobs API 2.1 JSON route matches.
+"""The Databricks Asset Bundle, the notebooks and params.py agree, read offline from the raw YAML.
 
-Offline: the raw YAML is checked with databricks-bundles' typed models (``Job``, ``MlflowExperiment``),
-which reject unknown fields and wrong types; then variables are substituted the way the Databricks CLI
-does for each target (with a placeholder deploying user), and every job is checked again, substituted.
-The jobs-json route reads a copy of the bundle with built wheels in ``dist/``, as ``bundle deploy`` would.
+Every job and experiment is checked with databricks-bundles' typed models (``Job``,
+``MlflowExperiment``), which reject unknown fields and wrong types; the jobs' parameters with the
+notebooks' widgets and ``diabetes_spark/params.py``; the timeouts with what the retries can use;
+the schedules as Quartz cron. Resolving the bundle (variables, workspace paths, the wheel's upload)
+is the Databricks CLI's work: ``databricks bundle validate -t <target>`` checks it against a workspace.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.metadata
-import json
 import re
-import shutil
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,23 +24,21 @@ from databricks.bundles.experiments import MlflowExperiment
 from databricks.bundles.jobs import Job
 
 from diabetes_spark import __version__, cli, params
-from diabetes_spark.deploy import bundle as deploy_bundle  # `bundle` is the fixture below
-from diabetes_spark.deploy import cron, models, secrets, uploads
-from diabetes_spark.errors import ConfigurationError
+from diabetes_spark.deploy import secrets
 from diabetes_spark.notebook import NOTEBOOKS
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 from diabetes_spark.session import JOB_SPARK_CONF
+from tests.quartz import check_quartz_cron
 
 ROOT = Path(__file__).resolve().parent.parent
-USER = "deployer@example.com"
-SERVICE_PRINCIPAL = "6f0c2c3e-0000-4000-8000-00000000beef"
-#: What prod needs on top of its target values: the alert address, the run-as principal, the operators.
-PROD_VARS = {"alert_email": "ops@example.com", "service_principal": SERVICE_PRINCIPAL, "operators_group": "ml-ops"}
+RESOURCES = ROOT / "resources"
 NOTEBOOK_PARAMS = {
     "diabetes_orchestrator_train.py": params.TrainParams,
     "diabetes_orchestrator_batch_score.py": params.ScoreParams,
 }
 WIDGET = re.compile(r'^dbutils\.widgets\.text\("([^"]+)", "([^"]*)"\)', re.MULTILINE)
+#: A bundle reference, ``${var.name}``, ``${resources.experiments.<key>.name}``, ...
+REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 #: The serverless variant of batch scoring: a Python wheel task whose console script runs the scoring notebook.
 SERVERLESS = "diabetes_batch_scoring_serverless"
 #: The jobs on a job cluster (notebook tasks with the wheel as a task library).
@@ -78,57 +75,33 @@ DEPLOYMENT_WIDGETS: dict[str, str | dict[str, str]] = {
     "output": "${var.predictions}",
     "experiment": {job: f"${{resources.experiments.{key}.name}}" for job, key in JOB_EXPERIMENT.items()},
     "model_name": f"{UC}.diabetes_progression",
+    # job.run_id, not task.run_id: every retry of a run scores the same batch, so it replaces its rows.
     "batch_id": "{{job.run_id}}",
     "dfs_tmpdir": f"{VOLUME}/mlflow_tmp",
 }
-WHEEL = f"diabetes_spark-{__version__}-py3-none-any.whl"
 
 
 @pytest.fixture(scope="module")
-def bundle() -> dict[str, Any]:
-    return deploy_bundle.load_bundle(ROOT)
+def config() -> dict[str, Any]:
+    """databricks.yml as written."""
+    return yaml.safe_load((ROOT / "databricks.yml").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
 def raw() -> dict[str, dict[str, dict[str, Any]]]:
     """resource type -> key -> mapping, read straight from resources/*.yml (no substitution)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in sorted((ROOT / "resources").glob("*.yml")):
+    for path in sorted(RESOURCES.glob("*.yml")):
         for kind, specs in yaml.safe_load(path.read_text(encoding="utf-8"))["resources"].items():
+            twice = set(specs) & set(out.get(kind, {}))
+            assert not twice, f"{kind} {twice} defined twice (again in {path.name})"
             out.setdefault(kind, {}).update(specs)
     return out
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the bundle after its artifact build: dist/ holds this version's wheel and an older one."""
-    root = tmp_path_factory.mktemp("bundle")
-    shutil.copy(ROOT / "databricks.yml", root)
-    for folder in ("resources", "notebooks"):
-        shutil.copytree(ROOT / folder, root / folder)
-    (root / "dist").mkdir()
-    for name in ("diabetes_spark-0.0.9-py3-none-any.whl", WHEEL):
-        (root / "dist" / name).write_bytes(b"")
-    return root
-
-
-@pytest.fixture(scope="module")
-def resolved(bundle_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """target -> job key -> JobSettings dict (prod needs its required variables)."""
-    copied = deploy_bundle.load_bundle(bundle_dir)
-    return {
-        "dev": deploy_bundle.job_settings(copied, "dev", user=USER),
-        "prod": deploy_bundle.job_settings(copied, "prod", user=USER, variables=PROD_VARS),
-    }
-
-
-def _tasks(bundle: dict[str, Any]) -> list[tuple[str, dict[str, Any], Path]]:
-    """(job key, task, YAML folder) for every task of the raw bundle."""
-    return [
-        (key, task, Path(job["__file__"]).parent)
-        for key, job in bundle["resources"]["jobs"].items()
-        for task in job["tasks"]
-    ]
+def _tasks(raw: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """(job key, task) for every task of the bundle."""
+    return [(key, task) for key, job in raw["jobs"].items() for task in job["tasks"]]
 
 
 def _widgets(task: dict[str, Any]) -> dict[str, str]:
@@ -141,10 +114,10 @@ def _widgets(task: dict[str, Any]) -> dict[str, str]:
     return widgets
 
 
-def _notebook(task: dict[str, Any], folder: Path) -> Path:
-    """The notebook a task runs: its notebook_path, or the wheel's shipped notebook it names."""
+def _notebook(task: dict[str, Any]) -> Path:
+    """The notebook a task runs: its notebook_path (relative to resources/), or the wheel's shipped one it names."""
     if "notebook_task" in task:
-        return (folder / task["notebook_task"]["notebook_path"]).resolve()
+        return (RESOURCES / task["notebook_task"]["notebook_path"]).resolve()
     command, name = task["python_wheel_task"]["parameters"][:2]
     assert command == "notebook", command
     return ROOT / "notebooks" / NOTEBOOKS[name]  # setup.py ships notebooks/ as diabetes_spark._notebooks
@@ -160,14 +133,32 @@ def _retry_budget(task: dict[str, Any]) -> float:
     return task["timeout_seconds"] * (retries + 1) + retries * task.get("min_retry_interval_millis", 0) / 1000
 
 
-def test_the_bundle_defines_its_jobs_and_experiments_from_resources(bundle: dict[str, Any]) -> None:
-    assert set(bundle["resources"]["jobs"]) == JOB_KEYS
-    assert set(bundle["resources"]["experiments"]) == set(JOB_EXPERIMENT.values())
-    for kind in ("jobs", "experiments"):
-        assert {Path(s["__file__"]).parent for s in bundle["resources"][kind].values()} == {ROOT / "resources"}
-    assert set(bundle["targets"]) == {"dev", "prod"}
-    assert bundle["targets"]["dev"]["mode"] == "development"
-    assert bundle["targets"]["prod"]["mode"] == "production"
+def _references(value: Any) -> Iterator[str]:
+    """The name inside every ``${...}`` in ``value``, recursively."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+    elif isinstance(value, str):
+        yield from REFERENCE.findall(value)
+
+
+def _target_variables(config: dict[str, Any], target: str) -> dict[str, Any]:
+    return config["targets"][target].get("variables") or {}
+
+
+def test_the_bundle_defines_its_jobs_and_experiments_in_resources(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    assert config["include"] == ["resources/*.yml"]
+    assert "resources" not in config, "resources belong in resources/*.yml, where these tests read them"
+    assert set(raw["jobs"]) == JOB_KEYS
+    assert set(raw["experiments"]) == set(JOB_EXPERIMENT.values())
+    assert set(config["targets"]) == {"dev", "prod"}
+    assert config["targets"]["dev"]["mode"] == "development"
+    assert config["targets"]["prod"]["mode"] == "production"
 
 
 def test_every_raw_job_and_experiment_passes_the_databricks_bundles_models(
@@ -191,11 +182,18 @@ def test_every_raw_job_and_experiment_passes_the_databricks_bundles_models(
         ("jobs", None, lambda s: s.update(timeout_seconds="4h"), "invalid literal for int()"),
         ("jobs", None, lambda s: s["tasks"][0].update(libraries="../dist/*.whl"), "Unexpected type"),
         ("jobs", None, lambda s: s["queue"].update(enabled="sometimes"), "Unexpected type"),
+        ("jobs", None, lambda s: s["schedule"].update(pause_status="PAUSD"), "'PAUSD' is not a valid PauseStatus"),
         (
             "jobs",
             "job_clusters",
             lambda s: s["job_clusters"][0]["new_cluster"].update(data_security_mode="SINGLE"),
             "DataSecurityMode",
+        ),
+        (
+            "jobs",
+            "job_clusters",
+            lambda s: s["tasks"][0]["notebook_task"].update(base_paramaters={}),
+            "Unexpected field 'base_paramaters' for class NotebookTask",
         ),
         (
             "jobs",
@@ -223,64 +221,39 @@ def test_an_unknown_field_or_a_wrong_type_fails_the_typed_models(
     raw: dict[str, dict[str, dict[str, Any]]], kind: str, needs: str | None, change: Any, message: str
 ) -> None:
     model = {"jobs": Job, "experiments": MlflowExperiment}[kind]
-    check = {"jobs": models.check_job_settings, "experiments": models.check_experiment}[kind]
     specs = {key: spec for key, spec in raw[kind].items() if needs is None or needs in spec}
     assert specs, f"no {kind[:-1]} has {needs}"
-    for key, spec in specs.items():
+    for spec in specs.values():
         broken = copy.deepcopy(spec)
         change(broken)
         with pytest.raises(ValueError, match=re.escape(message)):
-            model.from_dict(copy.deepcopy(broken))
-        with pytest.raises(ConfigurationError, match=re.escape(f"{key} is not a valid")) as info:
-            check(broken, where=key)
-        assert message in str(info.value)
+            model.from_dict(broken)
 
 
-@pytest.mark.parametrize("target", ["dev", "prod"])
-def test_every_substituted_job_passes_the_typed_model_without_losing_a_field(
-    resolved: dict[str, dict[str, dict[str, Any]]], target: str
+def test_every_reference_names_a_declared_variable_or_experiment(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    for key, spec in resolved[target].items():
-        job = models.check_job_settings(spec, where=key)
-        assert isinstance(job, Job)
-        assert job.as_dict() == spec
-        assert "${" not in json.dumps(spec), f"unresolved variable in {key}"
+    known = {"bundle.name", "bundle.target", "workspace.current_user.userName"}
+    known |= {f"var.{name}" for name in config["variables"]}
+    known |= {f"resources.experiments.{key}.name" for key in raw["experiments"]}
+    used = set(_references(config)) | set(_references(raw))
+    assert used - known == set(), "a reference to something the bundle does not declare"
+    assert {f"resources.experiments.{key}.name" for key in raw["experiments"]} <= used
 
 
-def test_a_misspelt_field_or_enum_value_fails_the_model_check(resolved: dict[str, dict[str, dict[str, Any]]]) -> None:
-    changes = {
-        "scoring.max_concurent_runs": lambda s: s.update(max_concurent_runs=1),
-        "'PAUSD' is not a valid PauseStatus": lambda s: s["schedule"].update(pause_status="PAUSD"),
-        "'base_paramaters' for class NotebookTask": lambda s: s["tasks"][0]["notebook_task"].update(base_paramaters={}),
-    }
-    for expected, change in changes.items():
-        spec = copy.deepcopy(resolved["prod"]["diabetes_batch_scoring"])
-        change(spec)
-        with pytest.raises(ConfigurationError) as info:
-            models.check_job_settings(spec, where="scoring")
-        assert expected.split(".")[-1] in str(info.value)
-        assert str(info.value).startswith("scoring is not a valid job: ")
-
-
-def test_every_notebook_path_exists_and_maps_to_the_synced_workspace_file(
-    bundle: dict[str, Any], resolved: dict[str, dict[str, dict[str, Any]]]
-) -> None:
-    for key, task, folder in _tasks(bundle):
-        local = _notebook(task, folder)
+def test_every_task_runs_a_notebook_of_the_repository(raw: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for key, task in _tasks(raw):
+        local = _notebook(task)
         assert local.is_file(), f"{key}: {local} does not exist"
         assert local.parent == ROOT / "notebooks"
-        (built,) = resolved["dev"][key]["tasks"]
-        if key == SERVERLESS:  # the notebook shipped in the wheel the environment installs: nothing synced
-            assert "notebook_task" not in built
-            continue
-        files = f"/Workspace/Users/{USER}/.bundle/diabetes-spark/dev/files"
-        assert built["notebook_task"]["notebook_path"] == f"{files}/notebooks/{local.stem}"
+        if "notebook_task" in task:
+            assert task["notebook_task"]["source"] == "WORKSPACE", key
 
 
-def test_base_parameters_equal_the_notebook_widgets_and_params_py(bundle: dict[str, Any]) -> None:
+def test_base_parameters_equal_the_notebook_widgets_and_params_py(raw: dict[str, dict[str, dict[str, Any]]]) -> None:
     seen = set()
-    for key, task, folder in _tasks(bundle):
-        notebook = _notebook(task, folder)
+    for key, task in _tasks(raw):
+        notebook = _notebook(task)
         job_params = NOTEBOOK_PARAMS[notebook.name]
         base = _widgets(task)
         declared = _declared_widgets(notebook)
@@ -296,9 +269,11 @@ def test_base_parameters_equal_the_notebook_widgets_and_params_py(bundle: dict[s
     assert seen == set(NOTEBOOK_PARAMS)
 
 
-def test_values_that_are_not_deployment_specific_are_the_params_defaults(bundle: dict[str, Any]) -> None:
-    for key, task, folder in _tasks(bundle):
-        defaults = params.notebook_widgets(NOTEBOOK_PARAMS[_notebook(task, folder).name])
+def test_values_that_are_not_deployment_specific_are_the_params_defaults(
+    raw: dict[str, dict[str, dict[str, Any]]],
+) -> None:
+    for key, task in _tasks(raw):
+        defaults = params.notebook_widgets(NOTEBOOK_PARAMS[_notebook(task).name])
         for name, value in _widgets(task).items():
             expected = DEPLOYMENT_WIDGETS.get(name, defaults[name])
             expected = expected[key] if isinstance(expected, dict) else expected
@@ -306,70 +281,39 @@ def test_values_that_are_not_deployment_specific_are_the_params_defaults(bundle:
             assert value == expected, f"{key}.{name}: {value!r}, expected {expected!r}"
 
 
-def test_job_and_run_ids_come_from_dynamic_value_references(resolved: dict[str, dict[str, dict[str, Any]]]) -> None:
-    for jobs in resolved.values():
-        for key, spec in jobs.items():
-            base = _widgets(spec["tasks"][0])
-            assert (base["databricks_job_id"], base["databricks_run_id"]) == ("{{job.id}}", "{{job.run_id}}"), key
-        # job.run_id, not task.run_id: every retry of a run scores the same batch, so it replaces its rows.
-        for key in ("diabetes_batch_scoring", SERVERLESS):
-            assert _widgets(jobs[key]["tasks"][0])["batch_id"] == "{{job.run_id}}", key
-
-
 def test_the_wheel_is_the_builds_output_attached_by_glob_not_by_version(
-    bundle: dict[str, Any], resolved: dict[str, dict[str, dict[str, Any]]]
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    (artifact,) = bundle["artifacts"].values()
+    (artifact,) = config["artifacts"].values()
     assert artifact["type"] == "whl"
     assert artifact["build"].split()[:4] == ["python", "-m", "build", "--wheel"]
     assert artifact["build"].split()[4:6] == ["--outdir", "dist"]
     # The CLI uploads the libraries it attaches: nothing to sync from dist/, no version anywhere in the YAML.
-    assert "dist/*.whl" not in (bundle.get("sync") or {}).get("include", [])
-    assert "wheel_path" not in bundle["variables"]
-    for path in [ROOT / "databricks.yml", *sorted((ROOT / "resources").glob("*.yml"))]:
+    assert "dist/*.whl" not in (config.get("sync") or {}).get("include", [])
+    assert "wheel_path" not in config["variables"]
+    for path in [ROOT / "databricks.yml", *sorted(RESOURCES.glob("*.yml"))]:
         assert __version__ not in path.read_text(encoding="utf-8"), path
-    for key, task, _ in _tasks(bundle):
+    for key, task in _tasks(raw):
         if key == SERVERLESS:  # the environment installs it (test_the_serverless_job_installs_...)
             continue
         assert task["libraries"] == [{"whl": "../dist/*.whl"}], key
         assert task["notebook_task"]["base_parameters"]["wheel"] == "", key
-    # jobs-json names the newest built wheel where `bundle deploy` uploads it.
-    roots = {
-        "dev": f"/Workspace/Users/{USER}/.bundle/diabetes-spark/dev",
-        "prod": f"/Workspace/Users/{SERVICE_PRINCIPAL}/.bundle/diabetes-spark/prod",
-    }
-    for target, jobs in resolved.items():
-        for key, spec in jobs.items():
-            (task,) = spec["tasks"]
-            uploaded = f"{roots[target]}/artifacts/.internal/{WHEEL}"
-            if key == SERVERLESS:
-                (environment,) = spec["environments"]
-                assert environment["spec"]["dependencies"] == [uploaded], "the same upload as the task libraries"
-                continue
-            assert task["libraries"] == [{"whl": uploaded}], key
-
-
-def test_jobs_json_without_a_built_wheel_says_to_build_it(bundle_dir: Path, tmp_path: Path) -> None:
-    empty = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, empty, ignore=shutil.ignore_patterns("*.whl"))
-    with pytest.raises(ConfigurationError, match=r"no file matches '\.\./dist/\*\.whl'.*python -m build --wheel"):
-        deploy_bundle.job_settings(deploy_bundle.load_bundle(empty), "dev", user=USER)
 
 
 def test_the_serverless_job_has_no_cluster_or_library_and_its_task_names_a_declared_environment(
-    raw: dict[str, dict[str, dict[str, Any]]], resolved: dict[str, dict[str, dict[str, Any]]]
+    raw: dict[str, dict[str, dict[str, Any]]],
 ) -> None:
-    for spec in (raw["jobs"][SERVERLESS], resolved["dev"][SERVERLESS], resolved["prod"][SERVERLESS]):
-        assert "job_clusters" not in spec
-        declared = [e["environment_key"] for e in spec["environments"]]
-        assert declared == ["default"]
-        for task in spec["tasks"]:
-            assert not {"job_cluster_key", "existing_cluster_id", "new_cluster", "libraries"} & set(task), task
-            assert task["environment_key"] in declared
-            assert set(task) & {"notebook_task", "python_wheel_task"} == {"python_wheel_task"}, (
-                "a notebook task cannot take an environment_key"
-            )
-        assert spec["performance_target"] == "STANDARD"
+    spec = raw["jobs"][SERVERLESS]
+    assert "job_clusters" not in spec
+    declared = [e["environment_key"] for e in spec["environments"]]
+    assert declared == ["default"]
+    for task in spec["tasks"]:
+        assert not {"job_cluster_key", "existing_cluster_id", "new_cluster", "libraries"} & set(task), task
+        assert task["environment_key"] in declared
+        assert set(task) & {"notebook_task", "python_wheel_task"} == {"python_wheel_task"}, (
+            "a notebook task cannot take an environment_key"
+        )
+    assert spec["performance_target"] == "STANDARD"
     for key in CLASSIC_KEYS:  # and the classic jobs declare no environment
         assert "environments" not in raw["jobs"][key], key
 
@@ -391,9 +335,9 @@ def test_the_serverless_job_installs_the_built_wheel_from_its_environment(
 
 
 def test_the_serverless_parameters_are_the_notebook_subcommand_running_the_shipped_scoring_notebook(
-    resolved: dict[str, dict[str, dict[str, Any]]],
+    raw: dict[str, dict[str, dict[str, Any]]],
 ) -> None:
-    (task,) = resolved["prod"][SERVERLESS]["tasks"]
+    (task,) = raw["jobs"][SERVERLESS]["tasks"]
     parameters = task["python_wheel_task"]["parameters"]
     args = cli.build_parser().parse_args(parameters)
     assert (args.command, args.path) == ("notebook", "score")
@@ -403,175 +347,51 @@ def test_the_serverless_parameters_are_the_notebook_subcommand_running_the_shipp
 
 
 def test_serverless_widgets_equal_the_classic_scoring_parameters_minus_wheel(
-    raw: dict[str, dict[str, dict[str, Any]]], resolved: dict[str, dict[str, dict[str, Any]]]
+    raw: dict[str, dict[str, dict[str, Any]]],
 ) -> None:
     classic = raw["jobs"]["diabetes_batch_scoring"]["tasks"][0]["notebook_task"]["base_parameters"]
     serverless = _widgets(raw["jobs"][SERVERLESS]["tasks"][0])
     expected = {k: "" if k in STORAGE_SECRETS else v for k, v in classic.items() if k != "wheel"}
     assert serverless == expected
     assert list(serverless) == list(expected), "in the notebook's (and params.py's) order"
-    # With the bundle's values (storage variables empty by default), the two jobs score exactly alike.
-    for target, jobs in resolved.items():
-        base = _widgets(jobs["diabetes_batch_scoring"]["tasks"][0])
-        assert _widgets(jobs[SERVERLESS]["tasks"][0]) == {k: v for k, v in base.items() if k != "wheel"}, target
 
 
-def test_serverless_storage_secrets_stay_empty_whatever_the_storage_variables(bundle_dir: Path) -> None:
-    oauth = {"storage_account_secret": "adls-account-name", "storage_client_id_secret": "adls-client-id"}
-    jobs = deploy_bundle.job_settings(deploy_bundle.load_bundle(bundle_dir), "dev", user=USER, variables=oauth)
-    assert {_widgets(jobs[SERVERLESS]["tasks"][0])[f] for f in STORAGE_SECRETS} == {""}
-    classic = _widgets(jobs["diabetes_batch_scoring"]["tasks"][0])
-    assert {f: classic[f] for f in oauth} == oauth, "the classic jobs take the route given"
-
-
-def test_one_scoring_job_is_scheduled_and_a_variable_each_switches_them(bundle_dir: Path) -> None:
-    copied = deploy_bundle.load_bundle(bundle_dir)
-
-    def pauses(**variables: str) -> dict[str, str]:
-        jobs = deploy_bundle.job_settings(copied, "prod", user=USER, variables={**PROD_VARS, **variables})
-        return {key: spec["schedule"]["pause_status"] for key, spec in jobs.items()}
-
-    assert pauses() == {"diabetes_retraining": "UNPAUSED", "diabetes_batch_scoring": "UNPAUSED", SERVERLESS: "PAUSED"}
-    switched = pauses(batch_scoring_pause_status="PAUSED", serverless_scoring_pause_status="UNPAUSED")
-    assert switched == {"diabetes_retraining": "UNPAUSED", "diabetes_batch_scoring": "PAUSED", SERVERLESS: "UNPAUSED"}
-    for target in ("dev", "prod"):
-        assert "serverless_scoring_pause_status" not in (copied["targets"][target].get("variables") or {}), target
-
-
-@pytest.mark.parametrize(
-    ("dependency", "expected"),
-    [
-        ("../dist/*.whl", [f"/ws/artifacts/.internal/{WHEEL}"]),  # newest version only, as for libraries
-        ("../dist/*.whl[deploy]", [f"/ws/artifacts/.internal/{WHEEL}[deploy]"]),  # pip extras kept
-        ("dist/extra-1.0-py3-none-any.whl", ["/ws/artifacts/.internal/extra-1.0-py3-none-any.whl"]),
-        ("mlflow-skinny>=3.0,<4", ["mlflow-skinny>=3.0,<4"]),  # requirements by name: from the index
-        ("requests", ["requests"]),
-        ("-r /Workspace/requirements.txt", ["-r /Workspace/requirements.txt"]),  # pip options
-        ("--index-url https://pypi.example.com/simple", ["--index-url https://pypi.example.com/simple"]),
-        (
-            "/Volumes/main/diabetes/files/x-1.0-py3-none-any.whl",
-            ["/Volumes/main/diabetes/files/x-1.0-py3-none-any.whl"],
-        ),
-        ("https://example.com/x-1.0-py3-none-any.whl", ["https://example.com/x-1.0-py3-none-any.whl"]),
-    ],
-)
-def test_jobs_json_rewrites_local_environment_dependencies_as_the_cli_does(
-    tmp_path: Path, dependency: str, expected: list[str]
+def test_one_scoring_job_is_scheduled_and_a_variable_each_switches_them(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    source = tmp_path / "resources"
-    (source / "dist").mkdir(parents=True)
-    (tmp_path / "dist").mkdir()
-    for name in ("diabetes_spark-0.0.9-py3-none-any.whl", WHEEL):
-        (tmp_path / "dist" / name).write_bytes(b"")
-    (source / "dist" / "extra-1.0-py3-none-any.whl").write_bytes(b"")
-    context = {"workspace.artifact_path": "/ws/artifacts"}
-    assert uploads.upload_dependencies(source, [dependency], context, where="job 'j'.environments[0]") == expected
+    pauses = {key: spec["schedule"]["pause_status"] for key, spec in raw["jobs"].items()}
+    assert pauses == {
+        "diabetes_retraining": "${var.schedule_pause_status}",
+        "diabetes_batch_scoring": "${var.batch_scoring_pause_status}",
+        SERVERLESS: "${var.serverless_scoring_pause_status}",
+    }
+    variables = config["variables"]
+    assert variables["batch_scoring_pause_status"]["default"] == "${var.schedule_pause_status}"
+    # Both scoring jobs write the same table: the serverless one stays paused unless a team switches.
+    assert variables["serverless_scoring_pause_status"]["default"] == "PAUSED"
+    assert {t: _target_variables(config, t)["schedule_pause_status"] for t in config["targets"]} == {
+        "dev": "PAUSED",
+        "prod": "UNPAUSED",
+    }
+    for target in config["targets"]:
+        switches = {"batch_scoring_pause_status", "serverless_scoring_pause_status"}
+        assert not switches & set(_target_variables(config, target)), target
 
 
-def test_an_environment_dependency_matching_no_file_says_to_build_the_wheel(tmp_path: Path) -> None:
-    context = {"workspace.artifact_path": "/ws/artifacts"}
-    with pytest.raises(ConfigurationError, match=r"job 'j'\.environments\[0\]: no file matches '\.\./dist/\*\.whl'"):
-        uploads.upload_dependencies(tmp_path, ["../dist/*.whl"], context, where="job 'j'.environments[0]")
-
-
-def test_secret_key_names_match_params_and_setup_secrets_defaults(bundle: dict[str, Any]) -> None:
-    parser = argparse.ArgumentParser()
-    secrets.add_arguments(parser)
-    flags = vars(parser.parse_args(["--scope", "s"]))
-    defaults = params.widget_defaults(params.NotebookParams)
-    assert set(secrets.SECRET_ENVIRONMENT) == {"appinsights_secret", *STORAGE_SECRETS}
-    for field in secrets.SECRET_ENVIRONMENT:
-        assert flags[field] == defaults[field], f"setup-secrets --{field.replace('_', '-')}"
-    for key, task, _ in _tasks(bundle):
-        base = _widgets(task)
-        assert base["appinsights_secret"] == defaults["appinsights_secret"], key
-        for field in STORAGE_SECRETS:  # a variable each, so a team picks OAuth or the key with --var
-            assert base[field] == ("" if key == SERVERLESS else f"${{var.{field}}}"), f"{key}.{field}"
-    assert bundle["variables"]["secret_scope"]["default"] == defaults["secret_scope"]
-
-
-def test_the_default_storage_route_is_unity_catalog(
-    bundle: dict[str, Any], resolved: dict[str, dict[str, dict[str, Any]]]
-) -> None:
-    for field in STORAGE_SECRETS:
-        assert bundle["variables"][field]["default"] == "", f"{field}: the bundle's default is no Spark credential"
-        assert bundle["variables"][field]["description"], field
-        for name, target in bundle["targets"].items():
-            assert field not in (target.get("variables") or {}), f"{name} overrides {field}"
-    for jobs in resolved.values():
-        for key, spec in jobs.items():
-            base = _widgets(spec["tasks"][0])
-            assert {base[f] for f in STORAGE_SECRETS} == {""}, key
-
-
-def test_model_and_table_names_are_built_from_the_catalog_and_schema(
-    bundle: dict[str, Any], resolved: dict[str, dict[str, dict[str, Any]]]
-) -> None:
-    variables = bundle["variables"]
-    assert variables["training_data"]["default"] == f"{UC}.diabetes_raw"
-    assert variables["scoring_input"]["default"] == f"{UC}.diabetes_scoring"
-    assert variables["predictions"]["default"] == f"{UC}.diabetes_predictions"
-    dev = bundle["targets"]["dev"]["variables"]
-    assert dev["training_data"] == f"{VOLUME}/diabetes.csv"
-    assert dev["scoring_input"] == f"{VOLUME}/scoring_batch.csv"
-    for target, jobs in resolved.items():
-        catalog = (bundle["targets"][target].get("variables") or {}).get("catalog", variables["catalog"]["default"])
-        schema = (bundle["targets"][target].get("variables") or {}).get("schema", variables["schema"]["default"])
-        volume = variables["volume"]["default"]
-        train = _widgets(jobs["diabetes_retraining"]["tasks"][0])
-        scores = [_widgets(jobs[key]["tasks"][0]) for key in ("diabetes_batch_scoring", SERVERLESS)]
-        for base in (train, *scores):
-            assert base["model_name"] == f"{catalog}.{schema}.diabetes_progression", target
-            assert base["dfs_tmpdir"] == f"/Volumes/{catalog}/{schema}/{volume}/mlflow_tmp", target
-        for score in scores:
-            assert score["output"] == f"{catalog}.{schema}.diabetes_predictions", target
-            assert score["rejects"] == "", "rejects default to <output>_rejects"
-            if target == "dev":
-                assert score["input"] == f"/Volumes/{catalog}/{schema}/{volume}/scoring_batch.csv"
-            else:
-                assert score["input"] == f"{catalog}.{schema}.diabetes_scoring"
-        if target == "dev":
-            assert train["training_data"] == f"/Volumes/{catalog}/{schema}/{volume}/diabetes.csv"
-        else:
-            assert train["training_data"] == f"{catalog}.{schema}.diabetes_raw"
-    assert bundle["targets"]["dev"]["variables"]["schema"] != variables["schema"]["default"], "dev has its own schema"
-
-
-def test_each_job_logs_to_its_own_declared_experiment(
-    bundle: dict[str, Any], resolved: dict[str, dict[str, dict[str, Any]]]
-) -> None:
-    folders = {"dev": f"/Users/{USER}", "prod": "/Shared"}
-    for target, jobs in resolved.items():
-        names = {}
-        for key, spec in jobs.items():
-            experiment = _widgets(spec["tasks"][0])["experiment"]
-            expected = bundle["resources"]["experiments"][JOB_EXPERIMENT[key]]["name"]
-            assert experiment == expected.replace("${var.experiment_folder}", folders[target]), (target, key)
-            names[key] = experiment
-        assert len(set(names.values())) == 2, "training and scoring runs go to different experiments"
-        assert names[SERVERLESS] == names["diabetes_batch_scoring"], "both scoring jobs log to one experiment"
-
-
-def test_a_reference_to_an_undeclared_experiment_fails(bundle_dir: Path) -> None:
-    copied = deploy_bundle.load_bundle(bundle_dir)
-    copied["resources"]["jobs"]["diabetes_retraining"]["tasks"][0]["notebook_task"]["base_parameters"]["experiment"] = (
-        "${resources.experiments.diabetes_trainig.name}"
-    )
-    with pytest.raises(ConfigurationError, match=r"unknown reference \$\{resources\.experiments\.diabetes_trainig"):
-        deploy_bundle.job_settings(copied, "dev", user=USER)
-
-
-@pytest.mark.parametrize("target", ["dev", "prod"])
 def test_job_clusters_are_single_node_on_an_ml_lts_runtime(
-    resolved: dict[str, dict[str, dict[str, Any]]], target: str
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
+    spark_version = config["variables"]["spark_version"]["default"]
+    assert re.fullmatch(r"\d+(\.\d+)?\.x-cpu-ml-scala2\.13", spark_version), spark_version
+    assert spark_version.startswith("18."), "the local pyspark pin is Spark 4.1 = Databricks Runtime 18"
+    for target in config["targets"]:
+        assert "spark_version" not in _target_variables(config, target), target
     for key in CLASSIC_KEYS:
-        spec = resolved[target][key]
+        spec = raw["jobs"][key]
         (cluster,) = spec["job_clusters"]
         assert {t["job_cluster_key"] for t in spec["tasks"]} == {cluster["job_cluster_key"]}
         new = cluster["new_cluster"]
-        assert re.fullmatch(r"\d+(\.\d+)?\.x-cpu-ml-scala2\.13", new["spark_version"]), new["spark_version"]
-        assert new["spark_version"].startswith("18."), "the local pyspark pin is Spark 4.1 = Databricks Runtime 18"
+        assert new["spark_version"] == "${var.spark_version}", key
         assert new["num_workers"] == 0
         assert new["data_security_mode"] == "SINGLE_USER"
         assert new["spark_conf"] == {
@@ -593,45 +413,40 @@ def test_every_job_timeout_covers_what_its_retries_can_use(raw: dict[str, dict[s
         )
 
 
-@pytest.mark.parametrize(("target", "pause"), [("dev", "PAUSED"), ("prod", "UNPAUSED")])
-def test_schedules_run_limits_timeouts_and_retries(
-    resolved: dict[str, dict[str, dict[str, Any]]], target: str, pause: str
-) -> None:
-    jobs = resolved[target]
+def test_schedules_run_limits_and_retries(raw: dict[str, dict[str, dict[str, Any]]]) -> None:
+    jobs = raw["jobs"]
     for key, spec in jobs.items():
-        cron.validate_quartz_cron(spec["schedule"]["quartz_cron_expression"])
+        check_quartz_cron(spec["schedule"]["quartz_cron_expression"])
         assert ZoneInfo(spec["schedule"]["timezone_id"])
-        # Both scoring jobs write the same table: the serverless one stays paused unless a team switches.
-        assert spec["schedule"]["pause_status"] == ("PAUSED" if key == SERVERLESS else pause), key
         assert spec["max_concurrent_runs"] == 1
         assert spec["queue"] == {"enabled": True}
         (task,) = spec["tasks"]
-        assert 0 < _retry_budget(task) <= spec["timeout_seconds"], key
         assert task["max_retries"] >= 1 and task["min_retry_interval_millis"] >= 60_000, key
     # Weekly retraining (one day of the week), daily scoring (every day).
     train = jobs["diabetes_retraining"]["schedule"]["quartz_cron_expression"].split()
     score = jobs["diabetes_batch_scoring"]["schedule"]["quartz_cron_expression"].split()
     assert (train[3], train[4]) == ("?", "*") and re.fullmatch(r"[1-7]|SUN|MON|TUE|WED|THU|FRI|SAT", train[5])
     assert (score[3], score[4], score[5]) == ("*", "*", "?")
-    assert jobs["diabetes_batch_scoring"]["tasks"][0]["retry_on_timeout"] is True
-    assert jobs[SERVERLESS]["schedule"] == {**jobs["diabetes_batch_scoring"]["schedule"], "pause_status": "PAUSED"}
-    assert jobs[SERVERLESS]["tasks"][0]["retry_on_timeout"] is True
+    for key in ("diabetes_batch_scoring", SERVERLESS):  # the write is idempotent per batch_id
+        assert jobs[key]["tasks"][0]["retry_on_timeout"] is True, key
+    serverless, classic = (
+        {**jobs[k]["schedule"], "pause_status": None} for k in (SERVERLESS, "diabetes_batch_scoring")
+    )
+    assert serverless == classic, "both scoring jobs on one schedule (one of them paused)"
 
 
-def test_failure_email_is_a_variable(resolved: dict[str, dict[str, dict[str, Any]]], bundle_dir: Path) -> None:
-    assert resolved["dev"]["diabetes_retraining"]["email_notifications"] == {"on_failure": [USER]}
-    for spec in resolved["prod"].values():
-        assert spec["email_notifications"] == {"on_failure": ["ops@example.com"]}
-    copied = deploy_bundle.load_bundle(bundle_dir)
-    without = {k: v for k, v in PROD_VARS.items() if k != "alert_email"}
-    with pytest.raises(ConfigurationError, match=r"\$\{var\.alert_email\}.*--var alert_email=VALUE"):
-        deploy_bundle.job_settings(copied, "prod", user=USER, variables=without)
-
-
-def test_prod_is_run_and_managed_by_a_principal_from_a_fixed_root(
-    bundle: dict[str, Any], resolved: dict[str, dict[str, dict[str, Any]]], bundle_dir: Path
+def test_failure_email_is_a_variable_without_a_default_in_prod(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    prod = bundle["targets"]["prod"]
+    for key, spec in raw["jobs"].items():
+        assert spec["email_notifications"] == {"on_failure": ["${var.alert_email}"]}, key
+    assert "default" not in config["variables"]["alert_email"]
+    assert _target_variables(config, "dev")["alert_email"] == "${workspace.current_user.userName}"
+    assert "alert_email" not in _target_variables(config, "prod"), "prod fails without --var alert_email"
+
+
+def test_prod_is_run_and_managed_by_a_principal_from_a_fixed_root(config: dict[str, Any]) -> None:
+    prod = config["targets"]["prod"]
     assert prod["run_as"] == {"service_principal_name": "${var.service_principal}"}
     root = prod["workspace"]["root_path"]
     # The principal's folder: no person's home, and not /Workspace/Shared, which every user may write.
@@ -648,41 +463,10 @@ def test_prod_is_run_and_managed_by_a_principal_from_a_fixed_root(
     }
     assert all("group_name" in p for p in prod["permissions"] if p["level"] != "CAN_MANAGE")
     for name in ("service_principal", "operators_group"):  # no default: prod fails without them
-        assert "default" not in bundle["variables"][name], name
-    assert "run_as" not in bundle["targets"]["dev"] and "permissions" not in bundle["targets"]["dev"]
-    for key, spec in resolved["prod"].items():
-        assert spec["run_as"] == {"service_principal_name": SERVICE_PRINCIPAL}, key
-        deployed = (
-            spec["environments"][0]["spec"]["dependencies"][0]
-            if key == SERVERLESS
-            else spec["tasks"][0]["notebook_task"]["notebook_path"]
-        )
-        assert deployed.startswith(root.split("$")[0]), key
-    for spec in resolved["dev"].values():
-        assert "run_as" not in spec
-    copied = deploy_bundle.load_bundle(bundle_dir)
-    acl = deploy_bundle.job_permissions(copied, "prod", user=USER, variables=PROD_VARS)
-    assert acl == [
-        {"service_principal_name": SERVICE_PRINCIPAL, "permission_level": "CAN_MANAGE"},
-        {"group_name": "ml-ops", "permission_level": "CAN_MANAGE_RUN"},
-        {"group_name": "users", "permission_level": "CAN_VIEW"},
-    ]
-    # The deploying identity owns the jobs: like the CLI, its own entry is left out.
-    as_principal = deploy_bundle.job_permissions(copied, "prod", user=SERVICE_PRINCIPAL, variables=PROD_VARS)
-    assert as_principal == acl[1:]
-    assert deploy_bundle.job_permissions(copied, "dev", user=USER) == []
-    for name in ("service_principal", "operators_group"):
-        without = {k: v for k, v in PROD_VARS.items() if k != name}
-        with pytest.raises(ConfigurationError, match=f"--var {name}=VALUE"):
-            deploy_bundle.write_jobs_json(bundle_dir, "prod", bundle_dir / "out", user=USER, variables=without)
-
-
-def test_a_permission_level_a_bundle_does_not_accept_fails(bundle_dir: Path) -> None:
-    copied = deploy_bundle.load_bundle(bundle_dir)
-    copied["targets"] = copy.deepcopy(copied["targets"])
-    copied["targets"]["prod"]["permissions"][1]["level"] = "CAN_MANAGE_RUN"  # a job level, not a bundle level
-    with pytest.raises(ConfigurationError, match=r"level 'CAN_MANAGE_RUN' is not a bundle permission level"):
-        deploy_bundle.job_permissions(copied, "prod", user=USER, variables=PROD_VARS)
+        assert "default" not in config["variables"][name], name
+        assert name not in _target_variables(config, "prod"), name
+    assert "run_as" not in config["targets"]["dev"] and "permissions" not in config["targets"]["dev"]
+    assert "permissions" not in config and "run_as" not in config, "bundle-wide, they would reach dev too"
 
 
 @pytest.mark.parametrize(
@@ -701,7 +485,7 @@ def test_a_permission_level_a_bundle_does_not_accept_fails(bundle_dir: Path) -> 
     ],
 )
 def test_quartz_cron_accepts_valid_expressions(expression: str) -> None:
-    cron.validate_quartz_cron(expression)
+    check_quartz_cron(expression)
 
 
 @pytest.mark.parametrize(
@@ -722,92 +506,24 @@ def test_quartz_cron_accepts_valid_expressions(expression: str) -> None:
     ],
 )
 def test_quartz_cron_rejects_invalid_expressions(expression: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=re.escape(message)):
-        cron.validate_quartz_cron(expression)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_quartz_cron(expression)
 
 
-def test_jobs_json_route_writes_the_same_jobs(
-    tmp_path: Path, bundle_dir: Path, resolved: dict[str, dict[str, dict[str, Any]]]
+def test_the_deployment_guide_names_every_variable_job_experiment_and_secret_variable(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    argv = ["jobs-json", "--bundle-dir", str(bundle_dir), "--target", "prod", "--out", str(tmp_path)]
-    argv += ["--user", USER, *[a for k, v in PROD_VARS.items() for a in ("--var", f"{k}={v}")]]
-    assert cli.main(argv) == 0
-    written = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
-    assert set(written) == {f"{k}{suffix}" for k in JOB_KEYS for suffix in (".json", ".permissions.json")}
-    for key in JOB_KEYS:
-        assert written[f"{key}.json"] == resolved["prod"][key]
-        models.check_job_settings(written[f"{key}.json"], where=key)
-        acl = written[f"{key}.permissions.json"]["access_control_list"]
-        assert {"group_name": "ml-ops", "permission_level": "CAN_MANAGE_RUN"} in acl
-
-
-def test_jobs_json_route_takes_a_root_path_and_variables(tmp_path: Path, bundle_dir: Path) -> None:
-    root = "/Workspace/Shared/diabetes-spark"
-    paths = deploy_bundle.write_jobs_json(
-        bundle_dir,
-        "dev",
-        tmp_path,
-        user=USER,
-        root_path=root,
-        variables={"secret_scope": "team-scope", "catalog": "ml", "storage_account_secret": "adls-account-name"},
-    )
-    assert {p.name for p in paths} == {f"{k}.json" for k in JOB_KEYS}, "dev has no permissions"
-    spec = json.loads((tmp_path / "diabetes_retraining.json").read_text())
-    (task,) = spec["tasks"]
-    assert task["notebook_task"]["notebook_path"] == f"{root}/files/notebooks/diabetes_orchestrator_train"
-    assert task["libraries"] == [{"whl": f"{root}/artifacts/.internal/{WHEEL}"}]
-    serverless = json.loads((tmp_path / f"{SERVERLESS}.json").read_text())
-    assert serverless["environments"][0]["spec"]["dependencies"] == [f"{root}/artifacts/.internal/{WHEEL}"]
-    # A storage route given for the classic jobs never reaches serverless compute, which would refuse it.
-    assert _widgets(serverless["tasks"][0])["storage_account_secret"] == ""
-    assert _widgets(serverless["tasks"][0])["secret_scope"] == "team-scope"
-    base = task["notebook_task"]["base_parameters"]
-    assert base["secret_scope"] == "team-scope"
-    assert base["storage_account_secret"] == "adls-account-name"
-    assert base["model_name"] == "ml.diabetes_dev.diabetes_progression"
-    assert base["training_data"] == "/Volumes/ml/diabetes_dev/files/diabetes.csv"
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--target", "staging"], "no target 'staging'"),
-        (["--var", "secret_scop=x"], "unknown bundle variable(s) ['secret_scop']"),
-        (["--var", "novalue"], "--var takes NAME=VALUE"),
-        (["--target", "prod", "--var", "alert_email=a@b.c"], "pass --var service_principal=VALUE"),
-        ([], "pass --user"),
-    ],
-)
-def test_jobs_json_route_fails_clearly(
-    tmp_path: Path, bundle_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
-) -> None:
-    user = [] if not argv else ["--user", USER]
-    code = cli.main(["jobs-json", "--bundle-dir", str(bundle_dir), "--out", str(tmp_path), *user, *argv])
-    assert code == 2
-    assert message in capsys.readouterr().err
-    assert not list(tmp_path.glob("*.json"))
-
-
-@pytest.mark.parametrize("module", ["yaml", "databricks.bundles.jobs"])
-def test_jobs_json_without_the_deploy_extra_says_how_to_install_it(
-    tmp_path: Path, bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], module: str
-) -> None:
-    monkeypatch.setitem(sys.modules, module, None)  # import fails as if the package were not installed
-    code = cli.main(["jobs-json", "--bundle-dir", str(bundle_dir), "--out", str(tmp_path), "--user", USER])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert module in err and "pip install 'diabetes_spark[deploy]'" in err
-    assert not list(tmp_path.glob("*.json"))
-
-
-def test_the_deployment_guide_names_every_variable_job_experiment_and_secret_variable(bundle: dict[str, Any]) -> None:
     guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
-    for name in [*bundle["variables"], *bundle["resources"]["jobs"], *bundle["resources"]["experiments"]]:
+    for name in [*config["variables"], *raw["jobs"], *raw["experiments"]]:
         assert f"`{name}`" in guide, f"docs/deploy.md does not mention {name}"
     for env, _ in secrets.SECRET_ENVIRONMENT.values():
         assert env in guide
-    for command in ("databricks bundle deploy -t dev", "diabetes-spark setup-secrets", "jobs-json"):
-        assert command in guide
+    for command in (
+        "databricks bundle deploy -t dev",
+        "diabetes-spark setup-secrets",
+        "databricks bundle validate -t prod -o json",
+    ):
+        assert command in guide, command
     for privilege in ("USE CATALOG", "USE SCHEMA", "CREATE TABLE", "SELECT", "MODIFY", "READ VOLUME", "WRITE VOLUME"):
         assert privilege in guide, privilege
     assert "CREATE MODEL" in guide and "EXECUTE" in guide
@@ -824,5 +540,58 @@ def test_the_yaml_has_no_duplicate_keys() -> None:
         return loader.construct_mapping(node)
 
     Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    for path in [ROOT / "databricks.yml", *sorted((ROOT / "resources").glob("*.yml"))]:
+    for path in [ROOT / "databricks.yml", *sorted(RESOURCES.glob("*.yml"))]:
         yaml.load(path.read_text(encoding="utf-8"), Loader=Strict)
+
+
+def test_secret_key_names_match_params_and_setup_secrets_defaults(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    parser = argparse.ArgumentParser()
+    secrets.add_arguments(parser)
+    flags = vars(parser.parse_args(["--scope", "s"]))
+    defaults = params.widget_defaults(params.NotebookParams)
+    assert set(secrets.SECRET_ENVIRONMENT) == {"appinsights_secret", *STORAGE_SECRETS}
+    for field in secrets.SECRET_ENVIRONMENT:
+        assert flags[field] == defaults[field], f"setup-secrets --{field.replace('_', '-')}"
+    for key, task in _tasks(raw):
+        base = _widgets(task)
+        assert base["appinsights_secret"] == defaults["appinsights_secret"], key
+        for field in STORAGE_SECRETS:  # a variable each, so a team picks OAuth or the key with --var
+            assert base[field] == ("" if key == SERVERLESS else f"${{var.{field}}}"), f"{key}.{field}"
+    assert config["variables"]["secret_scope"]["default"] == defaults["secret_scope"]
+
+
+def test_the_default_storage_route_is_unity_catalog(config: dict[str, Any]) -> None:
+    for field in STORAGE_SECRETS:
+        assert config["variables"][field]["default"] == "", f"{field}: the bundle's default is no Spark credential"
+        assert config["variables"][field]["description"], field
+        for target in config["targets"]:
+            assert field not in _target_variables(config, target), f"{target} overrides {field}"
+
+
+def test_model_and_table_names_are_built_from_the_catalog_and_schema(config: dict[str, Any]) -> None:
+    variables = config["variables"]
+    assert variables["training_data"]["default"] == f"{UC}.diabetes_raw"
+    assert variables["scoring_input"]["default"] == f"{UC}.diabetes_scoring"
+    assert variables["predictions"]["default"] == f"{UC}.diabetes_predictions"
+    dev = _target_variables(config, "dev")
+    assert dev["training_data"] == f"{VOLUME}/diabetes.csv"
+    assert dev["scoring_input"] == f"{VOLUME}/scoring_batch.csv"
+    assert dev["schema"] != variables["schema"]["default"], "dev has its own schema"
+    prod = _target_variables(config, "prod")
+    assert not {"catalog", "schema", "training_data", "scoring_input", "predictions"} & set(prod), "prod: the defaults"
+
+
+def test_each_job_logs_to_its_own_declared_experiment(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    names = {key: spec["name"] for key, spec in raw["experiments"].items()}
+    assert len(set(names.values())) == 2, "training and scoring runs go to different experiments"
+    assert all(name.startswith("${var.experiment_folder}/") for name in names.values()), names
+    for key, task in _tasks(raw):
+        assert _widgets(task)["experiment"] == f"${{resources.experiments.{JOB_EXPERIMENT[key]}.name}}", key
+    assert JOB_EXPERIMENT[SERVERLESS] == JOB_EXPERIMENT["diabetes_batch_scoring"], "both scoring jobs log to one"
+    assert config["variables"]["experiment_folder"]["default"] == "/Users/${workspace.current_user.userName}"
+    assert "experiment_folder" not in _target_variables(config, "dev")
+    assert _target_variables(config, "prod")["experiment_folder"] == "/Shared"

@@ -32,7 +32,6 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
             r"score: error: cannot derive a rejects table from the csv file .*out\.csv: write to a Delta table .*--rejects",
         ),
         (["notebook", "nb.py", "--widget", "no_value"], r"notebook: error: --widget takes NAME=VALUE; got 'no_value'"),
-        (["jobs-json", "--out", "{tmp}", "--var", "=x"], r"jobs-json: error: --var takes NAME=VALUE; got '=x'"),
         (
             ["ingest", "--source", "{tmp}/missing.csv", "--table", "{tmp}/t"],
             r"ingest: error: input .*missing\.csv does not exist",

@@ -1,36 +1,29 @@
-"""``diabetes-spark setup-secrets``: the Databricks secret scope and the project's secrets.
+"""``diabetes-spark setup-secrets``: the Databricks secret scope and the project's secrets, checked first.
 
-Creates the scope if it is missing and puts the App Insights connection string and the ADLS Gen2
-secrets of the storage route a deployment chose: the account and container names with the shared
-account key (the legacy route) and/or a service principal's client id, client secret and tenant id
-(OAuth). Values are read from the environment (:data:`SECRET_ENVIRONMENT`) or prompted for without
-echo, checked before anything is stored, and neither the summary nor an error message ever repeats
-one: they name keys and environment variables instead. A secret whose key name is empty is skipped;
-the OAuth key names are empty by default, and with no account name no storage secret is put (the
-Unity Catalog route needs none).
-
-It needs databricks-sdk, which is not installed with the wheel (on a Databricks 15.4 runtime it
-would upgrade protobuf under MLflow): ``pip install 'diabetes_spark[deploy]'``.
+Puts the App Insights connection string and the ADLS Gen2 secrets of the chosen storage route (account
+key, or a service principal for OAuth; none for Unity Catalog) into the scope, creating it if missing.
+Values come from the environment (:data:`SECRET_ENVIRONMENT`) or a prompt without echo, are checked
+before anything is stored, and are never repeated: summaries and errors name keys and variables.
+Needs the ``deploy`` extra (databricks-sdk, kept off clusters: on 15.4 it upgrades protobuf under MLflow).
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import importlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from diabetes_spark import params
-from diabetes_spark.deploy.models import import_deploy_module
 from diabetes_spark.errors import ConfigurationError, one_line
 from diabetes_spark.redaction import Redactor
 from diabetes_spark.telemetry.config import parse_connection_string
-
-__all__ = ["HELP", "SECRET_ENVIRONMENT", "add_arguments", "run"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,8 +44,24 @@ _STORAGE_FIELDS = ("storage_account_secret", "storage_container_secret", "storag
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")  # secret scope and key names (Secrets API rule)
 _ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _CONTAINER = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_DOMAIN = re.compile(r"(?=.{4,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_DOMAIN = r"(?=.{4,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+_TENANT = re.compile(f"(?:{_GUID})|(?:{_DOMAIN})")
+#: Field -> (the form its value must have, what that form is).
+_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
+    "storage_account_secret": (_ACCOUNT, "a storage account name (3-24 lowercase letters and digits)"),
+    "storage_container_secret": (_CONTAINER, "a container name (3-63 lowercase letters, digits and single hyphens)"),
+    "storage_client_id_secret": (re.compile(_GUID), "an application (client) id (a GUID)"),
+    "storage_tenant_id_secret": (_TENANT, "a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com)"),
+}
+#: Text of a network error -> the short reason shown (urllib3's own text is long and repetitive).
+_NETWORK_REASONS = {
+    "refused": "connection refused",
+    "Name or service not known": "host name not found",
+    "nodename nor servname": "host name not found",
+    "getaddrinfo": "host name not found",
+    "timed out": "timed out",
+}
 _DEFAULT_TIMEOUT_SECONDS = 30.0
 _ERROR_LIMIT = 300  # characters of an SDK error quoted in a message
 
@@ -87,26 +96,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Create the secret scope if missing and put the secrets; return a summary without values.
+    """Create the scope if missing and put the secrets (``args`` as :func:`add_arguments` builds them).
 
-    Args:
-        args: ``scope``, ``host``, ``profile``, ``no_prompt``, ``timeout`` and one secret key name
-            per :data:`SECRET_ENVIRONMENT` field (as built by :func:`add_arguments`).
-
-    Returns:
-        ``scope``, ``host``, ``scope_created``, ``keys`` (secret key names put) and ``sources``
-        (key name -> ``environment`` or ``prompt``).
+    Returns the scope, host, ``scope_created``, the ``keys`` put and each key's ``sources``
+    (``environment`` or ``prompt``), never a value.
 
     Raises:
-        ConfigurationError: databricks-sdk not installed, a bad scope or key name, only some of the
-            OAuth key names, a value missing with ``--no-prompt`` (or with no terminal to prompt on),
-            an implausible value, or no workspace reachable or authorised.
+        ConfigurationError: What a user can fix: databricks-sdk missing, a bad name or value, a value
+            missing where no prompt is possible, no workspace reachable or authorised.
     """
-    import_deploy_module("databricks.sdk", "setup-secrets")
+    try:  # databricks-sdk comes with the deploy extra only
+        importlib.import_module("databricks.sdk")
+    except ImportError as e:
+        raise ConfigurationError(
+            "setup-secrets needs databricks-sdk, which is not installed: pip install 'diabetes_spark[deploy]'"
+        ) from e
     scope = _check_name("scope", args.scope)
     wanted = _wanted_keys(args)
     values = {field: os.environ.get(SECRET_ENVIRONMENT[field][0], "").strip() for field in wanted}
-    missing = [SECRET_ENVIRONMENT[f][0] for f in wanted if not values[f]]
+    sources = {field: "environment" if value else "prompt" for field, value in values.items()}
+    missing = [SECRET_ENVIRONMENT[f][0] for f, source in sources.items() if source == "prompt"]
     if missing and args.no_prompt:
         raise ConfigurationError(f"--no-prompt and no value in {', '.join(missing)}: set them or drop --no-prompt")
     if missing and not sys.stdin.isatty():
@@ -115,30 +124,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Reach the workspace before prompting: nobody should type a key into a command that cannot store it.
     client = _workspace_client(args)
     host = client.config.host
-    existing = {s.name for s in _call(host, "list the secret scopes", (), lambda: list(client.secrets.list_scopes()))}
+    with _workspace_errors(host, "list the secret scopes"):
+        existing = {s.name for s in client.secrets.list_scopes()}
 
-    sources = {f: "environment" for f in wanted if values[f]}
-    for field in wanted:
-        if not values[field]:
+    for field, source in sources.items():
+        if source == "prompt":
             env, what = SECRET_ENVIRONMENT[field]
             values[field] = getpass.getpass(f"{what} (not echoed; set {env} to skip this prompt): ").strip()
-            sources[field] = "prompt"
     _check_values(values)
 
-    created = scope not in existing
-    if created:
-        created = _create_scope(client, host, scope)
-    secrets = list(values.values())
+    created = scope not in existing and _create_scope(client, host, scope)
     for field, key in wanted.items():
-        _call(
-            host,
-            f"put secret {key!r} in scope {scope!r}",
-            secrets,
-            client.secrets.put_secret,
-            scope,
-            key,
-            string_value=values[field],
-        )
+        with _workspace_errors(host, f"put secret {key!r} in scope {scope!r}", secrets=list(values.values())):
+            client.secrets.put_secret(scope, key, string_value=values[field])
         _log.info("put secret %s in scope %s", key, scope)
     return {
         "scope": scope,
@@ -177,6 +175,9 @@ def _check_values(values: Mapping[str, str]) -> None:
         env, what = SECRET_ENVIRONMENT[field]
         if not value:
             raise ConfigurationError(f"the {what} is empty: set {env} or type it at the prompt")
+        pattern, form = _FORMATS.get(field, (None, ""))
+        if pattern is not None and not pattern.fullmatch(value):
+            raise ConfigurationError(f"{env} is not {form}")
     connection = values.get("appinsights_secret")
     if connection is not None:
         try:  # the rule telemetry applies when it reads the secret back
@@ -186,22 +187,6 @@ def _check_values(values: Mapping[str, str]) -> None:
                 f"APPLICATIONINSIGHTS_CONNECTION_STRING is neither a connection string nor a bare instrumentation "
                 f"key that telemetry accepts: {e}"
             ) from e
-    account = values.get("storage_account_secret")
-    if account is not None and not _ACCOUNT.fullmatch(account):
-        raise ConfigurationError("ADLS_ACCOUNT_NAME is not a storage account name (3-24 lowercase letters and digits)")
-    container = values.get("storage_container_secret")
-    if container is not None and not _CONTAINER.fullmatch(container):
-        raise ConfigurationError(
-            "ADLS_CONTAINER_NAME is not a container name (3-63 lowercase letters, digits and single hyphens)"
-        )
-    client_id = values.get("storage_client_id_secret")
-    if client_id is not None and not _GUID.fullmatch(client_id):
-        raise ConfigurationError("AZURE_CLIENT_ID is not an application (client) id (a GUID)")
-    tenant = values.get("storage_tenant_id_secret")
-    if tenant is not None and not (_GUID.fullmatch(tenant) or _DOMAIN.fullmatch(tenant)):
-        raise ConfigurationError(
-            "AZURE_TENANT_ID is not a tenant id (a GUID, or a domain such as contoso.onmicrosoft.com)"
-        )
 
 
 def _workspace_client(args: argparse.Namespace) -> Any:
@@ -226,69 +211,46 @@ def _workspace_client(args: argparse.Namespace) -> Any:
 
 
 def _create_scope(client: Any, host: str, scope: str) -> bool:
-    """Create the scope; ``False`` when someone created it in the meantime."""
+    """Create the scope; ``False`` when someone else created it since the scopes were listed."""
     from databricks.sdk.errors import ResourceAlreadyExists
 
-    try:
-        client.secrets.create_scope(scope)
-    except ResourceAlreadyExists:
-        return False
-    except Exception as e:
-        _raise_unreachable(host, f"create secret scope {scope!r}", e, [])
+    with _workspace_errors(host, f"create secret scope {scope!r}"):
+        try:
+            client.secrets.create_scope(scope)
+        except ResourceAlreadyExists:
+            return False
     _log.info("created secret scope %s", scope)
     return True
 
 
-def _call(host: str, what: str, secrets: Sequence[str], function: Any, *args: Any, **kwargs: Any) -> Any:
-    """``function(*args, **kwargs)``, its SDK, HTTP and retry-timeout errors made one clear message."""
-    try:
-        return function(*args, **kwargs)
-    except Exception as e:
-        _raise_unreachable(host, what, e, secrets)
+@contextmanager
+def _workspace_errors(host: str, what: str, *, secrets: Sequence[str] = ()) -> Iterator[None]:
+    """SDK, network and retry-timeout errors as one :class:`ConfigurationError` saying ``what`` failed.
 
-
-def _raise_unreachable(host: str, what: str, error: BaseException, secrets: Sequence[str]) -> NoReturn:
-    """Turn an SDK, network or retry-timeout error into a :class:`ConfigurationError`.
-
-    The SDK's message is quoted on one line with ``secrets`` redacted; anything that is not an SDK
-    or network error is a bug and is re-raised unchanged.
+    The SDK's message is quoted on one line without ``secrets``; any other error is a bug and passes.
     """
-    import requests
     from databricks.sdk.errors import DatabricksError, PermissionDenied, Unauthenticated
 
-    cause = error.__cause__ if isinstance(error, TimeoutError) and error.__cause__ else error
-    if isinstance(cause, (Unauthenticated, PermissionDenied)):
-        message = (
-            f"the Databricks workspace at {host} refused to {what} ({_quote(cause, secrets)}): "
-            "check DATABRICKS_TOKEN / the profile, and that you may manage secret scopes"
-        )
-    elif isinstance(cause, DatabricksError):
-        message = f"the Databricks workspace at {host} could not {what}: {_quote(cause, secrets)}"
-    elif isinstance(cause, (requests.RequestException, TimeoutError, OSError)):
-        message = (
-            f"cannot reach the Databricks workspace at {host} ({_network_reason(cause)}): check DATABRICKS_HOST "
-            "or --host, and the network"
-        )
-    else:
-        raise error
-    raise ConfigurationError(message) from error
-
-
-def _quote(error: BaseException, secrets: Sequence[str]) -> str:
-    """The SDK error's message on one line, without ``secrets``."""
-    return Redactor(secrets)(one_line(error, limit=_ERROR_LIMIT))
-
-
-def _network_reason(error: BaseException) -> str:
-    """A short reason for a network failure (the raw ``urllib3`` text is long and repetitive)."""
-    text = str(error)
-    for needle, reason in (
-        ("refused", "connection refused"),
-        ("Name or service not known", "host name not found"),
-        ("nodename nor servname", "host name not found"),
-        ("getaddrinfo", "host name not found"),
-        ("timed out", "timed out"),
-    ):
-        if needle in text:
-            return reason
-    return type(error).__name__
+    try:
+        yield
+    except Exception as error:
+        # The SDK's retry budget ends in a TimeoutError whose cause is the last real error.
+        cause = error.__cause__ if isinstance(error, TimeoutError) and error.__cause__ else error
+        quoted = Redactor(secrets)(one_line(cause, limit=_ERROR_LIMIT))
+        if isinstance(cause, (Unauthenticated, PermissionDenied)):
+            message = (
+                f"the Databricks workspace at {host} refused to {what} ({quoted}): "
+                "check DATABRICKS_TOKEN / the profile, and that you may manage secret scopes"
+            )
+        elif isinstance(cause, DatabricksError):
+            message = f"the Databricks workspace at {host} could not {what}: {quoted}"
+        elif isinstance(cause, OSError):  # requests' errors and TimeoutError included
+            text = str(cause)
+            reason = next((r for needle, r in _NETWORK_REASONS.items() if needle in text), type(cause).__name__)
+            message = (
+                f"cannot reach the Databricks workspace at {host} ({reason}): check DATABRICKS_HOST or --host, "
+                "and the network"
+            )
+        else:
+            raise
+        raise ConfigurationError(message) from error
