@@ -32,10 +32,11 @@ run: $(VENV)/.installed-local
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## lint: ruff's lint rules and formatting check (settings in pyproject.toml); CI runs it before the tests
+## lint: ruff's lint rules and formatting check, then mypy's type check (settings in pyproject.toml); CI runs it before the tests
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## test-fast: skip the tests marked slow
 test-fast: $(VENV)/.installed-test

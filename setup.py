@@ -84,6 +84,7 @@ setup(
             "scikit-learn>=1.4",
             "build>=1.2",
             "ruff==0.17.6",  # pinned: a new release may format or lint differently
+            "mypy==2.4.1",  # pinned: a new release may report errors the code did not change to cause
         ],
     },
     entry_points={"console_scripts": ["diabetes-spark=diabetes_spark.cli:entry"]},

@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from types import ModuleType
 from typing import Any
 
 from diabetes_spark import __version__, params
@@ -133,12 +134,22 @@ _JOBS: dict[str, tuple[type, Command, tuple[str, ...], str]] = {
 #: Deploy-time subcommands: each module has ``HELP``, ``add_arguments(parser)`` and ``run(args)``.
 _DEPLOY = {"setup-secrets": secrets}
 
+
+def _deploy_command(module: ModuleType) -> Command:
+    """A deploy-time subcommand as a :data:`Command`: its module's ``run(args)`` (no Spark settings)."""
+
+    def command(args: argparse.Namespace, _conf: Mapping[str, str]) -> dict[str, Any]:
+        return module.run(args)
+
+    return command
+
+
 _COMMANDS: dict[str, Command] = {
     **{name: spec[1] for name, spec in _JOBS.items()},
     "notebook": _notebook,
     "demo": _demo,
     "connect-server": _connect_server,
-    **{name: (lambda args, _conf, module=module: module.run(args)) for name, module in _DEPLOY.items()},
+    **{name: _deploy_command(module) for name, module in _DEPLOY.items()},
 }
 #: The commands that start a local Spark session.
 _STARTS_SPARK = (*_JOBS, "notebook", "demo")
@@ -268,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = getattr(args, "quiet", False)
     with _remote(getattr(args, "remote", None)) as remote, _logging(quiet):
         # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
-        archive = recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
+        archive: AbstractContextManager[dict[str, str]] = (
+            recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
+        )
         with archive as conf:
             return _run(args, conf, quiet)
 

@@ -10,7 +10,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pyspark.sql import functions as F
 
@@ -18,7 +18,8 @@ from diabetes_spark.schemas import CATEGORICAL, REASON, feature_names, numeric_f
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
-    from pyspark.sql import DataFrame
+    from pyspark.ml.regression import GBTRegressionModel, LinearRegressionModel, RandomForestRegressionModel
+    from pyspark.sql import DataFrame, Row
 
 
 METRICS = ("rmse", "mae", "r2", "mse")
@@ -33,9 +34,13 @@ def regression_metrics(predictions: DataFrame, *, label: str, prediction: str) -
     origin), which would run one Spark job per metric.
     """
     error = F.col(label) - F.col(prediction)
-    row = predictions.agg(
-        F.avg(error * error).alias("mse"), F.avg(F.abs(error)).alias("mae"), F.var_pop(label).alias("var")
-    ).first()
+    # An aggregate without grouping always returns one row; pyspark types first() as Row | None.
+    row = cast(
+        "Row",
+        predictions.agg(
+            F.avg(error * error).alias("mse"), F.avg(F.abs(error)).alias("mae"), F.var_pop(label).alias("var")
+        ).first(),
+    )
     mse, mae, variance = float(row["mse"]), float(row["mae"]), float(row["var"])
     r2 = 1.0 - mse / variance if variance > 0 else float("nan")
     return {"rmse": math.sqrt(mse), "mae": mae, "r2": r2, "mse": mse}
@@ -64,7 +69,7 @@ def summary(df: DataFrame, probabilities: list[float]) -> dict[str, Any]:
             F.percentile_approx(c, probabilities, _QUANTILE_ACCURACY).alias(f"{c}__quantiles"),
         ]
     aggs += [F.collect_set(c).alias(f"{c}__categories") for c in CATEGORICAL]
-    return df.agg(*aggs).first().asDict()
+    return cast("Row", df.agg(*aggs).first()).asDict()  # an aggregate without grouping: always one row
 
 
 #: ``percentile_approx`` accuracy: relative error 1/accuracy = 0.001 of the rows.
@@ -105,7 +110,8 @@ def data_quality_report(annotated: DataFrame, rows_in: int, rows_rejected: int) 
         .collect()
     )
     valid = annotated.filter(F.col(REASON).isNull())
-    missing = valid.agg(*[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in feature_names()]).first()
+    # An aggregate without grouping always returns one row; pyspark types first() as Row | None.
+    missing = cast("Row", valid.agg(*[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in feature_names()]).first())
     rows_valid = rows_in - rows_rejected
     return {
         "rows_in": rows_in,
@@ -131,10 +137,13 @@ def model_weights(model: PipelineModel) -> list[tuple[str, float]]:
     """Coefficients (linear, on the standardised scale, plus the intercept) or feature importances."""
     estimator = model.stages[-1]
     names = _vector_names(model)
+    # The last stage is the fitted estimator of diabetes_spark.training: linear, GBT or random forest.
     if hasattr(estimator, "coefficients"):
-        weights = list(zip(names, estimator.coefficients.toArray().tolist()))
-        return [*weights, ("intercept", float(estimator.intercept))]
-    return list(zip(names, estimator.featureImportances.toArray().tolist()))
+        linear = cast("LinearRegressionModel", estimator)
+        weights = list(zip(names, linear.coefficients.toArray().tolist()))
+        return [*weights, ("intercept", float(linear.intercept))]
+    trees = cast("GBTRegressionModel | RandomForestRegressionModel", estimator)
+    return list(zip(names, trees.featureImportances.toArray().tolist()))
 
 
 def _plots(predictions: DataFrame, folder: Path, *, label: str, prediction: str) -> None:

@@ -214,7 +214,7 @@ def _finish_recording(partial: Path, target: Path) -> None:
 
     gateway = SparkContext._gateway
     process = getattr(gateway, "proc", None)
-    if process is None:  # no JVM was started: nothing was recorded
+    if gateway is None or process is None:  # no JVM was started: nothing was recorded
         partial.unlink(missing_ok=True)
         return
     _log.info("recording the JVM's class-data archive %s (once; later local starts are faster)", target)

@@ -6,6 +6,7 @@ unchanged. Local secrets are environment variables (:func:`secret_env_name`).
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from collections.abc import Mapping
@@ -66,7 +67,10 @@ class _SecretMetadata:
 
 
 class _Secrets:
-    """``dbutils.secrets`` backed by environment variables (see :func:`secret_env_name`)."""
+    """``dbutils.secrets`` backed by environment variables (see :func:`secret_env_name`).
+
+    ``builtins.list`` in annotations: inside this class ``list`` is the method of Databricks' name.
+    """
 
     def get(self, scope: str, key: str) -> str:
         name = secret_env_name(scope, key)
@@ -77,7 +81,7 @@ class _Secrets:
             )
         return value
 
-    def list(self, scope: str) -> list[_SecretMetadata]:
+    def list(self, scope: str) -> builtins.list[_SecretMetadata]:
         prefix = secret_env_name(scope, "")
         return [
             _SecretMetadata(k[len(prefix) :].lower().replace("_", "-"))
@@ -85,7 +89,7 @@ class _Secrets:
             if k.startswith(prefix)
         ]
 
-    def listScopes(self) -> list[str]:  # noqa: N802 - Databricks' name
+    def listScopes(self) -> builtins.list[str]:  # noqa: N802 - Databricks' name
         return sorted(
             {k[len(SECRET_ENV_PREFIX) :].split("__")[0].lower() for k in os.environ if k.startswith(SECRET_ENV_PREFIX)}
         )
@@ -121,7 +125,7 @@ def runner_secrets() -> Any:
     (a Python wheel task, e.g. the serverless scoring job, runs the notebook through the runner),
     elsewhere environment variables."""
     if is_databricks():
-        from databricks.sdk.runtime import dbutils  # type: ignore[import-not-found]  # on every runtime
+        from databricks.sdk.runtime import dbutils  # on every runtime
 
         return dbutils.secrets
     return _Secrets()

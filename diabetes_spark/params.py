@@ -11,7 +11,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from diabetes_spark.errors import ParamError
 
@@ -19,6 +19,7 @@ ESTIMATORS = ("linear", "gbt", "random_forest")
 TUNING_MODES = ("none", "train_validation_split", "cross_validation")
 IMPUTER_STRATEGIES = ("mean", "median")
 WRITE_MODES = ("append", "overwrite")
+#: The metrics the champion/challenger gate compares (``TrainParams.primary_metric`` spells them as its type).
 PRIMARY_METRICS = ("rmse", "mae", "r2")
 #: The telemetry backends (``diabetes_spark.telemetry.backend.BACKENDS`` registers one adapter each).
 TELEMETRY_BACKENDS = ("opencensus", "opentelemetry")
@@ -128,7 +129,9 @@ class TrainParams(_Common):
     tuning: str = _param("none", "hyper-parameter search over a small grid", choices=TUNING_MODES)
     num_folds: int = _param(3, "folds for cross_validation")
     min_rows: int = _param(30, "minimum number of valid rows required to train")
-    primary_metric: str = _param("rmse", "metric of the champion/challenger gate", choices=PRIMARY_METRICS)
+    primary_metric: Literal["rmse", "mae", "r2"] = _param(
+        "rmse", "metric of the champion/challenger gate", choices=PRIMARY_METRICS
+    )
     max_reject_fraction: float = _param(0.2, "fail before training if more than this share of rows is rejected")
     dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
     telemetry_backend: str = _telemetry_backend()

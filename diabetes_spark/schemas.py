@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, NumericType, StringType, StructType
 
@@ -271,7 +272,8 @@ def split_valid(
 
 def reject_summary(annotated: DataFrame) -> tuple[int, int]:
     """``(rows_in, rows_rejected)`` of an :func:`annotate` result in one pass."""
-    row = annotated.agg(F.count(F.lit(1)), F.count(F.col(REASON))).first()
+    # An aggregate without grouping always returns one row; pyspark types first() as Row | None.
+    row = cast(Row, annotated.agg(F.count(F.lit(1)), F.count(F.col(REASON))).first())
     return int(row[0]), int(row[1])
 
 

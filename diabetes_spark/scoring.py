@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -30,7 +30,7 @@ from diabetes_spark.schemas import (
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, Row
 
 
 #: Key of the folded linear model (:func:`linear_spec`) in the logged model's ``MLmodel`` metadata:
@@ -92,12 +92,17 @@ def linear_spec(model: PipelineModel) -> dict[str, Any] | None:
     stages = model.stages
     if len(stages) != len(kinds) or not all(isinstance(s, k) for s, k in zip(stages, kinds)):
         return None
-    imputer, indexer, encoder, _, scaler, regression = stages
+    # Checked just above: each stage is an instance of its kind (pyspark types stages as Transformer).
+    imputer = cast(ImputerModel, stages[0])
+    indexer = cast(StringIndexerModel, stages[1])
+    encoder = cast(OneHotEncoderModel, stages[2])
+    scaler = cast(StandardScalerModel, stages[4])
+    regression = cast(LinearRegressionModel, stages[5])
     if encoder.getDropLast() is not True or indexer.getHandleInvalid() != "keep":
         return None
 
     numeric = numeric_feature_names()
-    surrogates = imputer.surrogateDF.first().asDict()
+    surrogates = cast("Row", imputer.surrogateDF.first()).asDict()  # one row: a surrogate per column
     weights = regression.coefficients.toArray()
     means = scaler.mean.toArray() if scaler.getWithMean() else [0.0] * len(weights)
     stds = scaler.std.toArray()

@@ -16,7 +16,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
 from diabetes_spark.errors import ConfigurationError, error_condition, one_line
@@ -124,7 +124,8 @@ def get_spark(
     with environment({"PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON") or sys.executable}):
         spark = builder.getOrCreate()
     if jars is None:
-        jvm_cache.remember_jars(spark.conf.get("spark.jars", ""))
+        # With a default given get() returns a str; pyspark types it str | None.
+        jvm_cache.remember_jars(cast(str, spark.conf.get("spark.jars", "")))
     spark.sparkContext.setLogLevel("ERROR")  # classic-only: this branch built a local classic session
     return warn_if_untested(spark)
 

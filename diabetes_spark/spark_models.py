@@ -119,13 +119,15 @@ def check_staging(spark: SparkSession, dfs_tmpdir: str) -> None:
     )
     if "://" in base or not os.path.isabs(base):
         raise ConfigurationError(f"dfs_tmpdir {base!r} is not a folder of this machine; {remedy}")
+    # How writing here or reading there fails, as one tuple of classes (the form except takes).
+    failures: tuple[type[Exception], ...] = (OSError, *spark_failures())
     with _staging(dfs_tmpdir) as folder:
         token = uuid.uuid4().hex
         try:
             folder.mkdir(parents=True)
             (folder / "probe.txt").write_text(token, encoding="utf-8")
             seen = [row[0] for row in spark.read.text(str(folder / "probe.txt")).collect()]
-        except (OSError, *spark_failures()) as e:
+        except failures as e:
             raise ConfigurationError(
                 f"the Spark Connect server cannot read {base} ({type(e).__name__}); {remedy}"
             ) from e

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.regression import GBTRegressor, LinearRegression, RandomForestRegressor
-from pyspark.ml.tuning import CrossValidator, ParamGridBuilder, TrainValidationSplit
+from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, ParamGridBuilder, TrainValidationSplit
 
 from diabetes_spark.errors import TrainingError
 from diabetes_spark.evaluation import regression_metrics
@@ -41,8 +41,16 @@ def split(df: DataFrame, *, train_fraction: float, seed: int) -> tuple[DataFrame
     return train, test
 
 
-def _estimator(params: TrainParams) -> Any:
-    common = {"featuresCol": FEATURES, "labelCol": LABEL, "predictionCol": PREDICTION}
+class _Columns(TypedDict):
+    """The column arguments every estimator takes (Spark's names)."""
+
+    featuresCol: str
+    labelCol: str
+    predictionCol: str
+
+
+def _estimator(params: TrainParams) -> LinearRegression | GBTRegressor | RandomForestRegressor:
+    common: _Columns = {"featuresCol": FEATURES, "labelCol": LABEL, "predictionCol": PREDICTION}
     if params.estimator == "linear":
         return LinearRegression(
             regParam=params.reg_param,
@@ -71,12 +79,14 @@ def build_pipeline(params: TrainParams) -> Pipeline:
 
 def _grid(pipeline: Pipeline, params: TrainParams) -> list[dict]:
     """A small search grid around the estimator's main knobs."""
-    estimator = pipeline.getStages()[-1]
+    estimator = pipeline.getStages()[-1]  # the one _estimator(params) made
     grid = ParamGridBuilder()
     if params.estimator == "linear":
-        grid = grid.addGrid(estimator.regParam, [0.0, 0.01, 0.1, 1.0]).addGrid(estimator.elasticNetParam, [0.0, 0.5])
+        linear = cast(LinearRegression, estimator)
+        grid = grid.addGrid(linear.regParam, [0.0, 0.01, 0.1, 1.0]).addGrid(linear.elasticNetParam, [0.0, 0.5])
     else:
-        grid = grid.addGrid(estimator.maxDepth, [2, 4, 6])
+        trees = cast("GBTRegressor | RandomForestRegressor", estimator)
+        grid = grid.addGrid(trees.maxDepth, [2, 4, 6])
     return grid.build()
 
 
@@ -90,9 +100,10 @@ def _fit(pipeline: Pipeline, train: DataFrame, params: TrainParams) -> tuple[Pip
     extra = {"numFolds": params.num_folds} if params.tuning == "cross_validation" else {"trainRatio": 0.75}
     tuner = tuner_cls(estimator=pipeline, estimatorParamMaps=grid, evaluator=evaluator, seed=params.seed, **extra)
     tuned = tuner.fit(train)
-    metrics = list(tuned.avgMetrics if params.tuning == "cross_validation" else tuned.validationMetrics)
+    metrics = list(tuned.avgMetrics) if isinstance(tuned, CrossValidatorModel) else list(tuned.validationMetrics)
     best = metrics.index(max(metrics) if evaluator.isLargerBetter() else min(metrics))
-    return tuned.bestModel, {p.name: v for p, v in grid[best].items()}
+    # The tuned estimator is the pipeline, so its best model is a fitted pipeline.
+    return cast(PipelineModel, tuned.bestModel), {p.name: v for p, v in grid[best].items()}
 
 
 def fit(valid: DataFrame, params: TrainParams) -> TrainResult:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import get_args, get_type_hints
+
 import pytest
 
 from diabetes_spark import params
@@ -65,6 +67,10 @@ def test_widget_defaults_are_the_dataclass_defaults_as_strings() -> None:
     assert defaults["model_alias"] == "champion"
     assert defaults["max_reject_fraction"] == "0.2"
     assert list(defaults) == [name for name, *_ in params.describe(params.ScoreParams)]
+
+
+def test_the_primary_metric_type_spells_the_allowed_metrics() -> None:
+    assert get_args(get_type_hints(params.TrainParams)["primary_metric"]) == params.PRIMARY_METRICS
 
 
 @pytest.mark.parametrize("cls", [params.IngestParams, params.TrainParams, params.ScoreParams])

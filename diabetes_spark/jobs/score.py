@@ -116,10 +116,10 @@ def load_scorer(
     A linear model's folded coefficients travel in its metadata: no ``PipelineModel`` load then.
     """
     spec = registry.model_metadata(resolved).get(scoring.LINEAR_SPEC)
-    model = None if spec else spark_models.load_model(spark, resolved, dfs_tmpdir=dfs_tmpdir)
-    compiled = scoring.spec_column(spec) if spec else scoring.compile_linear(model)
-    labels = list(spec["sex_weights"]) if spec else scoring.category_labels(model)
-    return model, compiled, scoring.unseen_category(labels)
+    if spec:
+        return None, scoring.spec_column(spec), scoring.unseen_category(list(spec["sex_weights"]))
+    model = spark_models.load_model(spark, resolved, dfs_tmpdir=dfs_tmpdir)
+    return model, scoring.compile_linear(model), scoring.unseen_category(scoring.category_labels(model))
 
 
 def check_counts(scored: DataFrame, report: drift.BatchReport, *, limit: float, source: TableRef) -> None:
