@@ -20,7 +20,7 @@ TUNING_MODES = ("none", "train_validation_split", "cross_validation")
 IMPUTER_STRATEGIES = ("mean", "median")
 WRITE_MODES = ("append", "overwrite")
 PRIMARY_METRICS = ("rmse", "mae", "r2")
-#: The telemetry backends (``diabetes_spark.telemetry.backend.BACKENDS`` registers one adapter each).
+#: The telemetry backends, the first the default (``diabetes_spark.telemetry`` has one module each).
 TELEMETRY_BACKENDS = ("opencensus", "opentelemetry")
 
 DEFAULT_EXPERIMENT = "diabetes-progression"
