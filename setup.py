@@ -58,7 +58,7 @@ setup(
     # What a Databricks ML runtime may lack; pyspark, delta-spark, mlflow and pandas come with it. Nothing
     # deploy-time: databricks-sdk would upgrade protobuf under the runtime's MLflow (it breaks DBR 15.4).
     install_requires=[
-        # <1.2: telemetry/opencensus_sdk.py stops the span exporter's worker through a private member
+        # <1.2: telemetry/opencensus.py stops the span exporter's worker through a private member
         # (no public call does), tested against the versions of this range.
         "opencensus-ext-azure>=1.1.13,<1.2",
         # opencensus-ext-azure's own dependency, bounded: azure-identity 1.18 and later need azure-core>=1.31,

@@ -21,7 +21,7 @@ IMPUTER_STRATEGIES = ("mean", "median")
 WRITE_MODES = ("append", "overwrite")
 #: The metrics the champion/challenger gate compares (``TrainParams.primary_metric`` spells them as its type).
 PRIMARY_METRICS = ("rmse", "mae", "r2")
-#: The telemetry backends (``diabetes_spark.telemetry.backend.BACKENDS`` registers one adapter each).
+#: The telemetry backends, the first the default (``diabetes_spark.telemetry`` has one module each).
 TELEMETRY_BACKENDS = ("opencensus", "opentelemetry")
 
 DEFAULT_EXPERIMENT = "diabetes-progression"

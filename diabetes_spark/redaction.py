@@ -78,24 +78,18 @@ class Redactor:
         return text if pattern is None else pattern.sub(REDACTED, text)
 
     def scrub(self, value: Any) -> Any:
-        """Redact every string in a JSON-like value; dicts and lists are changed in place."""
-        if self._pattern is None:
-            return value
+        """A copy of a JSON-like value with every string (keys too) redacted.
+
+        Dicts, lists and tuples come back as new containers: the caller's are never changed.
+        """
         if isinstance(value, str):
             return self(value)
         if isinstance(value, dict):
-            for key in list(value):
-                item = self.scrub(value[key])
-                clean = self(key) if isinstance(key, str) else key
-                if clean != key:
-                    del value[key]
-                value[clean] = item
-            return value
+            return {self.scrub(key): self.scrub(item) for key, item in value.items()}
         if isinstance(value, list):
-            value[:] = [self.scrub(v) for v in value]
-            return value
+            return [self.scrub(item) for item in value]
         if isinstance(value, tuple):
-            return tuple(self.scrub(v) for v in value)
+            return tuple(self.scrub(item) for item in value)
         return value
 
 

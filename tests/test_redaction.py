@@ -1,4 +1,5 @@
-"""Spark's own redaction, with the session's ``spark.redaction.regex``, hides Azure storage secrets.
+"""The one scrubber (:class:`~diabetes_spark.redaction.Redactor`), and Spark's own redaction, with
+the session's ``spark.redaction.regex``, hiding Azure storage secrets.
 
 Spark hides a setting's value in the UI, the event log and the History Server when the redaction
 pattern matches its key or its value (``Utils.redact``). These cases call that very function in the
@@ -8,10 +9,13 @@ checks the same end to end, in a real event log and UI.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from diabetes_spark.adls import adls_conf_key
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX as REDACTION_REGEX
+from diabetes_spark.redaction import Redactor
 
 REDACTED = "*********(redacted)"
 
@@ -54,6 +58,17 @@ PLAIN_SETTINGS = [
     pytest.param("ipc.client.connect.max.retries.on.sasl", "5", id="sasl-is-not-sas"),
     pytest.param("spark.sql.warehouse.dir", "/data/kansas/warehouse", id="path-with-sas-letters"),
 ]
+
+
+def test_scrub_returns_new_containers_and_leaves_the_callers_as_they_were() -> None:
+    secret = "Sup3r+S3cret/AccountKey=="
+    given = {"key": secret, secret: [f"with {secret}", (secret, 7)], "plain": {"n": 1}}
+    before = copy.deepcopy(given)
+    clean = Redactor([secret]).scrub(given)
+    assert clean == {"key": "[REDACTED]", "[REDACTED]": ["with [REDACTED]", ("[REDACTED]", 7)], "plain": {"n": 1}}
+    assert given == before
+    clean["plain"]["n"] = 2  # a new container all the way down, also where nothing was redacted
+    assert given["plain"] == {"n": 1}
 
 
 def _redact(spark, key: str, value: str) -> str:

@@ -28,7 +28,6 @@ from packaging.requirements import Requirement
 from diabetes_spark import jobs, telemetry
 from diabetes_spark.errors import ConfigurationError, DiabetesSparkError
 from diabetes_spark.params import TrainParams
-from diabetes_spark.telemetry import backend as backends
 from diabetes_spark.telemetry.config import parse_connection_string, sdk_environment
 from tests.collector import Collector
 
@@ -145,14 +144,24 @@ def test_without_a_connection_string_telemetry_is_console_only(
 # -- the backend setting -------------------------------------------------------------------------
 
 
+def _sdk_that_sent(backend: str | None) -> str:
+    """``oc`` or ``otel``: the SDK named in the envelopes' ``ai.internal.sdkVersion``."""
+    with Collector() as collector:
+        telemetry.start(
+            telemetry.COMPONENT_SCORE, connection_string=collector.connection_string(), backend=backend
+        ).close()
+    (version,) = {e["tags"]["ai.internal.sdkVersion"] for e in collector.envelopes}
+    return "otel" if ":otel" in version else "oc" if ":oc" in version else version
+
+
 def test_the_backend_comes_from_the_argument_else_the_environment_else_opencensus(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(telemetry.ENV_BACKEND, raising=False)
-    assert backends.resolve("") == "opencensus"
+    assert _sdk_that_sent("") == "oc"
     monkeypatch.setenv(telemetry.ENV_BACKEND, "OpenTelemetry")
-    assert backends.resolve(None) == "opentelemetry"
-    assert backends.resolve("opencensus") == "opencensus"
+    assert _sdk_that_sent(None) == "otel"
+    assert _sdk_that_sent("opencensus") == "oc"
     monkeypatch.setenv(telemetry.ENV_BACKEND, "zipkin")
     with pytest.raises(
         ConfigurationError, match=r"\$DIABETES_SPARK_TELEMETRY_BACKEND must be one of opencensus, opentelemetry"
@@ -171,6 +180,7 @@ def test_entra_id_with_opencensus_is_a_configuration_error_naming_the_backend_th
 
 def test_opentelemetry_without_its_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry.exporter", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "diabetes_spark.telemetry.opentelemetry", raising=False)  # imported afresh
     with pytest.raises(ConfigurationError, match=re.escape("pip install diabetes_spark[opentelemetry]")) as info:
         telemetry.start(
             telemetry.COMPONENT_SCORE, connection_string=f"InstrumentationKey={KEY}", backend="opentelemetry"
@@ -299,7 +309,7 @@ def test_a_metric_recorded_twice_with_the_same_dimensions(backend: str, expected
 def test_the_span_workers_stop_is_tested_against_the_pinned_opencensus_range() -> None:
     from opencensus.ext.azure.trace_exporter import AzureExporter
 
-    from diabetes_spark.telemetry.opencensus_sdk import stop_span_worker
+    from diabetes_spark.telemetry.opencensus import _stop_span_worker
 
     pinned = [
         Requirement(r)
@@ -316,7 +326,7 @@ def test_the_span_workers_stop_is_tested_against_the_pinned_opencensus_range() -
     with sdk_environment("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"):  # no statsbeat to Microsoft
         exporter = AzureExporter(connection_string=f"InstrumentationKey={KEY};IngestionEndpoint=http://127.0.0.1:9/")
     assert workers() == before + 1
-    stop_span_worker(exporter, 2.0)
+    _stop_span_worker(exporter, 2.0)
     deadline = time.monotonic() + 2.0
     while workers() > before and time.monotonic() < deadline:
         time.sleep(0.02)

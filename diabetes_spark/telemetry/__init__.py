@@ -1,36 +1,20 @@
-"""Application Insights telemetry of one job run, through OpenCensus (``opencensus-ext-azure``, the
-default) or OpenTelemetry (``azure-monitor-opentelemetry-exporter``, the extra ``opentelemetry``).
-
-:func:`start` returns a :class:`Telemetry` for a component (``Train_Orchestrator``,
-``Batch_Score_Orchestrator``). With a connection string it sends, all under one operation id:
-
-* logs of the component logger and its per-step children: messages, and exceptions with their
-  stack trace, each with the run's custom dimensions and trace/span ids;
-* a request for the run and a dependency per step, success or failure;
-* custom metrics: row counts, model metrics, step durations.
-
-Without one, everything goes to standard logging only: no exporter, no thread, no network.
-
-Telemetry never fails a job: the configuration is checked once, at :func:`start` (a bad key is a
-:class:`~diabetes_spark.errors.ConfigurationError` there, before any work); later, an endpoint that
-is down, slow or answering errors only costs records, which :meth:`Telemetry.close` reports in one
-warning after at most ``flush_timeout`` seconds. Nothing is spooled to disk and the SDK's own
-usage statistics (statsbeat) are off. Secret values are replaced by ``[REDACTED]`` in every
-message, dimension and attribute, also in their URL-encoded and base64 forms.
-
-Modules: :mod:`.core` (the backend-neutral session), :mod:`.logs` (routing of log records),
-:mod:`.config` (the connection string), :mod:`.backend` (what a backend is, and which exist),
-:mod:`.opencensus` with :mod:`.opencensus_sdk`, and :mod:`.opentelemetry` (the two backends).
+"""Application Insights telemetry of one job run, best effort, through OpenCensus (the default) or
+OpenTelemetry (the extra ``opentelemetry``); docs/telemetry.md says what is sent. :func:`start`
+checks the configuration before any work; after that a bad endpoint costs records, never the job,
+and never more than ``flush_timeout`` at close. Modules: :mod:`.core` (the session), :mod:`.logs`,
+:mod:`.config` (the connection string), one per backend (:mod:`.opencensus`, :mod:`.opentelemetry`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from diabetes_spark.telemetry import backend as _backends
-from diabetes_spark.telemetry.config import parse_connection_string
+from diabetes_spark.errors import ConfigurationError
+from diabetes_spark.params import TELEMETRY_BACKENDS
+from diabetes_spark.telemetry.config import Connection, parse_connection_string
 from diabetes_spark.telemetry.core import (
     COMPONENT_INGEST,
     COMPONENT_SCORE,
@@ -39,25 +23,28 @@ from diabetes_spark.telemetry.core import (
     RUN_DURATION_METRIC,
     STEP_DURATION_METRIC,
     VERSION_DIMENSION,
+    Backend,
     Telemetry,
 )
 
-ENV_BACKEND = _backends.ENV_BACKEND
-BACKENDS = tuple(_backends.BACKENDS)
-
 __all__ = [
+    "BACKENDS",
     "COMPONENT_INGEST",
     "COMPONENT_SCORE",
     "COMPONENT_TRAIN",
+    "ENV_BACKEND",
     "ENV_CONNECTION_STRING",
     "RUN_DURATION_METRIC",
     "STEP_DURATION_METRIC",
     "VERSION_DIMENSION",
-    "ENV_BACKEND",
-    "BACKENDS",
     "Telemetry",
     "start",
 ]
+
+#: Where :func:`start` reads the backend when none is given.
+ENV_BACKEND = "DIABETES_SPARK_TELEMETRY_BACKEND"
+#: The backends, the first the default (the job parameter ``telemetry_backend`` names them too).
+BACKENDS = TELEMETRY_BACKENDS
 
 
 def start(
@@ -73,33 +60,83 @@ def start(
     """Start the telemetry of one job run; close it (or use it as a context manager) at the end.
 
     Args:
-        component: The component, also the cloud role name and the logger name
-            (:data:`COMPONENT_TRAIN`, :data:`COMPONENT_SCORE`).
-        connection_string: ``InstrumentationKey=...;IngestionEndpoint=...`` or a bare instrumentation
-            key (a GUID; it becomes ``InstrumentationKey=<key>``). ``None`` reads
+        component: The component (:data:`COMPONENT_TRAIN`, ...): cloud role name and logger name.
+        connection_string: A connection string or a bare instrumentation key; ``None`` reads
             ``$APPLICATIONINSIGHTS_CONNECTION_STRING``; empty means console only.
         secrets: Values to redact from everything sent or logged (the connection string always is).
         dimensions: Custom dimensions for every record, e.g. ``databricks_job_id``.
-        flush_timeout: The most seconds :meth:`Telemetry.close` spends delivering what is buffered.
-        backend: ``opencensus`` or ``opentelemetry``; ``None`` or empty reads
-            ``$DIABETES_SPARK_TELEMETRY_BACKEND``, else ``opencensus``.
-        credential: For ``Authorization=AAD`` with ``opentelemetry``: an ``azure.core``
-            ``TokenCredential`` (``None``: ``azure.identity.DefaultAzureCredential``).
+        flush_timeout: The most seconds :meth:`Telemetry.close` waits for delivery.
+        backend: ``opencensus`` or ``opentelemetry``; empty reads ``$DIABETES_SPARK_TELEMETRY_BACKEND``.
+        credential: For ``Authorization=AAD`` (``opentelemetry``): an ``azure.core`` ``TokenCredential``
+            (``None``: ``azure.identity.DefaultAzureCredential``).
 
     Raises:
-        ConfigurationError: A malformed connection string or key (named, never the value), an
-            unknown backend, ``Authorization=AAD`` with ``opencensus``, or ``opentelemetry``
-            without its extra installed.
+        ConfigurationError: A malformed connection string (named, never its value), an unknown
+            backend, ``Authorization=AAD`` with ``opencensus``, or ``opentelemetry`` without its extra.
     """
     source = "passed to telemetry.start"
     if connection_string is None:
         connection_string, source = os.environ.get(ENV_CONNECTION_STRING), f"${ENV_CONNECTION_STRING}"
-    name = _backends.resolve(backend)
+    name = _backend_name(backend)
     telemetry = Telemetry(component, secrets=secrets, dimensions=dimensions, flush_timeout=flush_timeout)
     if connection_string and connection_string.strip():
         connection = parse_connection_string(connection_string, source)
-        _backends.check(name, connection)
         telemetry.add_secrets([connection_string])
-        telemetry._export_to(name, connection, credential)
-    telemetry._install_logging()
+        exporters = _start_exporters(name, telemetry, connection, credential)
+        telemetry._send_to(exporters, connection.endpoint)
+    telemetry._route_logs()
     return telemetry
+
+
+def _backend_name(name: str | None) -> str:
+    """``name``, else ``$DIABETES_SPARK_TELEMETRY_BACKEND``, else the default, checked."""
+    source = "telemetry_backend"
+    if not (name or "").strip():
+        name, source = os.environ.get(ENV_BACKEND, ""), f"${ENV_BACKEND}"
+    chosen = (name or "").strip().lower() or BACKENDS[0]
+    if chosen not in BACKENDS:
+        raise ConfigurationError(f"{source} must be one of {', '.join(BACKENDS)}; got {name!r}")
+    return chosen
+
+
+def _start_exporters(name: str, telemetry: Telemetry, connection: Connection, credential: Any) -> Backend | None:
+    """Backend ``name``'s exporters, importing its SDK alone; ``None``, with a warning, when the
+    SDK cannot start them (the configuration is valid: that must not stop the job).
+
+    Raises:
+        ConfigurationError: ``Authorization=AAD`` with ``opencensus``; ``opentelemetry`` not installed.
+    """
+    if name == "opencensus":
+        if connection.entra_id:
+            raise ConfigurationError(
+                "the Application Insights connection string says Authorization=AAD (Entra ID), which telemetry "
+                f"backend opencensus cannot send with; set telemetry_backend (or ${ENV_BACKEND}) to opentelemetry"
+            )
+        from diabetes_spark.telemetry.opencensus import Exporters
+    else:  # opentelemetry, the one other name _backend_name lets through
+        try:
+            from diabetes_spark.telemetry.opentelemetry import Exporters  # type: ignore[assignment]
+        except ImportError as e:
+            raise ConfigurationError(
+                "telemetry backend opentelemetry needs azure-monitor-opentelemetry-exporter, which is not "
+                "installed: pip install diabetes_spark[opentelemetry]"
+            ) from e
+    redactor = telemetry._redactor
+    try:
+        return Exporters(
+            telemetry.component,
+            telemetry.trace_id,
+            redactor,
+            connection,
+            flush_timeout=telemetry.flush_timeout,
+            credential=credential,
+        )
+    except Exception as e:
+        logging.getLogger("diabetes_spark.telemetry").warning(
+            "telemetry of %s goes to the console only: the %s exporters could not start (%s: %s)",
+            telemetry.component,
+            name,
+            type(e).__name__,
+            redactor(str(e)),
+        )
+        return None

@@ -1,22 +1,18 @@
-"""The Application Insights connection string: parsed and checked once, for telemetry and for
-``setup-secrets``, with messages that never repeat the value; and the environment the exporters of
-either backend are built in."""
+"""The Application Insights connection string, parsed and checked once (for telemetry and for
+``setup-secrets``) with messages that never repeat the value, and the environment the SDKs' exporters
+are built in."""
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import NamedTuple
 from urllib.parse import urlparse
 
 from diabetes_spark.errors import ConfigurationError
+from diabetes_spark.runtime import environment
 
-__all__ = ["parse_connection_string", "Connection", "DEFAULT_ENDPOINT", "sdk_environment"]
-
-#: Where a bare instrumentation key sends (the SDK's default; a connection string names a regional one).
+#: Where a bare instrumentation key sends (the SDKs' default; a connection string names a regional one).
 DEFAULT_ENDPOINT = "https://dc.services.visualstudio.com"
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -24,6 +20,8 @@ _EXPECTED = (
     "expected 'InstrumentationKey=<GUID>;IngestionEndpoint=https://<region>.in.applicationinsights.azure.com/' "
     "(the Application Insights resource's Overview page shows it) or a bare instrumentation key (a GUID)"
 )
+#: What an SDK would read on its own: a connection string or key besides the one it is given.
+_SDK_OWN_SETTINGS = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPINSIGHTS_INSTRUMENTATIONKEY")
 
 
 class Connection(NamedTuple):
@@ -31,15 +29,14 @@ class Connection(NamedTuple):
 
     key: str
     endpoint: str
-    #: ``Authorization=AAD``: send with an Entra ID token, not the key alone (the ``opentelemetry`` backend).
+    #: ``Authorization=AAD``: send with an Entra ID token (the ``opentelemetry`` backend only).
     entra_id: bool = False
-    #: ``AADAudience``, for a sovereign cloud's token audience ("": the public cloud's).
+    #: ``AADAudience``, a sovereign cloud's token audience ("": the public cloud's).
     audience: str = ""
 
     def for_exporter(self) -> str:
-        """The connection string the exporters get: normalised, with nothing but what they need
-        (no ``Authorization``: the Azure Monitor exporter refuses any but ikey, and takes Entra ID
-        as a credential object)."""
+        """The normalised string the exporters get, without ``Authorization``: the Azure Monitor
+        exporter refuses any but ikey there and takes Entra ID as a credential object."""
         text = f"InstrumentationKey={self.key};IngestionEndpoint={self.endpoint}"
         return text + (f";AADAudience={self.audience}" if self.audience else "")
 
@@ -54,9 +51,8 @@ def parse_connection_string(value: str, source: str) -> Connection:
         source: Where the value came from, for the error message.
 
     Returns:
-        ``(key, endpoint, entra_id, audience)``: the key in lower case (the SDKs accept no other), the
-        endpoint without a trailing ``/`` (the SDKs append ``/v2.1/track``), whether the string says
-        ``Authorization=AAD``.
+        The key in lower case (the SDKs accept no other), the endpoint without a trailing ``/``
+        (the SDKs append ``/v2.1/track``), and whether the string says ``Authorization=AAD``.
 
     Raises:
         ConfigurationError: The value is malformed. The message says what is wrong, never the value.
@@ -69,9 +65,7 @@ def parse_connection_string(value: str, source: str) -> Connection:
     if _GUID.match(text):
         return Connection(text.lower(), DEFAULT_ENDPOINT)
     fields: dict[str, str] = {}
-    for part in text.split(";"):
-        if not part.strip():
-            continue
+    for part in filter(str.strip, text.split(";")):
         name, sep, field = part.partition("=")
         if not sep:
             raise invalid("a part has no '='")
@@ -94,32 +88,12 @@ def parse_connection_string(value: str, source: str) -> Connection:
     return Connection(key.lower(), endpoint.rstrip("/"), authorization == "aad", fields.get("aadaudience", ""))
 
 
-_ENV_LOCK = threading.Lock()
-#: What the SDKs would read on their own: a connection string or key besides the one passed explicitly.
-_ENV_HIDDEN = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPINSIGHTS_INSTRUMENTATIONKEY")
+def sdk_environment(*switched_on: str) -> AbstractContextManager[None]:
+    """The environment an SDK's constructors see: no connection string of its own, and the
+    ``switched_on`` variables ``true`` (the switches that keep statsbeat and remote configuration off).
 
-
-@contextmanager
-def sdk_environment(*switched_on: str) -> Iterator[None]:
-    """The environment an SDK's constructors see: no connection string of their own, ``switched_on``
-    variables ``true`` (the switches that keep statsbeat and remote configuration off).
-
-    A constructor may re-parse ``$APPLICATIONINSIGHTS_CONNECTION_STRING`` even when given an
-    explicit string (OpenCensus fails on a bare key or a trailing ``;``); statsbeat and the
-    control plane would call Microsoft's endpoints. All are set for the milliseconds of
-    construction, then restored: the process's environment is the caller's.
+    A constructor may re-parse ``$APPLICATIONINSIGHTS_CONNECTION_STRING`` even when given a string
+    (OpenCensus fails on a bare key or a trailing ``;``), and statsbeat would call Microsoft's
+    endpoints. The process's environment is put back as it was after construction.
     """
-    with _ENV_LOCK:
-        saved = {name: os.environ.get(name) for name in (*_ENV_HIDDEN, *switched_on)}
-        for name in _ENV_HIDDEN:
-            os.environ.pop(name, None)
-        for name in switched_on:
-            os.environ[name] = "true"
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    return environment({**dict.fromkeys(_SDK_OWN_SETTINGS), **dict.fromkeys(switched_on, "true")})

@@ -1,6 +1,5 @@
-"""The backend-neutral session of one job run: dimensions, a span per step, metrics, redaction,
-the failure sent once, and the flush policy (a bounded close, one warning on loss). A backend
-adapter (:mod:`.backend`) exports."""
+"""The session of one job run, whichever SDK sends it: dimensions, a span per step, metrics,
+redaction, a failure sent once, and a close bounded by the flush timeout that reports a loss once."""
 
 from __future__ import annotations
 
@@ -9,47 +8,101 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from diabetes_spark._version import __version__
 from diabetes_spark.redaction import Redactor
-from diabetes_spark.telemetry import backend, logs
-
-if TYPE_CHECKING:
-    from diabetes_spark.telemetry.backend import Backend, Outcome
-    from diabetes_spark.telemetry.config import Connection
-
-__all__ = [
-    "Telemetry",
-    "COMPONENT_TRAIN",
-    "COMPONENT_SCORE",
-    "COMPONENT_INGEST",
-    "ENV_CONNECTION_STRING",
-    "STEP_DURATION_METRIC",
-    "RUN_DURATION_METRIC",
-    "VERSION_DIMENSION",
-]
+from diabetes_spark.telemetry import logs
 
 COMPONENT_TRAIN = "Train_Orchestrator"
 COMPONENT_SCORE = "Batch_Score_Orchestrator"
 COMPONENT_INGEST = "Ingest_Orchestrator"
 #: The command of each component, as its console lines name it (``score: write ...``).
 _COMMANDS = {COMPONENT_TRAIN: "train", COMPONENT_SCORE: "score", COMPONENT_INGEST: "ingest"}
-#: Where :func:`start` reads the connection string when none is passed (the SDKs' own convention).
+#: Where :func:`~diabetes_spark.telemetry.start` reads the connection string (the SDKs' own convention).
 ENV_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 #: Custom metric recorded for every step, with the step's name in dimension ``step``.
 STEP_DURATION_METRIC = "step_duration_seconds"
 RUN_DURATION_METRIC = "run_duration_seconds"
 VERSION_DIMENSION = "diabetes_spark_version"
 
-_log = logging.getLogger("diabetes_spark.telemetry")  # the package's logger, whichever module logs
+_log = logging.getLogger("diabetes_spark.telemetry")
+
+
+@dataclass(frozen=True)
+class Span:
+    """A run (no parent: an App Insights request) or a step (a dependency), ended."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent: str | None
+    begun: datetime
+    ended: datetime
+    ok: bool
+    attributes: Mapping[str, Any]
+
+
+class SdkFailures(logging.Filter):
+    """Keeps an SDK's loggers quiet while a session sends: their messages are about its batches,
+    and the session reports a loss once. The last warning of the first logger (the transport's)
+    is the cause that report gives. Attached as the exporters start, removed as they stop."""
+
+    def __init__(self, *loggers: str) -> None:
+        super().__init__()
+        self.loggers = loggers
+        self.last = ""
+        for name in loggers:
+            logging.getLogger(name).addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == self.loggers[0] and record.levelno >= logging.WARNING:
+            try:
+                self.last = record.getMessage()
+            except Exception:  # a malformed SDK message: keep its template
+                self.last = str(record.msg)
+        return False
+
+    def remove(self) -> None:
+        for name in self.loggers:
+            logging.getLogger(name).removeFilter(self)
+
+
+class Backend(Protocol):
+    """The exporters of one session, over one SDK (:mod:`.opencensus`, :mod:`.opentelemetry`).
+    Spans, metrics and (through ``log_handler``) prepared log records are queued, never sent on
+    the caller's thread; ``shutdown`` delivers them and ends soon after ``abandon``."""
+
+    log_handler: logging.Handler
+    failures: SdkFailures
+
+    def send_span(self, span: Span) -> None: ...
+    def add_metrics(self, values: Mapping[str, float], labels: Mapping[str, str]) -> None: ...
+    def shutdown(self) -> None: ...
+    def abandon(self) -> None: ...
+
+
+def request_timeout(flush_timeout: float) -> float:
+    """Seconds per HTTP request: the flush timeout, within [0.5, 10]."""
+    return max(min(flush_timeout, 10.0), 0.5)
+
+
+def run_all(calls: Sequence[Callable[[], object]], name: str) -> None:
+    """Run ``calls`` in parallel threads and wait for all of them."""
+    threads = [threading.Thread(target=call, name=f"{name}-{i}", daemon=True) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 class Telemetry:
-    """Logs, spans and metrics of one job run; see :func:`start`.
+    """Logs, spans and metrics of one job run; see :func:`~diabetes_spark.telemetry.start`.
 
     A step is a :meth:`span`; records logged inside it carry its span id and ``step`` dimension.
     An exception is sent once with its stack trace: a record logging an exception already sent
@@ -73,23 +126,20 @@ class Telemetry:
         self._redactor = Redactor(secrets)
         self._dimensions: dict[str, str] = {VERSION_DIMENSION: __version__}
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._step: ContextVar[str] = ContextVar(f"telemetry step of {self.trace_id}", default=self._root_span_id)
         self._rows: dict[str, int] = {}
         self._sent_errors: list[BaseException] = []
         self._failed = False
         self._closed = False
-        self._sdk: Backend | None = None
+        self._backend: Backend | None = None
         self._endpoint = ""
-        self.backend = ""  # the backend exporting, once started
-        self._logging_state: tuple[logging.Logger, list[logging.Handler]] | None = None
+        self._route: logs.Route | None = None
         self.set_dimensions(**(dimensions or {}))
 
     @property
     def exporting(self) -> bool:
         """True when records go to Application Insights (False: console only)."""
-        return self._sdk is not None
-
-    # -- public API -----------------------------------------------------------------------------
+        return self._backend is not None
 
     def logger(self, step: str | None = None) -> logging.Logger:
         """The component logger, or the child logger of ``step`` (``<component>.<step>``)."""
@@ -97,19 +147,15 @@ class Telemetry:
 
     @contextmanager
     def span(self, step: str, **attributes: Any) -> Iterator[logging.Logger]:
-        """Time one step as a span (an App Insights dependency) and a duration metric.
-
-        Yields the step's logger. The console gets a line as the step starts and one, with the
-        elapsed time and the rows of :meth:`rows`, as it ends (App Insights only the latter, as a
-        trace). An exception is logged with its stack trace, marks the span and the run failed, and
-        propagates.
-        """
+        """Time one step as a span (an App Insights dependency) and a duration metric; yields the
+        step's logger. The console gets a line as the step starts and one, with the elapsed time and
+        the rows of :meth:`rows`, as it ends. An exception is logged with its stack trace, marks the
+        span and the run failed, and propagates."""
         log = self.logger(step)
         span_id, begun, clock = _new_span_id(), datetime.now(timezone.utc), time.perf_counter()
         label = f"{_COMMANDS.get(self.component, self.component)}: {step}"
         log.info("%s ...", label, extra={logs.CONSOLE_ONLY: True})
-        stack = self._stack()
-        stack.append(span_id)
+        step_token = self._step.set(span_id)
         ok = True
         try:
             yield log
@@ -120,20 +166,19 @@ class Telemetry:
             ok = False
             self._failed = True
             if isinstance(error, Exception) and not self._was_sent(error):
-                log.exception(
-                    "step %s failed after %.2f s", step, time.perf_counter() - clock, extra={logs.SKIP_CONSOLE: True}
-                )
+                elapsed = time.perf_counter() - clock
+                log.exception("step %s failed after %.2f s", step, elapsed, extra={logs.SKIP_CONSOLE: True})
             raise
         finally:
-            stack.pop()
+            self._step.reset(step_token)
             self._record({STEP_DURATION_METRIC: time.perf_counter() - clock}, {"step": step})
-            self._export_span(step, span_id, self._root_span_id, begun, ok, {**attributes, "step": step}, server=False)
+            self._send_span(step, span_id, self._root_span_id, begun, ok, {**attributes, "step": step})
 
     def rows(self, count: int) -> None:
         """The rows the current step handled, for its console line."""
-        self._rows[self._current_span_id()] = int(count)
+        self._rows[self._step.get()] = int(count)
 
-    def set_dimensions(self, **dimensions: str) -> None:
+    def set_dimensions(self, **dimensions: str | None) -> None:
         """Add custom dimensions to every later record (``None`` removes one)."""
         with self._lock:
             for name, value in dimensions.items():
@@ -146,36 +191,40 @@ class Telemetry:
         """Redact ``values`` (and their URL-encoded and base64 forms) from everything from now on."""
         self._redactor.add(values)
         with self._lock:
-            self._dimensions = {k: self._redactor(v) for k, v in self._dimensions.items()}
+            self._dimensions = self._redactor.scrub(self._dimensions)
 
     def record(self, metrics: Mapping[str, float]) -> None:
-        """Send custom metrics (``rows_in``, ``rmse``, ...) with the current dimensions.
-
-        Values that are not finite numbers are skipped (App Insights rejects NaN and infinity).
-        Names are sent in lower case (``psi_bmi``): OpenTelemetry's are case-insensitive and its
-        SDK lower-cases them, so both backends name a metric alike.
-        """
+        """Send custom metrics (``rows_in``, ``rmse``, ...) with the current dimensions. Values
+        that are not finite are skipped (App Insights rejects them); names are sent in lower case,
+        as OpenTelemetry's SDK sends them, so both backends name a metric alike."""
         self._record(metrics, {})
 
     def fail(self, error: BaseException) -> None:
         """Mark the run failed and send ``error`` with its stack trace, unless a step already did."""
         self._failed = True
         if isinstance(error, Exception) and not self._was_sent(error):
-            log = self.logger()
             name = type(error).__name__
-            log.error("%s failed: %s: %s", self.component, name, error, exc_info=error, extra={logs.SKIP_CONSOLE: True})
+            self.logger().error(
+                "%s failed: %s: %s", self.component, name, error, exc_info=error, extra={logs.SKIP_CONSOLE: True}
+            )
 
     def close(self) -> None:
-        """End the run's request and deliver everything buffered, within ``flush_timeout`` seconds.
-
-        Never raises and never waits longer; records that could not be delivered are reported in
-        one warning. Calling it again does nothing.
-        """
+        """End the run's request and deliver what is buffered, waiting at most ``flush_timeout``
+        seconds. Never raises; a loss is reported in one warning. A second call does nothing."""
         if self._closed:
             return
         self._closed = True
+        begun, clock = self._started
         try:
-            self._close()
+            try:
+                self._record({RUN_DURATION_METRIC: time.perf_counter() - clock}, {})
+                self._send_span(self.component, self._root_span_id, None, begun, not self._failed, {})
+            finally:
+                if self._route is not None:
+                    logs.detach(self.logger(), self._route)
+                self._sent_errors.clear()
+            if self._backend is not None:
+                self._shut_down(self._backend)
         except Exception as e:  # telemetry must never be why a job fails
             _log.warning("telemetry of %s could not be closed cleanly: %s", self.component, self._redactor(str(e)))
 
@@ -187,22 +236,6 @@ class Telemetry:
             self.fail(exc)
         self.close()
 
-    # -- records ------------------------------------------------------------------------------
-
-    def _stack(self) -> list[str]:
-        stack = getattr(self._local, "stack", None)
-        if stack is None:
-            stack = self._local.stack = []
-        return stack
-
-    def _current_span_id(self) -> str:
-        stack = self._stack()
-        return stack[-1] if stack else self._root_span_id
-
-    def _snapshot(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._dimensions)
-
     def _was_sent(self, error: BaseException) -> bool:
         """True if ``error`` was logged already; otherwise remember it as logged now."""
         with self._lock:
@@ -212,122 +245,98 @@ class Telemetry:
             return False
 
     def _prepare(self, record: logging.LogRecord) -> None:
-        """Redact the record and attach dimensions, step and trace ids (once per record)."""
-        if getattr(record, "_telemetry_prepared", False):
-            return
-        record._telemetry_prepared = True  # type: ignore[attr-defined]
+        """Redact ``record`` and attach the dimensions, the step and the trace ids."""
         redact = self._redactor
-        record.msg, record.args = redact(record.getMessage()), None
+        try:
+            record.msg, record.args = redact(record.getMessage()), None
+        except Exception:  # a record that cannot be formatted fails in its handlers, as it would anyway
+            return
         if record.exc_info and record.exc_info[1] is not None:
-            error = record.exc_info[1]
-            if not getattr(record, logs.SKIP_CONSOLE, False) and self._was_sent(error):
+            if not getattr(record, logs.SKIP_CONSOLE, False) and self._was_sent(record.exc_info[1]):
                 record.exc_info, record.exc_text = None, None  # sent already: keep the message only
             elif not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        dimensions = self._snapshot()
+        record.exc_text = redact(record.exc_text) if record.exc_text else record.exc_text
+        record.stack_info = redact(record.stack_info) if record.stack_info else record.stack_info
+        with self._lock:
+            dimensions = dict(self._dimensions)
         if record.name.startswith(self.component + "."):
             dimensions["step"] = record.name[len(self.component) + 1 :]
         own = getattr(record, "custom_dimensions", None)
         if isinstance(own, Mapping):
             dimensions.update({str(k): str(v) for k, v in own.items()})
         record.custom_dimensions = redact.scrub(dimensions)  # type: ignore[attr-defined]
-        record.traceId, record.spanId = self.trace_id, self._current_span_id()  # type: ignore[attr-defined]
+        record.traceId, record.spanId = self.trace_id, self._step.get()  # type: ignore[attr-defined]
 
     def _record(self, metrics: Mapping[str, Any], labels: Mapping[str, str]) -> None:
-        if self._sdk is None:
+        if self._backend is None:
             return
-        good = {}
+        finite = {}
         for name, value in metrics.items():
             try:
                 number = float(value)
             except (TypeError, ValueError):
                 number = math.nan
             if math.isfinite(number):
-                good[name.lower()] = number
+                finite[name.lower()] = number
             else:
                 _log.debug("metric %s=%r is not a finite number: not sent", name, value)
-        if good:
-            self._sdk.add_metrics(good, {**self._snapshot(), **labels})
-
-    def _export_span(
-        self,
-        name: str,
-        span_id: str,
-        parent: str | None,
-        begun: datetime,
-        ok: bool,
-        attributes: Mapping[str, Any],
-        *,
-        server: bool,
-    ) -> None:
-        if self._sdk is None:
-            return
-        values: dict[str, Any] = self._snapshot()
-        values.update({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in attributes.items()})
-        values = self._redactor.scrub(values)
-        ended = datetime.now(timezone.utc)
-        span = backend.FinishedSpan(name, self.trace_id, span_id, parent, begun, ended, ok, values, server)
-        self._sdk.send_span(span)
-
-    # -- set-up and shut-down -------------------------------------------------------------------
-
-    def _export_to(self, name: str, connection: Connection, credential: Any = None) -> None:
-        """Start backend ``name``'s exporters for this run; console only if they cannot start."""
-        self._endpoint, self.backend = connection.endpoint, name
-        settings = backend.Settings(
-            self.component, self.trace_id, self._redactor, connection, self.flush_timeout, credential
-        )
-        self._sdk = backend.start(name, settings)
-
-    def _install_logging(self) -> None:
-        """Route the component's loggers through redaction to App Insights and the console."""
-        logger = self.logger()
-        preparer = logs.Preparer(self._prepare)
-        relay = logs.ConsoleRelay()
-        relay.addFilter(preparer)
-        handlers: list[logging.Handler] = [relay]
-        if self._sdk is not None:
-            self._sdk.log_handler.addFilter(logs.NOT_EXPORTED)
-            self._sdk.log_handler.addFilter(preparer)
-            handlers.insert(0, self._sdk.log_handler)
-        relay.threshold = logs.attach(logger, handlers, info=self._sdk is not None)
-        self._logging_state = (logger, handlers)
-
-    def _close(self) -> None:
-        begun, clock = self._started
-        try:
-            self._record({RUN_DURATION_METRIC: time.perf_counter() - clock}, {})
-            self._export_span(self.component, self._root_span_id, None, begun, not self._failed, {}, server=True)
-        finally:
-            if self._logging_state is not None:
-                logs.detach(*self._logging_state)
+        if finite:
             with self._lock:
-                self._sent_errors.clear()
-        if self._sdk is not None:
-            self._report(self._sdk.close(self.flush_timeout))
+                dimensions = {**self._dimensions, **labels}
+            self._backend.add_metrics(finite, dimensions)
 
-    def _report(self, outcome: Outcome) -> None:
-        """One warning if anything was lost, with the last transport error (redacted) as its cause."""
-        if outcome.lost <= 0:
+    def _send_span(self, name: str, span_id: str, parent: str | None, begun: datetime, ok: bool, attributes: dict):
+        if self._backend is None:
             return
-        # Nothing is retried (no local storage): an SDK's "Retrying" wording would mislead.
-        error = outcome.last_error.removeprefix("Retrying due to ").removesuffix(" Retrying.").strip()
-        cause = f"last error: {self._redactor(error)[:300]}" if error else f"no answer within {self.flush_timeout:g} s"
-        if outcome.dropped:
-            cause += f"; {outcome.dropped} dropped because too many records were waiting"
-        _log.warning(
-            "telemetry of %s: %d of %d records were lost, not delivered to Application Insights at %s (%s); "
-            "the job itself is not affected",
-            self.component,
-            outcome.lost,
-            outcome.handed,
-            self._endpoint,
-            cause,
-        )
+        with self._lock:
+            values: dict[str, Any] = dict(self._dimensions)
+        values.update({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in attributes.items()})
+        ended = datetime.now(timezone.utc)
+        span = Span(name, self.trace_id, span_id, parent, begun, ended, ok, self._redactor.scrub(values))
+        self._backend.send_span(span)
+
+    def _send_to(self, backend: Backend | None, endpoint: str) -> None:
+        """Export through ``backend`` (``None``: console only), to ``endpoint``."""
+        self._backend, self._endpoint = backend, endpoint
+
+    def _route_logs(self) -> None:
+        """Route the component's loggers through redaction to App Insights and the console."""
+        exporter = None if self._backend is None else self._backend.log_handler
+        self._route = logs.Route(self._prepare, exporter)
+        logs.attach(self.logger(), self._route, info=exporter is not None)
+
+    def _shut_down(self, backend: Backend) -> None:
+        """Stop the exporters, waiting at most ``flush_timeout``; past it they send nothing more
+        and end on their own, removing the SDK's log filter as they do. One warning on loss."""
+        done = threading.Event()
+
+        def shut_down() -> None:
+            try:
+                backend.shutdown()
+            except Exception as e:  # telemetry must never be why a job fails
+                backend.failures.last = f"{type(e).__name__}: {e}"
+            finally:
+                backend.failures.remove()
+                done.set()
+
+        threading.Thread(target=shut_down, name="telemetry-close", daemon=True).start()
+        in_time = done.wait(self.flush_timeout)
+        error = backend.failures.last
+        if not in_time:
+            backend.abandon()
+        # Nothing is retried (no local storage): the SDKs' "Retrying" wording would mislead.
+        error = error.removeprefix("Retrying due to ").removesuffix(" Retrying.").strip()
+        causes = [] if in_time else [f"the flush did not finish within {self.flush_timeout:g} s"]
+        causes += [f"last error: {self._redactor(error)[:300]}"] if error else []
+        if causes:
+            _log.warning(
+                "telemetry of %s: records were lost, not delivered to Application Insights at %s (%s); "
+                "the job itself is not affected",
+                self.component,
+                self._endpoint,
+                "; ".join(causes),
+            )
 
 
 def _new_span_id() -> str:

@@ -1,8 +1,8 @@
-"""How a telemetry session routes its component's log records: prepared (redacted, with
-dimensions and trace ids) for the exporter, and relayed to the console at the logger's own level.
+"""How a session routes its component's log records: prepared (redacted, with dimensions and trace
+ids) to the exporter, and to the console at the level the component logger had before the session.
 
-A component logger may serve two overlapping sessions in one process; the first saves its level
-and propagation and the last restores them. That bookkeeping lives on the logger itself.
+A component logger may serve two overlapping sessions in one process: the first to attach saves
+its level and propagation, the last to detach puts them back.
 """
 
 from __future__ import annotations
@@ -10,19 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Callable, Sequence
-
-__all__ = [
-    "SKIP_CONSOLE",
-    "CONSOLE_ONLY",
-    "CONSOLE_MESSAGE",
-    "NOT_EXPORTED",
-    "Preparer",
-    "ConsoleRelay",
-    "attach",
-    "detach",
-    "done_line",
-]
+from collections.abc import Callable
 
 #: On step-failure records: the caller (CLI, notebook) reports the error itself.
 SKIP_CONSOLE = "_telemetry_skip_console"
@@ -30,22 +18,38 @@ SKIP_CONSOLE = "_telemetry_skip_console"
 CONSOLE_ONLY = "_telemetry_console_only"
 #: On records the console shows in other words (a step's end, with its rows): the text it shows.
 CONSOLE_MESSAGE = "_telemetry_console_message"
+
 _LOCK = threading.Lock()
+#: Component logger name -> [sessions attached, its level and propagation before the first].
+_SAVED: dict[str, list] = {}
 
 
-class Preparer(logging.Filter):
-    """Handler filter: prepares every record that reaches the component's handlers."""
+class Route(logging.Handler):
+    """The one handler a session adds to its component logger: it prepares each record, hands it
+    to the exporter, and relays it to the root logger's handlers as propagation would, at the
+    level the logger had before the session raised it to INFO. Step failures skip the console:
+    the exception propagates and its caller reports it."""
 
-    def __init__(self, prepare: Callable[[logging.LogRecord], None]) -> None:
+    def __init__(self, prepare: Callable[[logging.LogRecord], None], exporter: logging.Handler | None) -> None:
         super().__init__()
-        self._prepare = prepare
+        self.prepare, self.exporter = prepare, exporter
+        self.threshold = logging.NOTSET
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._prepare(record)
-        except Exception:  # a record that cannot be formatted fails in its handler as it would anyway
-            pass
-        return True
+            self.prepare(record)
+            if self.exporter is not None and not getattr(record, CONSOLE_ONLY, False):
+                self.exporter.handle(record)
+            root = logging.getLogger()
+            if record.levelno < (self.threshold or root.getEffectiveLevel()) or getattr(record, SKIP_CONSOLE, False):
+                return
+            shown = getattr(record, CONSOLE_MESSAGE, None)
+            if shown is not None:
+                record = copy.copy(record)
+                record.msg, record.args = shown, None
+            root.handle(record)
+        except Exception:  # logging's own policy: report on stderr, never raise into the caller
+            self.handleError(record)
 
 
 def done_line(label: str, rows: int | None, seconds: float) -> str:
@@ -54,80 +58,26 @@ def done_line(label: str, rows: int | None, seconds: float) -> str:
     return f"{label}{counted} ... {seconds:.1f} s"
 
 
-class _NotExported(logging.Filter):
-    """Exporter filter: keeps records meant for the console alone out of the telemetry."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, CONSOLE_ONLY, False)
-
-
-NOT_EXPORTED = _NotExported()
-
-
-class ConsoleRelay(logging.Handler):
-    """Hands the component's records to the root logger's handlers, as propagation would.
-
-    It applies the level the component logger had before telemetry raised it to INFO, and skips
-    step failures: the exception propagates and its caller reports it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threshold = logging.NOTSET
-
-    def emit(self, record: logging.LogRecord) -> None:
-        root = logging.getLogger()
-        threshold = self.threshold or root.getEffectiveLevel()
-        if record.levelno >= threshold and not getattr(record, SKIP_CONSOLE, False):
-            shown = getattr(record, CONSOLE_MESSAGE, None)
-            if shown is not None:
-                record = copy.copy(record)
-                record.msg, record.args = shown, None
-            root.handle(record)
-
-
-class _Users(logging.Filter):
-    """Marks a component logger in use: by how many sessions, and its settings before the first."""
-
-    def __init__(self, level: int, propagate: bool) -> None:
-        super().__init__()
-        self.count, self.level, self.propagate = 0, level, propagate
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return True
-
-
-def _users(logger: logging.Logger) -> _Users | None:
-    return next((f for f in logger.filters if isinstance(f, _Users)), None)
-
-
-def attach(logger: logging.Logger, handlers: Sequence[logging.Handler], *, info: bool) -> int:
-    """Add ``handlers`` to ``logger``, stop its propagation (the relay propagates), raise it to INFO
-    when ``info`` (App Insights gets INFO); returns the level it had before any session."""
+def attach(logger: logging.Logger, route: Route, *, info: bool) -> None:
+    """Add ``route`` to ``logger`` and stop its propagation (the route relays); raise the logger
+    to INFO when ``info`` (App Insights gets INFO)."""
     with _LOCK:
-        users = _users(logger)
-        if users is None:
-            users = _Users(logger.level, logger.propagate)
-            logger.addFilter(users)
-        users.count += 1
-        for handler in handlers:
-            logger.addHandler(handler)
+        saved = _SAVED.setdefault(logger.name, [0, logger.level, logger.propagate])
+        saved[0] += 1
+        route.threshold = saved[1]
+        logger.addHandler(route)
         if info and (logger.level == logging.NOTSET or logger.level > logging.INFO):
             logger.setLevel(logging.INFO)
         logger.propagate = False
-        return users.level
 
 
-def detach(logger: logging.Logger, handlers: Sequence[logging.Handler]) -> None:
-    """Remove ``handlers``; the last session to leave restores the logger's own settings."""
+def detach(logger: logging.Logger, route: Route) -> None:
+    """Remove ``route``; the last session to leave puts the logger's own settings back."""
     with _LOCK:
-        for handler in handlers:
-            logger.removeHandler(handler)
-        users = _users(logger)
-        if users is None:
-            return
-        users.count -= 1
-        if users.count <= 0:
-            logger.removeFilter(users)
-            logger.setLevel(users.level)
-            logger.propagate = users.propagate
+        logger.removeHandler(route)
+        saved = _SAVED[logger.name]
+        saved[0] -= 1
+        if saved[0] == 0:
+            del _SAVED[logger.name]
+            logger.setLevel(saved[1])
+            logger.propagate = saved[2]

@@ -1,61 +1,90 @@
-"""The OpenCensus backend (``opencensus-ext-azure``): one log handler, trace exporter and metrics
-exporter per telemetry session, with local storage and statsbeat off; spans and envelopes shaped the
-way the README's queries read them; a bounded stop that counts what was lost.
-"""
+"""The OpenCensus backend (``opencensus-ext-azure``, the default): a log handler, a span exporter
+and a metrics exporter per session, storing nothing and statsbeat off, with a telemetry processor
+that shapes every envelope the way the documented queries read it. Imported only to export."""
 
 from __future__ import annotations
 
+import atexit
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from opencensus.common.utils import to_iso_str
+from opencensus.ext.azure.log_exporter import AzureLogHandler
+from opencensus.ext.azure.metrics_exporter import MetricsExporter
+from opencensus.ext.azure.trace_exporter import AzureExporter
+from opencensus.metrics.export import metric, metric_descriptor, point, time_series, value
+from opencensus.metrics.label_key import LabelKey
+from opencensus.metrics.label_value import LabelValue
+from opencensus.trace import span_context, span_data
 from opencensus.trace.span import SpanKind
-from opencensus.trace.span_context import SpanContext
-from opencensus.trace.span_data import SpanData
 from opencensus.trace.status import Status
 
-from diabetes_spark.telemetry.backend import Outcome, run_bounded
 from diabetes_spark.telemetry.config import sdk_environment
-from diabetes_spark.telemetry.opencensus_sdk import (
-    EXPORT_INTERVAL,
-    MAX_BATCH_SIZE,
-    QUEUE_CAPACITY,
-    Delivery,
-    LogHandler,
-    MetricsExporterCounted,
-    PendingMetrics,
-    TraceExporter,
-    stop_span_worker,
-)
+from diabetes_spark.telemetry.core import SdkFailures, request_timeout, run_all
 
 if TYPE_CHECKING:
     from diabetes_spark.redaction import Redactor
-    from diabetes_spark.telemetry.backend import FinishedSpan, Settings
+    from diabetes_spark.telemetry.config import Connection
+    from diabetes_spark.telemetry.core import Span
 
-__all__ = ["Exporters", "QUEUE_CAPACITY", "build", "shaper", "start"]
-
+#: Records each exporter buffers before dropping new ones: the SDK's default overflows on a burst
+#: of quick log records even when the endpoint is healthy.
+QUEUE_CAPACITY = 50_000
+MAX_BATCH_SIZE = 500  # envelopes per request (the SDK sends 100; the ingestion API takes far more)
 _OK, _UNKNOWN = 0, 2  # google.rpc status codes, as OpenCensus spans use them
 
 
-@dataclass
+class LogHandler(AzureLogHandler):
+    def flush(self, timeout: float | None = None) -> None:
+        """Nothing: the session's close flushes within its deadline. ``logging.shutdown()`` at exit
+        would flush without one, and wait forever behind a worker still busy with a dead endpoint."""
+
+
 class Exporters:
-    """The three exporters of one session (a :class:`~diabetes_spark.telemetry.backend.Backend`)."""
+    """The three exporters of one session (a :class:`~diabetes_spark.telemetry.core.Backend`)."""
 
-    log_handler: LogHandler
-    trace_exporter: TraceExporter
-    metrics_exporter: MetricsExporterCounted
-    metrics: PendingMetrics
-    deliveries: list[Delivery] = field(default_factory=list)
-    periodic: threading.Event = field(default_factory=threading.Event)
-    exporting: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(
+        self,
+        component: str,
+        trace_id: str,
+        redactor: Redactor,
+        connection: Connection,
+        *,
+        flush_timeout: float,
+        credential: Any = None,  # none: OpenCensus cannot send with Entra ID, as start() checks
+    ) -> None:
+        self.component, self.trace_id, self.redactor = component, trace_id, redactor
+        self.timeout = request_timeout(flush_timeout)
+        #: How long the shutdown waits for a worker: past the deadline it sends nothing more, so it
+        #: ends once its request in flight has (the job itself waits only ``flush_timeout``).
+        self.stop_wait = flush_timeout + self.timeout + 1.0
+        self.abandoned = False
+        self.metrics: list[metric.Metric] = []
+        self.metrics_lock = threading.Lock()
+        options = {
+            "connection_string": connection.for_exporter(),
+            "enable_local_storage": False,  # no files: what is lost is reported, not spooled
+            "enable_standard_metrics": False,
+            "timeout": self.timeout,
+            "queue_capacity": QUEUE_CAPACITY,
+            "max_batch_size": MAX_BATCH_SIZE,
+            "grace_period": 1.0,  # what the SDK's exit hooks wait; the session has flushed by then
+        }
+        with sdk_environment("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"):
+            built = [LogHandler(**options), AzureExporter(**options), MetricsExporter(**options)]
+        self.log_handler, self.span_exporter, self.metrics_exporter = built
+        atexit.unregister(self.metrics_exporter.shutdown)  # nothing for it to do at exit: the session exports
+        for exporter in built:
+            exporter.add_telemetry_processor(self.shape)
+        self.failures = SdkFailures("opencensus.ext.azure.common.transport", "opencensus.common.schedule")
 
-    def send_span(self, span: FinishedSpan) -> None:
-        """Queue one finished span: SERVER becomes a request (the run), CLIENT a dependency (a step)."""
-        data = SpanData(
+    def send_span(self, span: Span) -> None:
+        """Queue one span: SERVER becomes a request (the run), CLIENT a dependency (a step)."""
+        data = span_data.SpanData(
             name=span.name,
-            context=SpanContext(trace_id=span.trace_id),
+            context=span_context.SpanContext(trace_id=span.trace_id),
             span_id=span.span_id,
             parent_span_id=span.parent,
             attributes=dict(span.attributes),
@@ -68,119 +97,66 @@ class Exporters:
             links=[],
             status=Status(_OK) if span.ok else Status(_UNKNOWN, "failed"),
             same_process_as_parent_span=None,
-            span_kind=SpanKind.SERVER if span.server else SpanKind.CLIENT,
+            span_kind=SpanKind.CLIENT if span.parent else SpanKind.SERVER,
         )
-        self.trace_exporter.export([data])
+        self.span_exporter.export([data])
 
     def add_metrics(self, values: Mapping[str, float], labels: Mapping[str, str]) -> None:
-        self.metrics.add(values, labels)
+        """Keep each value as a metric of its own, sent at close: ``sum(value)`` counts it once."""
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        keys = sorted(labels)
+        gauge = metric_descriptor.MetricDescriptorType.GAUGE_DOUBLE
+        for name, number in values.items():
+            descriptor = metric_descriptor.MetricDescriptor(name, name, "1", gauge, [LabelKey(k, k) for k in keys])
+            points = [point.Point(value.ValueDouble(number), now)]
+            series = time_series.TimeSeries([LabelValue(labels[k]) for k in keys], points, None)
+            with self.metrics_lock:
+                self.metrics.append(metric.Metric(descriptor, [series]))
 
-    def export_metrics(self) -> None:
-        """Send the values recorded since the last export (one export at a time)."""
-        with self.exporting:
-            self.metrics_exporter.export_metrics(self.metrics.get_metrics())
-
-    def export_periodically(self) -> None:
-        """The session's metrics thread: an export every ``EXPORT_INTERVAL`` seconds until close."""
-        while not self.periodic.wait(EXPORT_INTERVAL):
-            self.export_metrics()
-
-    def close(self, timeout: float) -> Outcome:
-        """Deliver what the exporters hold and stop them, in parallel, within ``timeout`` seconds."""
-        self.periodic.set()
-        run_bounded(
-            [
-                lambda: self.log_handler.close(timeout),
-                lambda: stop_span_worker(self.trace_exporter, timeout),
-                self.export_metrics,  # after an export in flight, if any
-            ],
-            timeout,
-            name="appinsights-flush",
-        )
-        for delivery in self.deliveries:
-            delivery.deadline()
-        for delivery in self.deliveries:
-            delivery.settle()
-        handed = sum(d.handed for d in self.deliveries)
-        accepted = sum(d.accepted for d in self.deliveries)
-        errors = [d.last_error for d in self.deliveries if d.last_error]
-        dropped = sum(d.dropped for d in self.deliveries)
-        return Outcome(handed, handed - accepted, dropped, errors[-1] if errors else "")
-
-
-def shaper(component: str, trace_id: str, redactor: Redactor) -> Callable[[Any], bool]:
-    """The telemetry processor of a session: role and operation names, operation id, step type,
-    and redaction of every envelope field but the instrumentation key."""
-
-    def shape(envelope: Any) -> bool:
+    def shape(self, envelope: Any) -> bool:
+        """The telemetry processor: role and operation names, operation id, step type, redaction of
+        every field but the instrumentation key; past the deadline, drop (nothing more is sent)."""
+        if self.abandoned:
+            return False
         tags = envelope.tags
-        tags["ai.cloud.role"] = component
-        tags["ai.operation.name"] = component
+        tags["ai.cloud.role"] = tags["ai.operation.name"] = self.component
         if not tags.get("ai.operation.id") or set(tags["ai.operation.id"]) == {"0"}:
-            tags["ai.operation.id"] = trace_id
+            tags["ai.operation.id"] = self.trace_id
         parent = tags.get("ai.operation.parentId", "")
         if parent.startswith("|"):  # the log exporter's legacy "|<trace>.<span>." form: the span id
             tags["ai.operation.parentId"] = parent.strip("|.").rpartition(".")[2]
         data = envelope.data
         if data.baseType == "RequestData":
-            data.baseData.name = component
+            data.baseData.name = self.component
         elif data.baseType == "RemoteDependencyData" and not data.baseData.get("type"):
             data.baseData.type = "InProc"
         for key in list(envelope):
-            if key != "iKey":  # the key must stay readable for ingestion; it is no secret on its own
-                envelope[key] = redactor.scrub(envelope[key])
+            if key != "iKey":  # ingestion must read the key; it is no secret on its own
+                envelope[key] = self.redactor.scrub(envelope[key])
         return True
 
-    return shape
+    def shutdown(self) -> None:
+        """Deliver the logs, spans and metrics, in parallel, and stop the workers."""
+        with self.metrics_lock:
+            metrics, self.metrics = self.metrics, []
+        run_all(
+            [
+                lambda: self.log_handler.close(self.stop_wait),
+                lambda: _stop_span_worker(self.span_exporter, self.stop_wait),
+                lambda: self.metrics_exporter.export_metrics(metrics),
+            ],
+            name="appinsights-close",
+        )
+
+    def abandon(self) -> None:
+        self.abandoned = True
 
 
-def build(connection_string: str, *, timeout: float, processor: Callable[[Any], bool]) -> Exporters:
-    """Start one exporter of each kind for a validated connection string.
-
-    The string must have been validated: on a bad key the SDK raises only after starting a worker
-    thread, which then fails forever (``'AzureExporter' object has no attribute 'storage'``).
-
-    Args:
-        connection_string: ``InstrumentationKey=<guid>;IngestionEndpoint=<url>``.
-        timeout: Seconds per HTTP request.
-        processor: Telemetry processor applied to every envelope before it is sent.
-    """
-    options = {
-        "connection_string": connection_string,
-        "enable_local_storage": False,
-        "enable_standard_metrics": False,
-        "export_interval": EXPORT_INTERVAL,
-        "timeout": timeout,
-        "queue_capacity": QUEUE_CAPACITY,
-        "max_batch_size": MAX_BATCH_SIZE,
-        "grace_period": 1.0,  # what the SDK waits at interpreter exit; close() has flushed by then
-    }
-    deliveries = [Delivery(), Delivery(), Delivery()]
-    built: list[Any] = []
-    try:
-        with sdk_environment("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"):
-            built.append(LogHandler(deliveries[0], **options))
-            built.append(TraceExporter(deliveries[1], **options))
-            built.append(MetricsExporterCounted(deliveries[2], **options))
-    except Exception:
-        for exporter in built:  # stop the workers already started
-            if isinstance(exporter, LogHandler):
-                exporter.close(0.0)
-            elif isinstance(exporter, TraceExporter):
-                stop_span_worker(exporter, 0.0)
-        raise
-    for exporter in built:
-        exporter.add_telemetry_processor(processor)
-    log_handler, trace_exporter, metrics_exporter = built
-    exporters = Exporters(log_handler, trace_exporter, metrics_exporter, PendingMetrics(deliveries[2]), deliveries)
-    threading.Thread(target=exporters.export_periodically, name="appinsights-metrics", daemon=True).start()
-    return exporters
-
-
-def start(settings: Settings) -> Exporters:
-    """The exporters of one session."""
-    return build(
-        settings.connection.for_exporter(),
-        timeout=settings.request_timeout,
-        processor=shaper(settings.component, settings.trace_id, settings.redactor),
-    )
+def _stop_span_worker(exporter: AzureExporter, timeout: float) -> None:
+    """Send what the span exporter holds and stop its worker thread within ``timeout`` seconds."""
+    # Private members (_stop, _worker): AzureExporter has no public call that flushes or stops its
+    # worker, which only its exit hooks stop; without them every session would leave a thread and
+    # its exporter behind. setup.py pins opencensus-ext-azure below 1.2, the versions tested.
+    atexit.unregister(exporter._worker.stop)
+    atexit.unregister(exporter._stop)
+    exporter._stop(timeout)

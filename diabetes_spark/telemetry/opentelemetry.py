@@ -1,16 +1,8 @@
-"""The OpenTelemetry backend (``azure-monitor-opentelemetry-exporter``, the extra ``opentelemetry``).
-
-Per telemetry session: a tracer, meter and logger provider of their own (never the global ones, so
-sessions and the runtime's MLflow tracing stay apart), each with an Azure Monitor exporter wrapped
-to count what the endpoint accepts; no local storage, no statsbeat, no remote configuration, no
-SDK retries. Through the OpenTelemetry SDK's public API only.
-
-Envelopes as the OpenCensus backend sends them: the run is a SERVER span (a request), each step an
-INTERNAL span (a dependency of type ``InProc``), both with the ids the session chose; log records
-carry the step's span as their context. Metrics are histograms: the exporter sends one envelope
-per metric and set of dimensions per export interval (``valueCount``, ``valueSum``), where
-OpenCensus sends one per value.
-"""
+"""The OpenTelemetry backend (``azure-monitor-opentelemetry-exporter``, the extra ``opentelemetry``):
+per session a tracer, meter and logger provider of its own (never the global ones, which the
+runtime's MLflow tracing may use), each with an Azure Monitor exporter that stores and retries
+nothing. The run is a SERVER span (a request), each step an INTERNAL one (a dependency of type
+``InProc``), with the session's ids; metrics are delta histograms. Imported only to export."""
 
 from __future__ import annotations
 
@@ -28,45 +20,29 @@ from azure.monitor.opentelemetry.exporter import (
 )
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-
-# opentelemetry.sdk._logs is the SDK's public logs module despite its underscore (the logs SDK
-# is published there while the signal is being stabilised); nothing private is imported from it.
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler  # the SDK's public logs module
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
-from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from diabetes_spark.telemetry.backend import Outcome, run_bounded
 from diabetes_spark.telemetry.config import sdk_environment
-from diabetes_spark.telemetry.opentelemetry_counting import (
-    Account,
-    CountedLogs,
-    CountedMetrics,
-    CountedSpans,
-    response_hook,
-)
+from diabetes_spark.telemetry.core import SdkFailures, request_timeout, run_all
 
 if TYPE_CHECKING:
     from diabetes_spark.redaction import Redactor
-    from diabetes_spark.telemetry.backend import FinishedSpan, Settings
-
-__all__ = ["Providers", "start", "EXPORT_INTERVAL", "QUEUE_CAPACITY"]
+    from diabetes_spark.telemetry.config import Connection
+    from diabetes_spark.telemetry.core import Span
 
 EXPORT_INTERVAL = 15.0
 QUEUE_CAPACITY = 50_000  # as the OpenCensus backend: a burst of quick records must not overflow
 MAX_BATCH_SIZE = 500
-#: What keeps the exporter from calling Microsoft's endpoints on its own (statsbeat, SDK stats,
-#: OneSettings remote configuration), set while the exporters are built.
-_SWITCHES = (
-    "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL",
-    "APPLICATIONINSIGHTS_SDKSTATS_DISABLED",
-    "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED",
-)
+#: Switches that keep the exporter from calling Microsoft on its own (statsbeat, SDK stats, OneSettings).
+_SWITCHES = ("STATSBEAT_DISABLED_ALL", "SDKSTATS_DISABLED", "CONTROLPLANE_DISABLED")
 
 
 def _ns(moment: datetime) -> int:
@@ -75,9 +51,8 @@ def _ns(moment: datetime) -> int:
 
 def _context(trace_id: str, span_id: str) -> otel_context.Context:
     """An OpenTelemetry context whose current span is the session's span ``span_id``."""
-    parent = trace.SpanContext(
-        int(trace_id, 16), int(span_id, 16), is_remote=False, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)
-    )
+    flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+    parent = trace.SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=False, trace_flags=flags)
     return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
@@ -99,15 +74,14 @@ class LogHandler(LoggingHandler):
     """Sends the session's prepared records: its dimensions as attributes, its span as context,
     exceptions as the ``exception.*`` attributes the exporter turns into exception envelopes."""
 
-    def __init__(self, provider: LoggerProvider, account: Account, redactor: Redactor) -> None:
+    def __init__(self, provider: LoggerProvider, redactor: Redactor) -> None:
         with warnings.catch_warnings():
             # Deprecated for opentelemetry-instrumentation-logging, which hooks all of logging at once.
             warnings.simplefilter("ignore", DeprecationWarning)
             super().__init__(logger_provider=provider)
-        self.account, self.redactor = account, redactor
+        self.redactor = redactor
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.account.hand(1)
         plain = logging.makeLogRecord(
             {
                 "name": record.name,
@@ -120,11 +94,10 @@ class LogHandler(LoggingHandler):
                 "msg": record.getMessage(),  # redacted by the session
             }
         )
-        if record.exc_text:  # the message of an exception envelope, as OpenCensus formats it (and redacted)
+        if record.exc_text:  # an exception envelope's message, as OpenCensus formats it (redacted)
             plain.msg = f"{plain.msg}\n{record.exc_text}"
         for name, value in getattr(record, "custom_dimensions", {}).items():
-            if name not in plain.__dict__:  # a dimension named like a LogRecord field must not replace it
-                plain.__dict__[name] = value
+            plain.__dict__.setdefault(name, value)  # a dimension named like a LogRecord field must not replace it
         if record.exc_info and record.exc_info[0] is not None:
             plain.__dict__["exception.type"] = record.exc_info[0].__name__
             plain.__dict__["exception.message"] = self.redactor(str(record.exc_info[1]))
@@ -137,61 +110,67 @@ class LogHandler(LoggingHandler):
             if token is not None:
                 otel_context.detach(token)
 
-    def flush(self) -> None:
-        """Nothing: the session flushes, within its deadline (the SDK's flush starts a thread per call)."""
 
+class Exporters:
+    """The three providers of one session (a :class:`~diabetes_spark.telemetry.core.Backend`)."""
 
-class Providers:
-    """The three providers of one session (a :class:`~diabetes_spark.telemetry.backend.Backend`)."""
-
-    def __init__(self, settings: Settings) -> None:
-        connection = settings.connection
+    def __init__(
+        self,
+        component: str,
+        trace_id: str,
+        redactor: Redactor,
+        connection: Connection,
+        *,
+        flush_timeout: float,
+        credential: Any,
+    ) -> None:
+        timeout = request_timeout(flush_timeout)
+        self.stop_millis = int((flush_timeout + timeout + 1.0) * 1000)  # past the deadline, sends end at once
+        self.abandoned = False
         options: dict[str, Any] = {
             "connection_string": connection.for_exporter(),
-            "disable_offline_storage": True,  # no files: what is lost at close is reported, not spooled
-            "timeout": settings.request_timeout,
-            "read_timeout": settings.request_timeout,  # azure-core's own default waits 300 s for an answer
-            "retry_total": 0,  # azure-core retries would outlast the flush bound; each batch is tried once
+            "disable_offline_storage": True,  # no files: what is lost is reported, not spooled
+            "timeout": timeout,
+            "read_timeout": timeout,  # azure-core's own default waits 300 s for an answer
+            "retry_total": 0,  # retries would outlast the flush timeout: each batch is tried once
             "max_envelopes_per_second": 0,  # a batch over the rate cap would be dropped (nothing is stored)
-            "raw_response_hook": response_hook,  # the status of an error answer, for the warning
+            "raw_request_hook": self.before_request,
+            "raw_response_hook": self.after_response,
         }
         if connection.entra_id:
-            options["credential"] = settings.credential or _default_credential()
-        resource = Resource({"service.name": settings.component})
-        self.accounts = [Account(), Account(), Account()]
-        self.ids = SessionIds(settings.trace_id)
-        self.ids_lock = threading.Lock()
-        with sdk_environment(*_SWITCHES):
-            logs = CountedLogs(AzureMonitorLogExporter(**options), self.accounts[0])
-            spans = CountedSpans(AzureMonitorTraceExporter(**options), self.accounts[1])
-            metrics = CountedMetrics(
-                AzureMonitorMetricExporter(**options), self.accounts[2], {Histogram: AggregationTemporality.DELTA}
-            )
+            options["credential"] = credential or _default_credential()
+        with sdk_environment(*(f"APPLICATIONINSIGHTS_{switch}" for switch in _SWITCHES)):
+            logs = AzureMonitorLogExporter(**options)
+            spans = AzureMonitorTraceExporter(**options)
+            metrics = AzureMonitorMetricExporter(**options)  # histograms in delta temporality, its default
+        resource = Resource({"service.name": component})
         self.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(logs, max_queue_size=QUEUE_CAPACITY, max_export_batch_size=MAX_BATCH_SIZE)
         )
-        self.tracer_provider = TracerProvider(  # ALWAYS_ON: not $OTEL_TRACES_SAMPLER, meant for the process's own
+        self.ids, self.ids_lock = SessionIds(trace_id), threading.Lock()
+        # ALWAYS_ON, not $OTEL_TRACES_SAMPLER, which is meant for the process's own tracing.
+        self.tracer_provider = TracerProvider(
             resource=resource, id_generator=self.ids, sampler=ALWAYS_ON, shutdown_on_exit=False
         )
         self.tracer_provider.add_span_processor(BatchSpanProcessor(spans, max_export_batch_size=MAX_BATCH_SIZE))
         self.tracer = self.tracer_provider.get_tracer("diabetes_spark")
         reader = PeriodicExportingMetricReader(
-            metrics,
-            export_interval_millis=EXPORT_INTERVAL * 1000,
-            export_timeout_millis=settings.request_timeout * 1000,
+            metrics, export_interval_millis=EXPORT_INTERVAL * 1000, export_timeout_millis=timeout * 1000
         )
         self.meter_provider = MeterProvider([reader], resource=resource, shutdown_on_exit=False)
         self.meter = self.meter_provider.get_meter("diabetes_spark")
         self.histograms: dict[str, Any] = {}
-        self.log_handler = LogHandler(self.logger_provider, self.accounts[0], settings.redactor)
+        self.log_handler = LogHandler(self.logger_provider, redactor)
+        # The span exporter logs an error on every export when it cannot describe the process's global
+        # tracer provider (a resource metric this backend does not send).
+        exporter = "azure.monitor.opentelemetry.exporter.export"
+        self.failures = SdkFailures(f"{exporter}._base", f"{exporter}.trace._exporter")
 
-    def send_span(self, span: FinishedSpan) -> None:
-        """Record a finished span with the session's ids: SERVER (a request) for the run, INTERNAL
-        (a dependency of type InProc) for a step."""
-        self.accounts[1].hand(1)
+    def send_span(self, span: Span) -> None:
+        """Record a finished span with the session's ids."""
         parent = _context(span.trace_id, span.parent) if span.parent else otel_context.Context()
-        kind = trace.SpanKind.SERVER if span.server else trace.SpanKind.INTERNAL
+        kind = trace.SpanKind.INTERNAL if span.parent else trace.SpanKind.SERVER
         with self.ids_lock:
             self.ids.span_id = int(span.span_id, 16)
             recorded = self.tracer.start_span(
@@ -201,46 +180,43 @@ class Providers:
         recorded.end(end_time=_ns(span.ended))
 
     def add_metrics(self, values: Mapping[str, float], labels: Mapping[str, str]) -> None:
-        self.accounts[2].hand(len(values))
         for name, value in values.items():
-            histogram = self.histograms.get(name)
-            if histogram is None:
-                histogram = self.histograms[name] = self.meter.create_histogram(name)
-            histogram.record(value, attributes=dict(labels))
+            if name not in self.histograms:
+                self.histograms[name] = self.meter.create_histogram(name)
+            self.histograms[name].record(value, attributes=dict(labels))
 
-    def close(self, timeout: float) -> Outcome:
-        """Flush and shut the providers down, in parallel, within ``timeout`` seconds."""
-        millis = max(int(timeout * 1000), 1)
+    def before_request(self, request: Any) -> None:
+        """azure-core's hook before each request: past the deadline, refuse it, so the workers drop
+        what is queued instead of waiting on the endpoint (the exporter logs the refusal once per
+        batch, which the session's filter keeps off the console)."""
+        if self.abandoned:
+            raise RuntimeError("the telemetry session's flush timeout passed: not sent")
 
-        def stop(provider: Any) -> None:
-            provider.force_flush(millis)
-            provider.shutdown()
+    def after_response(self, pipeline_response: Any) -> None:
+        """azure-core's hook after each answer: an error status is the cause the warning gives (the
+        exporter logs none for a 500 when it stores nothing)."""
+        response = pipeline_response.http_response
+        if response.status_code >= 300:
+            self.failures.last = f"the endpoint answered {response.status_code} {response.reason or ''}".strip()
 
-        finished = run_bounded(
+    def shutdown(self) -> None:
+        """Flush and shut the providers down, in parallel; metrics are collected and exported last."""
+        run_all(
             [
-                lambda: stop(self.logger_provider),
-                lambda: stop(self.tracer_provider),
-                lambda: self.meter_provider.shutdown(timeout_millis=millis),  # collects and exports last
+                self.logger_provider.shutdown,
+                self.tracer_provider.shutdown,
+                lambda: self.meter_provider.shutdown(timeout_millis=self.stop_millis),
             ],
-            timeout,
-            name="opentelemetry-flush",
+            name="opentelemetry-close",
         )
-        for account, stopped in zip(self.accounts, finished):
-            account.settle(stopped)
-        handed = sum(a.handed for a in self.accounts)
-        accepted = sum(a.accepted for a in self.accounts)
-        errors = [a.last_error for a in self.accounts if a.last_error]
-        return Outcome(handed, handed - accepted, 0, errors[-1] if errors else "")
+
+    def abandon(self) -> None:
+        self.abandoned = True
 
 
 def _default_credential() -> Any:
-    """Entra ID: ``DefaultAzureCredential`` (a managed identity, or ``AZURE_CLIENT_ID``/``AZURE_TENANT_ID``/
-    ``AZURE_CLIENT_SECRET`` of a service principal, e.g. from the secret scope in the cluster's environment)."""
+    """Entra ID: ``DefaultAzureCredential`` (a managed identity, or a service principal's
+    ``AZURE_CLIENT_ID``/``AZURE_TENANT_ID``/``AZURE_CLIENT_SECRET``, e.g. from the secret scope)."""
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
-
-
-def start(settings: Settings) -> Providers:
-    """The providers and exporters of one session."""
-    return Providers(settings)
