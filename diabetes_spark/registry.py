@@ -5,6 +5,8 @@ Works with a workspace registry and with Unity Catalog (``catalog.schema.model``
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -130,10 +132,18 @@ def model_metadata(resolved: ResolvedModel) -> dict[str, Any]:
 
 
 def register(model_uri: str, name: str) -> str:
-    """Register ``model_uri`` as a new version of ``name``; returns the version number."""
+    """Register ``model_uri`` as a new version of ``name``; returns the version number.
+
+    MLflow prints its registration messages on stderr rather than logging them; here they go to
+    MLflow's own logger at INFO, so ``MLFLOW_LOGGING_LEVEL`` decides whether they show.
+    """
     import mlflow
 
-    version = mlflow.register_model(model_uri, name)
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        version = mlflow.register_model(model_uri, name)
+    for line in filter(str.strip, printed.getvalue().splitlines()):
+        logging.getLogger("mlflow").info(line)
     return str(version.version)
 
 

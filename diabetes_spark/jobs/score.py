@@ -82,7 +82,7 @@ def run_batch_scoring(
                 record.record({**counts, "rows_rejected": report.rows_rejected}, rows=report.rows_in)
                 check_counts(scored, report, limit=params.max_reject_fraction, source=source)
                 if not report.judged:
-                    log.info("drift %s", _not_judged(report))
+                    log.info("drift not judged: %s", _not_judged(report))
             with record.step("write", output=str(output)):
                 now = datetime.now(timezone.utc).replace(tzinfo=None)
                 lineage = scoring.Lineage(resolved.name, resolved.version, batch_id, now, run_id)
