@@ -7,17 +7,13 @@ its level and propagation, the last to detach puts them back.
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Callable
 
-#: On step-failure records: the caller (CLI, notebook) reports the error itself.
-SKIP_CONSOLE = "_telemetry_skip_console"
-#: On records for the console alone (a step's start): no exporter sends them.
-CONSOLE_ONLY = "_telemetry_console_only"
-#: On records the console shows in other words (a step's end, with its rows): the text it shows.
-CONSOLE_MESSAGE = "_telemetry_console_message"
+#: On records the console must not show: a step's end (the jobs' recorder prints its own line) and
+#: a failure (its caller, the command line or the notebook, reports it).
+EXPORT_ONLY = "_telemetry_export_only"
 
 _LOCK = threading.Lock()
 #: Component logger name -> [sessions attached, its level and propagation before the first].
@@ -27,8 +23,7 @@ _SAVED: dict[str, list] = {}
 class Route(logging.Handler):
     """The one handler a session adds to its component logger: it prepares each record, hands it
     to the exporter, and relays it to the root logger's handlers as propagation would, at the
-    level the logger had before the session raised it to INFO. Step failures skip the console:
-    the exception propagates and its caller reports it."""
+    level the logger had before the session raised it to INFO; :data:`EXPORT_ONLY` records skip it."""
 
     def __init__(self, prepare: Callable[[logging.LogRecord], None], exporter: logging.Handler | None) -> None:
         super().__init__()
@@ -38,24 +33,15 @@ class Route(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.prepare(record)
-            if self.exporter is not None and not getattr(record, CONSOLE_ONLY, False):
+            if self.exporter is not None:
                 self.exporter.handle(record)
             root = logging.getLogger()
-            if record.levelno < (self.threshold or root.getEffectiveLevel()) or getattr(record, SKIP_CONSOLE, False):
-                return
-            shown = getattr(record, CONSOLE_MESSAGE, None)
-            if shown is not None:
-                record = copy.copy(record)
-                record.msg, record.args = shown, None
-            root.handle(record)
+            if record.levelno >= (self.threshold or root.getEffectiveLevel()) and not getattr(
+                record, EXPORT_ONLY, False
+            ):
+                root.handle(record)
         except Exception:  # logging's own policy: report on stderr, never raise into the caller
             self.handleError(record)
-
-
-def done_line(label: str, rows: int | None, seconds: float) -> str:
-    """A step's end as the console shows it: ``score: write 1,000,000 rows ... 8.4 s``."""
-    counted = f" {rows:,} rows" if rows is not None else ""
-    return f"{label}{counted} ... {seconds:.1f} s"
 
 
 def attach(logger: logging.Logger, route: Route, *, info: bool) -> None:

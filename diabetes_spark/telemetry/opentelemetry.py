@@ -36,7 +36,7 @@ from diabetes_spark.telemetry.core import SdkFailures, request_timeout, run_all
 if TYPE_CHECKING:
     from diabetes_spark.redaction import Redactor
     from diabetes_spark.telemetry.config import Connection
-    from diabetes_spark.telemetry.core import Span
+    from diabetes_spark.telemetry.core import Span, Telemetry
 
 EXPORT_INTERVAL = 15.0
 QUEUE_CAPACITY = 50_000  # as the OpenCensus backend: a burst of quick records must not overflow
@@ -114,18 +114,9 @@ class LogHandler(LoggingHandler):
 class Exporters:
     """The three providers of one session (a :class:`~diabetes_spark.telemetry.core.Backend`)."""
 
-    def __init__(
-        self,
-        component: str,
-        trace_id: str,
-        redactor: Redactor,
-        connection: Connection,
-        *,
-        flush_timeout: float,
-        credential: Any,
-    ) -> None:
-        timeout = request_timeout(flush_timeout)
-        self.stop_millis = int((flush_timeout + timeout + 1.0) * 1000)  # past the deadline, sends end at once
+    def __init__(self, telemetry: Telemetry, connection: Connection, credential: Any) -> None:
+        timeout = request_timeout(telemetry.flush_timeout)
+        self.stop_millis = int((telemetry.flush_timeout + timeout + 1.0) * 1000)  # past the deadline, sends end at once
         self.abandoned = False
         options: dict[str, Any] = {
             "connection_string": connection.for_exporter(),
@@ -143,12 +134,12 @@ class Exporters:
             logs = AzureMonitorLogExporter(**options)
             spans = AzureMonitorTraceExporter(**options)
             metrics = AzureMonitorMetricExporter(**options)  # histograms in delta temporality, its default
-        resource = Resource({"service.name": component})
+        resource = Resource({"service.name": telemetry.component})
         self.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(logs, max_queue_size=QUEUE_CAPACITY, max_export_batch_size=MAX_BATCH_SIZE)
         )
-        self.ids, self.ids_lock = SessionIds(trace_id), threading.Lock()
+        self.ids, self.ids_lock = SessionIds(telemetry.trace_id), threading.Lock()
         # ALWAYS_ON, not $OTEL_TRACES_SAMPLER, which is meant for the process's own tracing.
         self.tracer_provider = TracerProvider(
             resource=resource, id_generator=self.ids, sampler=ALWAYS_ON, shutdown_on_exit=False
@@ -161,7 +152,7 @@ class Exporters:
         self.meter_provider = MeterProvider([reader], resource=resource, shutdown_on_exit=False)
         self.meter = self.meter_provider.get_meter("diabetes_spark")
         self.histograms: dict[str, Any] = {}
-        self.log_handler = LogHandler(self.logger_provider, redactor)
+        self.log_handler = LogHandler(self.logger_provider, telemetry._redactor)
         # The span exporter logs an error on every export when it cannot describe the process's global
         # tracer provider (a resource metric this backend does not send).
         exporter = "azure.monitor.opentelemetry.exporter.export"
