@@ -15,16 +15,7 @@ from typing import TYPE_CHECKING, Any
 from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.params import TELEMETRY_BACKENDS
 from diabetes_spark.telemetry.config import Connection, parse_connection_string
-from diabetes_spark.telemetry.core import (
-    COMPONENT_INGEST,
-    COMPONENT_SCORE,
-    COMPONENT_TRAIN,
-    ENV_CONNECTION_STRING,
-    RUN_DURATION_METRIC,
-    STEP_DURATION_METRIC,
-    VERSION_DIMENSION,
-    Telemetry,
-)
+from diabetes_spark.telemetry.core import RUN_DURATION_METRIC, STEP_DURATION_METRIC, VERSION_DIMENSION, Telemetry
 
 if TYPE_CHECKING:
     from diabetes_spark.telemetry.core import Backend
@@ -43,6 +34,11 @@ __all__ = [
     "start",
 ]
 
+COMPONENT_TRAIN = "Train_Orchestrator"
+COMPONENT_SCORE = "Batch_Score_Orchestrator"
+COMPONENT_INGEST = "Ingest_Orchestrator"
+#: Where :func:`start` reads the connection string (the SDKs' own convention).
+ENV_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 #: Where :func:`start` reads the backend when none is given.
 ENV_BACKEND = "DIABETES_SPARK_TELEMETRY_BACKEND"
 #: The backends, the first the default (the job parameter ``telemetry_backend`` names them too).

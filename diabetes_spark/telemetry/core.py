@@ -13,17 +13,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from numbers import Real
 from typing import Any, Protocol
 
 from diabetes_spark._version import __version__
 from diabetes_spark.redaction import Redactor
 from diabetes_spark.telemetry import logs
 
-COMPONENT_TRAIN = "Train_Orchestrator"
-COMPONENT_SCORE = "Batch_Score_Orchestrator"
-COMPONENT_INGEST = "Ingest_Orchestrator"
-#: Where :func:`~diabetes_spark.telemetry.start` reads the connection string (the SDKs' own convention).
-ENV_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 #: Custom metric recorded for every step, with the step's name in dimension ``step``.
 STEP_DURATION_METRIC = "step_duration_seconds"
 RUN_DURATION_METRIC = "run_duration_seconds"
@@ -258,16 +254,8 @@ class Telemetry:
     def _record(self, metrics: Mapping[str, Any], labels: Mapping[str, str]) -> None:
         if self._backend is None:
             return
-        finite = {}
-        for name, value in metrics.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                number = math.nan
-            if math.isfinite(number):
-                finite[name.lower()] = number
-            else:
-                _log.debug("metric %s=%r is not a finite number: not sent", name, value)
+        # App Insights rejects values that are not finite numbers: skip them
+        finite = {k.lower(): float(v) for k, v in metrics.items() if isinstance(v, Real) and math.isfinite(v)}
         if finite:
             with self._lock:
                 dimensions = {**self._dimensions, **labels}

@@ -1,8 +1,6 @@
 """How a session routes its component's log records: prepared (redacted, with dimensions and trace
 ids) to the exporter, and to the console at the level the component logger had before the session.
-
-A component logger may serve two overlapping sessions in one process: the first to attach saves
-its level and propagation, the last to detach puts them back.
+Two overlapping sessions of one component share what the first saved; the last to leave restores it.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ from collections.abc import Callable
 EXPORT_ONLY = "_telemetry_export_only"
 
 _LOCK = threading.Lock()
-#: Component logger name -> [sessions attached, its level and propagation before the first].
-_SAVED: dict[str, list] = {}
 
 
 class Route(logging.Handler):
@@ -28,7 +24,7 @@ class Route(logging.Handler):
     def __init__(self, prepare: Callable[[logging.LogRecord], None], exporter: logging.Handler | None) -> None:
         super().__init__()
         self.prepare, self.exporter = prepare, exporter
-        self.threshold = logging.NOTSET
+        self.saved = (logging.NOTSET, True)  # the logger's level and propagation before the sessions
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -36,9 +32,7 @@ class Route(logging.Handler):
             if self.exporter is not None:
                 self.exporter.handle(record)
             root = logging.getLogger()
-            if record.levelno >= (self.threshold or root.getEffectiveLevel()) and not getattr(
-                record, EXPORT_ONLY, False
-            ):
+            if record.levelno >= (self.saved[0] or root.getEffectiveLevel()) and not hasattr(record, EXPORT_ONLY):
                 root.handle(record)
         except Exception:  # logging's own policy: report on stderr, never raise into the caller
             self.handleError(record)
@@ -48,9 +42,8 @@ def attach(logger: logging.Logger, route: Route, *, info: bool) -> None:
     """Add ``route`` to ``logger`` and stop its propagation (the route relays); raise the logger
     to INFO when ``info`` (App Insights gets INFO)."""
     with _LOCK:
-        saved = _SAVED.setdefault(logger.name, [0, logger.level, logger.propagate])
-        saved[0] += 1
-        route.threshold = saved[1]
+        others = [h for h in logger.handlers if isinstance(h, Route)]
+        route.saved = others[0].saved if others else (logger.level, logger.propagate)
         logger.addHandler(route)
         if info and (logger.level == logging.NOTSET or logger.level > logging.INFO):
             logger.setLevel(logging.INFO)
@@ -61,9 +54,6 @@ def detach(logger: logging.Logger, route: Route) -> None:
     """Remove ``route``; the last session to leave puts the logger's own settings back."""
     with _LOCK:
         logger.removeHandler(route)
-        saved = _SAVED[logger.name]
-        saved[0] -= 1
-        if saved[0] == 0:
-            del _SAVED[logger.name]
-            logger.setLevel(saved[1])
-            logger.propagate = saved[2]
+        if not any(isinstance(h, Route) for h in logger.handlers):
+            logger.setLevel(route.saved[0])
+            logger.propagate = route.saved[1]

@@ -43,6 +43,8 @@ QUEUE_CAPACITY = 50_000  # as the OpenCensus backend: a burst of quick records m
 MAX_BATCH_SIZE = 500
 #: Switches that keep the exporter from calling Microsoft on its own (statsbeat, SDK stats, OneSettings).
 _SWITCHES = ("STATSBEAT_DISABLED_ALL", "SDKSTATS_DISABLED", "CONTROLPLANE_DISABLED")
+#: What a log record keeps of the session's: its other attributes would become the exporter's.
+_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "lineno", "funcName", "created")
 
 
 def _ns(moment: datetime) -> int:
@@ -82,18 +84,8 @@ class LogHandler(LoggingHandler):
         self.redactor = redactor
 
     def emit(self, record: logging.LogRecord) -> None:
-        plain = logging.makeLogRecord(
-            {
-                "name": record.name,
-                "levelno": record.levelno,
-                "levelname": record.levelname,
-                "pathname": record.pathname,
-                "lineno": record.lineno,
-                "funcName": record.funcName,
-                "created": record.created,
-                "msg": record.getMessage(),  # redacted by the session
-            }
-        )
+        plain = logging.makeLogRecord({name: getattr(record, name) for name in _RECORD_FIELDS})
+        plain.msg = record.getMessage()  # redacted by the session
         if record.exc_text:  # an exception envelope's message, as OpenCensus formats it (redacted)
             plain.msg = f"{plain.msg}\n{record.exc_text}"
         for name, value in getattr(record, "custom_dimensions", {}).items():
@@ -128,8 +120,10 @@ class Exporters:
             "raw_request_hook": self.before_request,
             "raw_response_hook": self.after_response,
         }
-        if connection.entra_id:
-            options["credential"] = credential or _default_credential()
+        if connection.entra_id:  # by default a managed identity, or AZURE_CLIENT_ID/_TENANT_ID/_CLIENT_SECRET
+            from azure.identity import DefaultAzureCredential
+
+            options["credential"] = credential or DefaultAzureCredential()
         with sdk_environment(*(f"APPLICATIONINSIGHTS_{switch}" for switch in _SWITCHES)):
             logs = AzureMonitorLogExporter(**options)
             spans = AzureMonitorTraceExporter(**options)
@@ -203,11 +197,3 @@ class Exporters:
 
     def abandon(self) -> None:
         self.abandoned = True
-
-
-def _default_credential() -> Any:
-    """Entra ID: ``DefaultAzureCredential`` (a managed identity, or a service principal's
-    ``AZURE_CLIENT_ID``/``AZURE_TENANT_ID``/``AZURE_CLIENT_SECRET``, e.g. from the secret scope)."""
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential()
