@@ -233,18 +233,18 @@ class _ConsoleFormat(logging.Formatter):
 
 @contextmanager
 def _logging(quiet: bool) -> Iterator[None]:
-    """Each job step's start and end on stderr (INFO of the job components) unless ``quiet``;
-    everything else at WARNING, or at INFO with ``$DIABETES_SPARK_DEBUG``. The loggers' own levels
-    are put back afterwards, for callers of :func:`main` in a longer-lived process."""
+    """Each job step's start and end (``diabetes_spark.progress``) and the jobs' messages on stderr
+    at INFO unless ``quiet``; everything else at WARNING, or at INFO with ``$DIABETES_SPARK_DEBUG``.
+    The loggers' own levels are put back afterwards, for callers of :func:`main` in a longer-lived
+    process."""
     from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 
     debug = bool(os.environ.get(ENV_DEBUG))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ConsoleFormat())
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, handlers=[handler])
-    loggers = [
-        logging.getLogger(n) for n in (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.jvm_cache")
-    ]
+    shown = (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.progress", "diabetes_spark.jvm_cache")
+    loggers = [logging.getLogger(n) for n in shown]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING if quiet else logging.INFO)

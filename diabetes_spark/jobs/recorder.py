@@ -1,19 +1,27 @@
-"""One job run's record: its steps as telemetry spans, its numbers to MLflow's run and to telemetry
-in one call. The jobs call it once per step, so their bodies show the data path, not bookkeeping."""
+"""One job run's record: its steps as telemetry spans with a console line as each starts and ends,
+its numbers to MLflow's run and to telemetry in one call. The jobs call it once per step, so their
+bodies show the data path, not bookkeeping."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from diabetes_spark._version import __version__
+from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 from diabetes_spark.telemetry import start as start_telemetry
 
 if TYPE_CHECKING:
-    import logging
-
     from diabetes_spark.telemetry import Telemetry
+
+#: The steps' start and end lines (``score: write ...``, ``score: write 38 rows ... 1.2 s``), console
+#: only: the command line shows them at INFO unless ``--quiet``; telemetry has the step as a span.
+PROGRESS = logging.getLogger("diabetes_spark.progress")
+#: The command of each component, as its console lines name it.
+_COMMANDS = {COMPONENT_TRAIN: "train", COMPONENT_SCORE: "score", COMPONENT_INGEST: "ingest"}
 
 
 class Recorder:
@@ -22,10 +30,20 @@ class Recorder:
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
         self._tracking = False  # inside run(): numbers go to MLflow as well
+        self._rows: int | None = None
 
-    def step(self, name: str, **attributes: Any) -> AbstractContextManager[logging.Logger]:
-        """Time the step ``name`` as a telemetry span; yields its logger."""
-        return self.telemetry.span(name, **attributes)
+    @contextmanager
+    def step(self, name: str, **attributes: Any) -> Iterator[logging.Logger]:
+        """Time the step ``name`` as a telemetry span; yields its logger. Its start and end (with the
+        rows of :meth:`rows` and the seconds) go to :data:`PROGRESS`; a failure does not: the
+        exception propagates and the caller reports it once."""
+        label = f"{_COMMANDS.get(self.telemetry.component, self.telemetry.component)}: {name}"
+        PROGRESS.info("%s ...", label)
+        self._rows, began = None, time.perf_counter()
+        with self.telemetry.span(name, **attributes) as log:
+            yield log
+        counted = "" if self._rows is None else f" {self._rows:,} rows"
+        PROGRESS.info("%s%s ... %.1f s", label, counted, time.perf_counter() - began)
 
     def log(self) -> logging.Logger:
         """The job's logger (its records go to the console and to telemetry)."""
@@ -48,7 +66,7 @@ class Recorder:
 
     def rows(self, count: int) -> None:
         """The rows the current step handled, for its console line."""
-        self.telemetry.rows(count)
+        self._rows = int(count)
 
     def params(self, values: Mapping[str, Any]) -> None:
         """More parameters of the MLflow run (what a step found: input width, tuned values)."""

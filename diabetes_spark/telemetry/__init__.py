@@ -10,22 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.params import TELEMETRY_BACKENDS
 from diabetes_spark.telemetry.config import Connection, parse_connection_string
-from diabetes_spark.telemetry.core import (
-    COMPONENT_INGEST,
-    COMPONENT_SCORE,
-    COMPONENT_TRAIN,
-    ENV_CONNECTION_STRING,
-    RUN_DURATION_METRIC,
-    STEP_DURATION_METRIC,
-    VERSION_DIMENSION,
-    Backend,
-    Telemetry,
-)
+from diabetes_spark.telemetry.core import RUN_DURATION_METRIC, STEP_DURATION_METRIC, VERSION_DIMENSION, Telemetry
+
+if TYPE_CHECKING:
+    from diabetes_spark.telemetry.core import Backend
 
 __all__ = [
     "BACKENDS",
@@ -41,6 +34,11 @@ __all__ = [
     "start",
 ]
 
+COMPONENT_TRAIN = "Train_Orchestrator"
+COMPONENT_SCORE = "Batch_Score_Orchestrator"
+COMPONENT_INGEST = "Ingest_Orchestrator"
+#: Where :func:`start` reads the connection string (the SDKs' own convention).
+ENV_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 #: Where :func:`start` reads the backend when none is given.
 ENV_BACKEND = "DIABETES_SPARK_TELEMETRY_BACKEND"
 #: The backends, the first the default (the job parameter ``telemetry_backend`` names them too).
@@ -79,12 +77,12 @@ def start(
         connection_string, source = os.environ.get(ENV_CONNECTION_STRING), f"${ENV_CONNECTION_STRING}"
     name = _backend_name(backend)
     telemetry = Telemetry(component, secrets=secrets, dimensions=dimensions, flush_timeout=flush_timeout)
+    exporters, endpoint = None, ""
     if connection_string and connection_string.strip():
         connection = parse_connection_string(connection_string, source)
         telemetry.add_secrets([connection_string])
-        exporters = _start_exporters(name, telemetry, connection, credential)
-        telemetry._send_to(exporters, connection.endpoint)
-    telemetry._route_logs()
+        exporters, endpoint = _start_exporters(name, telemetry, connection, credential), connection.endpoint
+    telemetry._start(exporters, endpoint)
     return telemetry
 
 
@@ -106,12 +104,12 @@ def _start_exporters(name: str, telemetry: Telemetry, connection: Connection, cr
     Raises:
         ConfigurationError: ``Authorization=AAD`` with ``opencensus``; ``opentelemetry`` not installed.
     """
+    if name == "opencensus" and connection.entra_id:
+        raise ConfigurationError(
+            "the Application Insights connection string says Authorization=AAD (Entra ID), which telemetry "
+            f"backend opencensus cannot send with; set telemetry_backend (or ${ENV_BACKEND}) to opentelemetry"
+        )
     if name == "opencensus":
-        if connection.entra_id:
-            raise ConfigurationError(
-                "the Application Insights connection string says Authorization=AAD (Entra ID), which telemetry "
-                f"backend opencensus cannot send with; set telemetry_backend (or ${ENV_BACKEND}) to opentelemetry"
-            )
         from diabetes_spark.telemetry.opencensus import Exporters
     else:  # opentelemetry, the one other name _backend_name lets through
         try:
@@ -121,22 +119,14 @@ def _start_exporters(name: str, telemetry: Telemetry, connection: Connection, cr
                 "telemetry backend opentelemetry needs azure-monitor-opentelemetry-exporter, which is not "
                 "installed: pip install diabetes_spark[opentelemetry]"
             ) from e
-    redactor = telemetry._redactor
     try:
-        return Exporters(
-            telemetry.component,
-            telemetry.trace_id,
-            redactor,
-            connection,
-            flush_timeout=telemetry.flush_timeout,
-            credential=credential,
-        )
+        return Exporters(telemetry, connection, credential)
     except Exception as e:
         logging.getLogger("diabetes_spark.telemetry").warning(
             "telemetry of %s goes to the console only: the %s exporters could not start (%s: %s)",
             telemetry.component,
             name,
             type(e).__name__,
-            redactor(str(e)),
+            telemetry._redactor(str(e)),
         )
         return None

@@ -13,19 +13,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from numbers import Real
 from typing import Any, Protocol
 
 from diabetes_spark._version import __version__
 from diabetes_spark.redaction import Redactor
 from diabetes_spark.telemetry import logs
 
-COMPONENT_TRAIN = "Train_Orchestrator"
-COMPONENT_SCORE = "Batch_Score_Orchestrator"
-COMPONENT_INGEST = "Ingest_Orchestrator"
-#: The command of each component, as its console lines name it (``score: write ...``).
-_COMMANDS = {COMPONENT_TRAIN: "train", COMPONENT_SCORE: "score", COMPONENT_INGEST: "ingest"}
-#: Where :func:`~diabetes_spark.telemetry.start` reads the connection string (the SDKs' own convention).
-ENV_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 #: Custom metric recorded for every step, with the step's name in dimension ``step``.
 STEP_DURATION_METRIC = "step_duration_seconds"
 RUN_DURATION_METRIC = "run_duration_seconds"
@@ -74,9 +68,8 @@ class SdkFailures(logging.Filter):
 
 
 class Backend(Protocol):
-    """The exporters of one session, over one SDK (:mod:`.opencensus`, :mod:`.opentelemetry`).
-    Spans, metrics and (through ``log_handler``) prepared log records are queued, never sent on
-    the caller's thread; ``shutdown`` delivers them and ends soon after ``abandon``."""
+    """The exporters of one session over one SDK (:mod:`.opencensus`, :mod:`.opentelemetry`): they
+    queue, never send on the caller's thread; ``shutdown`` delivers, and ends soon after ``abandon``."""
 
     log_handler: logging.Handler
     failures: SdkFailures
@@ -127,7 +120,6 @@ class Telemetry:
         self._dimensions: dict[str, str] = {VERSION_DIMENSION: __version__}
         self._lock = threading.Lock()
         self._step: ContextVar[str] = ContextVar(f"telemetry step of {self.trace_id}", default=self._root_span_id)
-        self._rows: dict[str, int] = {}
         self._sent_errors: list[BaseException] = []
         self._failed = False
         self._closed = False
@@ -148,35 +140,26 @@ class Telemetry:
     @contextmanager
     def span(self, step: str, **attributes: Any) -> Iterator[logging.Logger]:
         """Time one step as a span (an App Insights dependency) and a duration metric; yields the
-        step's logger. The console gets a line as the step starts and one, with the elapsed time and
-        the rows of :meth:`rows`, as it ends. An exception is logged with its stack trace, marks the
-        span and the run failed, and propagates."""
+        step's logger. An exception is sent with its stack trace (not shown on the console: the
+        caller reports it), marks the span and the run failed, and propagates."""
         log = self.logger(step)
         span_id, begun, clock = _new_span_id(), datetime.now(timezone.utc), time.perf_counter()
-        label = f"{_COMMANDS.get(self.component, self.component)}: {step}"
-        log.info("%s ...", label, extra={logs.CONSOLE_ONLY: True})
         step_token = self._step.set(span_id)
         ok = True
         try:
             yield log
-            elapsed = time.perf_counter() - clock
-            line = logs.done_line(label, self._rows.pop(span_id, None), elapsed)
-            log.info("step %s done in %.2f s", step, elapsed, extra={logs.CONSOLE_MESSAGE: line})
+            log.info("step %s done in %.2f s", step, time.perf_counter() - clock, extra={logs.EXPORT_ONLY: True})
         except BaseException as error:
             ok = False
             self._failed = True
             if isinstance(error, Exception) and not self._was_sent(error):
                 elapsed = time.perf_counter() - clock
-                log.exception("step %s failed after %.2f s", step, elapsed, extra={logs.SKIP_CONSOLE: True})
+                log.exception("step %s failed after %.2f s", step, elapsed, extra={logs.EXPORT_ONLY: True})
             raise
         finally:
             self._step.reset(step_token)
             self._record({STEP_DURATION_METRIC: time.perf_counter() - clock}, {"step": step})
             self._send_span(step, span_id, self._root_span_id, begun, ok, {**attributes, "step": step})
-
-    def rows(self, count: int) -> None:
-        """The rows the current step handled, for its console line."""
-        self._rows[self._step.get()] = int(count)
 
     def set_dimensions(self, **dimensions: str | None) -> None:
         """Add custom dimensions to every later record (``None`` removes one)."""
@@ -205,7 +188,7 @@ class Telemetry:
         if isinstance(error, Exception) and not self._was_sent(error):
             name = type(error).__name__
             self.logger().error(
-                "%s failed: %s: %s", self.component, name, error, exc_info=error, extra={logs.SKIP_CONSOLE: True}
+                "%s failed: %s: %s", self.component, name, error, exc_info=error, extra={logs.EXPORT_ONLY: True}
             )
 
     def close(self) -> None:
@@ -252,7 +235,7 @@ class Telemetry:
         except Exception:  # a record that cannot be formatted fails in its handlers, as it would anyway
             return
         if record.exc_info and record.exc_info[1] is not None:
-            if not getattr(record, logs.SKIP_CONSOLE, False) and self._was_sent(record.exc_info[1]):
+            if not getattr(record, logs.EXPORT_ONLY, False) and self._was_sent(record.exc_info[1]):
                 record.exc_info, record.exc_text = None, None  # sent already: keep the message only
             elif not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -265,22 +248,14 @@ class Telemetry:
         own = getattr(record, "custom_dimensions", None)
         if isinstance(own, Mapping):
             dimensions.update({str(k): str(v) for k, v in own.items()})
-        record.custom_dimensions = redact.scrub(dimensions)  # type: ignore[attr-defined]
-        record.traceId, record.spanId = self.trace_id, self._step.get()  # type: ignore[attr-defined]
+        record.custom_dimensions = redact.scrub(dimensions)
+        record.traceId, record.spanId = self.trace_id, self._step.get()
 
     def _record(self, metrics: Mapping[str, Any], labels: Mapping[str, str]) -> None:
         if self._backend is None:
             return
-        finite = {}
-        for name, value in metrics.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                number = math.nan
-            if math.isfinite(number):
-                finite[name.lower()] = number
-            else:
-                _log.debug("metric %s=%r is not a finite number: not sent", name, value)
+        # App Insights rejects values that are not finite numbers: skip them
+        finite = {k.lower(): float(v) for k, v in metrics.items() if isinstance(v, Real) and math.isfinite(v)}
         if finite:
             with self._lock:
                 dimensions = {**self._dimensions, **labels}
@@ -296,15 +271,12 @@ class Telemetry:
         span = Span(name, self.trace_id, span_id, parent, begun, ended, ok, self._redactor.scrub(values))
         self._backend.send_span(span)
 
-    def _send_to(self, backend: Backend | None, endpoint: str) -> None:
-        """Export through ``backend`` (``None``: console only), to ``endpoint``."""
+    def _start(self, backend: Backend | None, endpoint: str) -> None:
+        """Export through ``backend`` (``None``: console only) to ``endpoint``, and route the
+        component's loggers through redaction to it and to the console."""
         self._backend, self._endpoint = backend, endpoint
-
-    def _route_logs(self) -> None:
-        """Route the component's loggers through redaction to App Insights and the console."""
-        exporter = None if self._backend is None else self._backend.log_handler
-        self._route = logs.Route(self._prepare, exporter)
-        logs.attach(self.logger(), self._route, info=exporter is not None)
+        self._route = logs.Route(self._prepare, None if backend is None else backend.log_handler)
+        logs.attach(self.logger(), self._route, info=backend is not None)
 
     def _shut_down(self, backend: Backend) -> None:
         """Stop the exporters, waiting at most ``flush_timeout``; past it they send nothing more

@@ -1,70 +1,49 @@
 """How a session routes its component's log records: prepared (redacted, with dimensions and trace
 ids) to the exporter, and to the console at the level the component logger had before the session.
-
-A component logger may serve two overlapping sessions in one process: the first to attach saves
-its level and propagation, the last to detach puts them back.
+Two overlapping sessions of one component share what the first saved; the last to leave restores it.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Callable
 
-#: On step-failure records: the caller (CLI, notebook) reports the error itself.
-SKIP_CONSOLE = "_telemetry_skip_console"
-#: On records for the console alone (a step's start): no exporter sends them.
-CONSOLE_ONLY = "_telemetry_console_only"
-#: On records the console shows in other words (a step's end, with its rows): the text it shows.
-CONSOLE_MESSAGE = "_telemetry_console_message"
+#: On records the console must not show: a step's end (the jobs' recorder prints its own line) and
+#: a failure (its caller, the command line or the notebook, reports it).
+EXPORT_ONLY = "_telemetry_export_only"
 
 _LOCK = threading.Lock()
-#: Component logger name -> [sessions attached, its level and propagation before the first].
-_SAVED: dict[str, list] = {}
 
 
 class Route(logging.Handler):
     """The one handler a session adds to its component logger: it prepares each record, hands it
     to the exporter, and relays it to the root logger's handlers as propagation would, at the
-    level the logger had before the session raised it to INFO. Step failures skip the console:
-    the exception propagates and its caller reports it."""
+    level the logger had before the session raised it to INFO; :data:`EXPORT_ONLY` records skip it."""
 
     def __init__(self, prepare: Callable[[logging.LogRecord], None], exporter: logging.Handler | None) -> None:
         super().__init__()
         self.prepare, self.exporter = prepare, exporter
-        self.threshold = logging.NOTSET
+        self.saved = (logging.NOTSET, True)  # the logger's level and propagation before the sessions
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.prepare(record)
-            if self.exporter is not None and not getattr(record, CONSOLE_ONLY, False):
+            if self.exporter is not None:
                 self.exporter.handle(record)
             root = logging.getLogger()
-            if record.levelno < (self.threshold or root.getEffectiveLevel()) or getattr(record, SKIP_CONSOLE, False):
-                return
-            shown = getattr(record, CONSOLE_MESSAGE, None)
-            if shown is not None:
-                record = copy.copy(record)
-                record.msg, record.args = shown, None
-            root.handle(record)
+            if record.levelno >= (self.saved[0] or root.getEffectiveLevel()) and not hasattr(record, EXPORT_ONLY):
+                root.handle(record)
         except Exception:  # logging's own policy: report on stderr, never raise into the caller
             self.handleError(record)
-
-
-def done_line(label: str, rows: int | None, seconds: float) -> str:
-    """A step's end as the console shows it: ``score: write 1,000,000 rows ... 8.4 s``."""
-    counted = f" {rows:,} rows" if rows is not None else ""
-    return f"{label}{counted} ... {seconds:.1f} s"
 
 
 def attach(logger: logging.Logger, route: Route, *, info: bool) -> None:
     """Add ``route`` to ``logger`` and stop its propagation (the route relays); raise the logger
     to INFO when ``info`` (App Insights gets INFO)."""
     with _LOCK:
-        saved = _SAVED.setdefault(logger.name, [0, logger.level, logger.propagate])
-        saved[0] += 1
-        route.threshold = saved[1]
+        others = [h for h in logger.handlers if isinstance(h, Route)]
+        route.saved = others[0].saved if others else (logger.level, logger.propagate)
         logger.addHandler(route)
         if info and (logger.level == logging.NOTSET or logger.level > logging.INFO):
             logger.setLevel(logging.INFO)
@@ -75,9 +54,6 @@ def detach(logger: logging.Logger, route: Route) -> None:
     """Remove ``route``; the last session to leave puts the logger's own settings back."""
     with _LOCK:
         logger.removeHandler(route)
-        saved = _SAVED[logger.name]
-        saved[0] -= 1
-        if saved[0] == 0:
-            del _SAVED[logger.name]
-            logger.setLevel(saved[1])
-            logger.propagate = saved[2]
+        if not any(isinstance(h, Route) for h in logger.handlers):
+            logger.setLevel(route.saved[0])
+            logger.propagate = route.saved[1]

@@ -25,9 +25,8 @@ from diabetes_spark.telemetry.config import sdk_environment
 from diabetes_spark.telemetry.core import SdkFailures, request_timeout, run_all
 
 if TYPE_CHECKING:
-    from diabetes_spark.redaction import Redactor
     from diabetes_spark.telemetry.config import Connection
-    from diabetes_spark.telemetry.core import Span
+    from diabetes_spark.telemetry.core import Span, Telemetry
 
 #: Records each exporter buffers before dropping new ones: the SDK's default overflows on a burst
 #: of quick log records even when the endpoint is healthy.
@@ -45,21 +44,13 @@ class LogHandler(AzureLogHandler):
 class Exporters:
     """The three exporters of one session (a :class:`~diabetes_spark.telemetry.core.Backend`)."""
 
-    def __init__(
-        self,
-        component: str,
-        trace_id: str,
-        redactor: Redactor,
-        connection: Connection,
-        *,
-        flush_timeout: float,
-        credential: Any = None,  # none: OpenCensus cannot send with Entra ID, as start() checks
-    ) -> None:
-        self.component, self.trace_id, self.redactor = component, trace_id, redactor
-        self.timeout = request_timeout(flush_timeout)
+    def __init__(self, telemetry: Telemetry, connection: Connection, credential: Any) -> None:
+        # credential: none here; OpenCensus cannot send with Entra ID, as start() checks
+        self.component, self.trace_id, self.redactor = telemetry.component, telemetry.trace_id, telemetry._redactor
+        self.timeout = request_timeout(telemetry.flush_timeout)
         #: How long the shutdown waits for a worker: past the deadline it sends nothing more, so it
         #: ends once its request in flight has (the job itself waits only ``flush_timeout``).
-        self.stop_wait = flush_timeout + self.timeout + 1.0
+        self.stop_wait = telemetry.flush_timeout + self.timeout + 1.0
         self.abandoned = False
         self.metrics: list[metric.Metric] = []
         self.metrics_lock = threading.Lock()

@@ -36,13 +36,15 @@ from diabetes_spark.telemetry.core import SdkFailures, request_timeout, run_all
 if TYPE_CHECKING:
     from diabetes_spark.redaction import Redactor
     from diabetes_spark.telemetry.config import Connection
-    from diabetes_spark.telemetry.core import Span
+    from diabetes_spark.telemetry.core import Span, Telemetry
 
 EXPORT_INTERVAL = 15.0
 QUEUE_CAPACITY = 50_000  # as the OpenCensus backend: a burst of quick records must not overflow
 MAX_BATCH_SIZE = 500
 #: Switches that keep the exporter from calling Microsoft on its own (statsbeat, SDK stats, OneSettings).
 _SWITCHES = ("STATSBEAT_DISABLED_ALL", "SDKSTATS_DISABLED", "CONTROLPLANE_DISABLED")
+#: What a log record keeps of the session's: its other attributes would become the exporter's.
+_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "lineno", "funcName", "created")
 
 
 def _ns(moment: datetime) -> int:
@@ -82,18 +84,8 @@ class LogHandler(LoggingHandler):
         self.redactor = redactor
 
     def emit(self, record: logging.LogRecord) -> None:
-        plain = logging.makeLogRecord(
-            {
-                "name": record.name,
-                "levelno": record.levelno,
-                "levelname": record.levelname,
-                "pathname": record.pathname,
-                "lineno": record.lineno,
-                "funcName": record.funcName,
-                "created": record.created,
-                "msg": record.getMessage(),  # redacted by the session
-            }
-        )
+        plain = logging.makeLogRecord({name: getattr(record, name) for name in _RECORD_FIELDS})
+        plain.msg = record.getMessage()  # redacted by the session
         if record.exc_text:  # an exception envelope's message, as OpenCensus formats it (redacted)
             plain.msg = f"{plain.msg}\n{record.exc_text}"
         for name, value in getattr(record, "custom_dimensions", {}).items():
@@ -114,18 +106,9 @@ class LogHandler(LoggingHandler):
 class Exporters:
     """The three providers of one session (a :class:`~diabetes_spark.telemetry.core.Backend`)."""
 
-    def __init__(
-        self,
-        component: str,
-        trace_id: str,
-        redactor: Redactor,
-        connection: Connection,
-        *,
-        flush_timeout: float,
-        credential: Any,
-    ) -> None:
-        timeout = request_timeout(flush_timeout)
-        self.stop_millis = int((flush_timeout + timeout + 1.0) * 1000)  # past the deadline, sends end at once
+    def __init__(self, telemetry: Telemetry, connection: Connection, credential: Any) -> None:
+        timeout = request_timeout(telemetry.flush_timeout)
+        self.stop_millis = int((telemetry.flush_timeout + timeout + 1.0) * 1000)  # past the deadline, sends end at once
         self.abandoned = False
         options: dict[str, Any] = {
             "connection_string": connection.for_exporter(),
@@ -137,18 +120,20 @@ class Exporters:
             "raw_request_hook": self.before_request,
             "raw_response_hook": self.after_response,
         }
-        if connection.entra_id:
-            options["credential"] = credential or _default_credential()
+        if connection.entra_id:  # by default a managed identity, or AZURE_CLIENT_ID/_TENANT_ID/_CLIENT_SECRET
+            from azure.identity import DefaultAzureCredential
+
+            options["credential"] = credential or DefaultAzureCredential()
         with sdk_environment(*(f"APPLICATIONINSIGHTS_{switch}" for switch in _SWITCHES)):
             logs = AzureMonitorLogExporter(**options)
             spans = AzureMonitorTraceExporter(**options)
             metrics = AzureMonitorMetricExporter(**options)  # histograms in delta temporality, its default
-        resource = Resource({"service.name": component})
+        resource = Resource({"service.name": telemetry.component})
         self.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(logs, max_queue_size=QUEUE_CAPACITY, max_export_batch_size=MAX_BATCH_SIZE)
         )
-        self.ids, self.ids_lock = SessionIds(trace_id), threading.Lock()
+        self.ids, self.ids_lock = SessionIds(telemetry.trace_id), threading.Lock()
         # ALWAYS_ON, not $OTEL_TRACES_SAMPLER, which is meant for the process's own tracing.
         self.tracer_provider = TracerProvider(
             resource=resource, id_generator=self.ids, sampler=ALWAYS_ON, shutdown_on_exit=False
@@ -161,7 +146,7 @@ class Exporters:
         self.meter_provider = MeterProvider([reader], resource=resource, shutdown_on_exit=False)
         self.meter = self.meter_provider.get_meter("diabetes_spark")
         self.histograms: dict[str, Any] = {}
-        self.log_handler = LogHandler(self.logger_provider, redactor)
+        self.log_handler = LogHandler(self.logger_provider, telemetry._redactor)
         # The span exporter logs an error on every export when it cannot describe the process's global
         # tracer provider (a resource metric this backend does not send).
         exporter = "azure.monitor.opentelemetry.exporter.export"
@@ -212,11 +197,3 @@ class Exporters:
 
     def abandon(self) -> None:
         self.abandoned = True
-
-
-def _default_credential() -> Any:
-    """Entra ID: ``DefaultAzureCredential`` (a managed identity, or a service principal's
-    ``AZURE_CLIENT_ID``/``AZURE_TENANT_ID``/``AZURE_CLIENT_SECRET``, e.g. from the secret scope)."""
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential()
