@@ -16,7 +16,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from types import ModuleType
 from typing import Any
 
 from diabetes_spark import __version__, params
@@ -131,17 +130,10 @@ _JOBS: dict[str, tuple[type, Command, tuple[str, ...], str]] = {
         "score a table with a registered model, idempotent per batch",
     ),
 }
-#: Deploy-time subcommands: each module has ``HELP``, ``add_arguments(parser)`` and ``run(args)``.
-_DEPLOY = {"setup-secrets": secrets}
 
 
-def _deploy_command(module: ModuleType) -> Command:
-    """A deploy-time subcommand as a :data:`Command`: its module's ``run(args)`` (no Spark settings)."""
-
-    def command(args: argparse.Namespace, _conf: Mapping[str, str]) -> dict[str, Any]:
-        return module.run(args)
-
-    return command
+def _setup_secrets(args: argparse.Namespace, _conf: Mapping[str, str]) -> dict[str, Any]:
+    return secrets.run(args)
 
 
 _COMMANDS: dict[str, Command] = {
@@ -149,7 +141,7 @@ _COMMANDS: dict[str, Command] = {
     "notebook": _notebook,
     "demo": _demo,
     "connect-server": _connect_server,
-    **{name: _deploy_command(module) for name, module in _DEPLOY.items()},
+    "setup-secrets": _setup_secrets,
 }
 #: The commands that start a local Spark session.
 _STARTS_SPARK = (*_JOBS, "notebook", "demo")
@@ -189,10 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default: {DEFAULT_PORT})")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
 
-    for command, module in _DEPLOY.items():
-        p = sub.add_parser(command, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p = sub.add_parser("setup-secrets", help=secrets.HELP, description=secrets.HELP)
+    secrets.add_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     return parser
 
 
