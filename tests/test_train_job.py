@@ -52,6 +52,7 @@ def test_train_registers_logs_and_promotes_only_when_better(
     assert mlflow.get_experiment_by_name(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.metrics["champion_rmse"] == pytest.approx(second["metrics"]["rmse"])
     assert run.data.params["reg_param"] == "10000.0" and run.data.metrics["rows_in"] == 442
+    assert run.data.metrics["promoted"] == 0  # kept: the gate's decision as a number, on every MLflow
     artifacts = {a.path for a in MlflowClient().list_artifacts(third["run_id"], "reports")}
     assert artifacts == {
         f"reports/{f}"

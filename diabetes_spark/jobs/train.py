@@ -81,7 +81,7 @@ def run_training(
                     version = register(params, result, valid)
                     record.identify(model_version=version)
                     promoted, champion = promotion.promote_if_better(params, version, result, log)
-                    record.record({"promoted": promoted})
+                    record.record({"promoted": int(promoted)})  # a number: MLflow 2 refuses a bool metric
     return {
         "run_id": run_id,
         "experiment_id": experiment_id,
