@@ -141,7 +141,6 @@ def fetch_jars(extra_packages: list[str], *, timeout: float = 900.0) -> list[str
     Raises:
         ConfigurationError: The resolution failed (no network to Maven Central, a bad coordinate).
     """
-
     import sys
     import tempfile
 

@@ -285,7 +285,9 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
     )
     no_adls = {"storage_account_secret": ""}
     folder = notebooks or Path(".")
-    train = run_notebook(folder / NOTEBOOKS["train"], spark=spark, widgets={**no_adls, "training_data": raw})
+    train = json.loads(
+        run_notebook(folder / NOTEBOOKS["train"], spark=spark, widgets={**no_adls, "training_data": raw}) or "{}"
+    )
     score = run_notebook(
         folder / NOTEBOOKS["score"],
         spark=spark,
@@ -293,7 +295,7 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
     )
     return {
         "ingest": ingest,
-        "train": json.loads(train or "{}"),
+        "train": train,
         "score": json.loads(score or "{}"),
         "tables": {
             "raw": raw,
@@ -302,7 +304,7 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
             "prediction_rejects": predictions + "_rejects",
         },
         "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{(home / 'mlflow.db').resolve()}",
-        "mlflow_runs": experiment_runs_url(json.loads(train or "{}").get("experiment_id", "")),
+        "mlflow_runs": experiment_runs_url(train.get("experiment_id", "")),
     }
 
 
