@@ -41,6 +41,10 @@ class TrainingError(DiabetesSparkError):
     """Training cannot proceed (too few rows, unknown estimator, ...)."""
 
 
+class ModelTooLargeError(TrainingError):
+    """The fitted model is larger than the compute it runs on takes (serverless: 100 MB)."""
+
+
 class RegistryError(DiabetesSparkError):
     """A model, version or alias does not exist in the registry, or cannot be used."""
 

@@ -32,6 +32,12 @@ def is_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
+def is_serverless() -> bool:
+    """True on Databricks serverless compute, whose runtime version reads ``client.<n>`` (the test
+    MLflow's ``is_in_databricks_serverless_runtime`` makes)."""
+    return os.environ.get("DATABRICKS_RUNTIME_VERSION", "").startswith("client.")
+
+
 def is_connect(spark: SparkSession) -> bool:
     """True for a Spark Connect session (serverless, standard access, Databricks Connect, a server)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")

@@ -8,6 +8,11 @@ client and the server reach: ``dfs_tmpdir`` (a Unity Catalog volume on Databrick
 is the same), else a local temporary folder (a server on this machine). Logging goes through
 MLflow's public custom-flavour API (``Model.log`` with this module as the flavour) and writes what
 ``mlflow.spark`` writes, so either side loads a model the other logged.
+
+On classic Spark a model staged through a Unity Catalog volume is loaded the same way: MLflow 3.0.1
+and earlier (DBR 15.4, 16.4, 17.3) rewrite a ``/Volumes`` ``dfs_tmpdir`` to ``/dbfs/Volumes/...`` on a
+dedicated cluster (mlflow #18668, fixed in 3.8.1). On serverless compute a model above
+:data:`SERVERLESS_MODEL_LIMIT` is refused before anything is logged.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ if TYPE_CHECKING:
 MODEL_ARTIFACT = "model"
 #: ``mlflow.spark``'s flavour name and the sub-folder of its saved Spark ML model.
 FLAVOR, MODEL_DATA = "spark", "sparkml"
+#: Where Databricks mounts Unity Catalog volumes: the driver writes, and Spark reads, the same path.
+VOLUMES = "/Volumes/"
+#: The largest Spark ML model serverless compute takes (environment 4+: "100MB"; read as decimal, the
+#: smaller reading, so a model that passes here passes there).
+SERVERLESS_MODEL_LIMIT = 100 * 1000 * 1000
 
 
 def log_model(
@@ -51,33 +61,62 @@ def log_model(
     ``metadata`` goes into the model's ``MLmodel`` file. ``dfs_tmpdir`` (empty: MLflow's default,
     ``$MLFLOW_DFS_TMP``) is where the model is staged; standard access and serverless compute need
     a ``/Volumes/...`` path.
+
+    Raises:
+        ModelTooLargeError: On serverless compute, the saved model is above
+            :data:`SERVERLESS_MODEL_LIMIT`; nothing was logged.
     """
     import mlflow
     import mlflow.spark
     import pyspark
     from mlflow.models import Model, infer_signature
 
-    from diabetes_spark.runtime import is_connect
+    from diabetes_spark.runtime import is_connect, is_serverless
 
     signature = infer_signature(example, model.transform(example).select(PREDICTION))
     requirements = [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
     logged = {"signature": signature, "pip_requirements": requirements, "metadata": metadata}
-    if is_connect(example.sparkSession):  # no py4j: the server saves the model, this module is the flavour
-        return Model.log(
-            MODEL_ARTIFACT, flavor=sys.modules[__name__], spark_model=model, dfs_tmpdir=dfs_tmpdir, **logged
+    if not (is_connect(example.sparkSession) or is_serverless()):
+        return mlflow.spark.log_model(model, MODEL_ARTIFACT, dfs_tmpdir=dfs_tmpdir or None, **logged)
+    # No py4j: the server saves the model (first, so its size is known before MLflow hears of it), and
+    # this module is the flavour that moves it into the logged model.
+    with _staging(dfs_tmpdir) as folder:
+        model.write().save(str(folder))
+        if is_serverless():
+            check_size(folder, limit=SERVERLESS_MODEL_LIMIT)
+        return Model.log(MODEL_ARTIFACT, flavor=sys.modules[__name__], spark_model=model, staged=folder, **logged)
+
+
+def check_size(folder: Path, *, limit: int) -> int:
+    """The size in bytes of the saved model in ``folder``, at most ``limit``.
+
+    Raises:
+        ModelTooLargeError: The model is larger; the message names both sizes and what to change.
+    """
+    from diabetes_spark.errors import ModelTooLargeError
+
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    if size > limit:
+        raise ModelTooLargeError(
+            f"the fitted model takes {size / 1e6:.1f} MB saved, above serverless compute's limit of "
+            f"{limit / 1e6:g} MB per Spark ML model; nothing was logged. Fit a smaller model (fewer trees: "
+            "num_trees, shallower trees: max_depth, or estimator=linear), or train on a dedicated cluster "
+            "and score there too"
         )
-    return mlflow.spark.log_model(model, MODEL_ARTIFACT, dfs_tmpdir=dfs_tmpdir or None, **logged)
+    return size
 
 
 def load_model(spark: SparkSession, resolved: ResolvedModel, *, dfs_tmpdir: str = "") -> PipelineModel:
     """Load a resolved version as a Spark ``PipelineModel`` (no pyfunc wrapper, no UDF), staged
-    through ``dfs_tmpdir`` (see :func:`log_model`); over Spark Connect ``spark``'s server loads it."""
+    through ``dfs_tmpdir`` (see :func:`log_model`). Over Spark Connect ``spark``'s server loads it;
+    through a volume (:data:`VOLUMES`) it is downloaded there and loaded, not by ``mlflow.spark``,
+    whose loader before 3.8.1 turns a volume path into a ``/dbfs/Volumes`` one on a dedicated cluster."""
     import mlflow.spark
 
     from diabetes_spark.runtime import is_connect
 
-    if is_connect(spark):
-        return _load_over_connect(spark, resolved.uri, dfs_tmpdir=dfs_tmpdir)
+    if is_connect(spark) or _base(dfs_tmpdir).startswith(VOLUMES):
+        return _load_staged(spark, resolved.uri, dfs_tmpdir=dfs_tmpdir)
     return mlflow.spark.load_model(resolved.uri, dfs_tmpdir=dfs_tmpdir or None)
 
 
@@ -140,21 +179,20 @@ def save_model(
     mlflow_model: Model,
     *,
     spark_model: PipelineModel,
-    dfs_tmpdir: str = "",
+    staged: Path,
     signature: Any = None,
     pip_requirements: list[str],
     **_: Any,
 ) -> None:
-    """The flavour's save (called by ``Model.log``): the Spark ML model saved by the server, moved
-    into ``path``, with the ``MLmodel`` file and environment files ``mlflow.spark`` writes."""
+    """The flavour's save (called by ``Model.log``): the Spark ML model the server saved in
+    ``staged``, moved into ``path``, with the ``MLmodel`` file and environment files
+    ``mlflow.spark`` writes."""
     import pyspark
     import yaml
     from mlflow.pyfunc import add_to_model
 
     os.makedirs(path, exist_ok=True)
-    with _staging(dfs_tmpdir) as folder:
-        spark_model.write().save(str(folder))
-        shutil.move(str(folder), os.path.join(path, MODEL_DATA))
+    shutil.move(str(staged), os.path.join(path, MODEL_DATA))
     if signature is not None:
         mlflow_model.signature = signature
     mlflow_model.add_flavor(
@@ -186,9 +224,9 @@ def save_model(
     mlflow_model.save(os.path.join(path, "MLmodel"))
 
 
-def _load_over_connect(spark: SparkSession, model_uri: str, *, dfs_tmpdir: str = "") -> PipelineModel:
-    """Load an ``mlflow.spark`` model as a ``PipelineModel`` over Spark Connect: its files are
-    downloaded where the server reads them, and the server loads them."""
+def _load_staged(spark: SparkSession, model_uri: str, *, dfs_tmpdir: str = "") -> PipelineModel:
+    """Load an ``mlflow.spark`` model as a ``PipelineModel``: its files are downloaded where Spark
+    (over Connect: the server) reads them under the same path, and Spark loads them."""
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
     from pyspark.ml import PipelineModel

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from conftest import TRAINED_MODEL
 from diabetes_spark import cli, delta_writes, drift, jobs, registry, schemas, scoring, spark_models, storage
-from diabetes_spark.errors import RegistryError, RejectThresholdError, SchemaError
+from diabetes_spark.errors import ModelTooLargeError, RegistryError, RejectThresholdError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
 
 MODEL = TRAINED_MODEL
@@ -257,3 +257,95 @@ def test_missing_model_version_or_alias_names_what_exists(spark, mlflow_home: Pa
     with pytest.raises(RegistryError, match=rf"alias 'gold' of model '{MODEL}' does not exist; .*'champion': '1'"):
         _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=str(tmp_path / "o"), model_alias="gold")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def gbt(spark, mlflow_home: Path):
+    """A small gbt pipeline, registered as a model of its own: ``(resolved version, fitted model, rows)``."""
+    from diabetes_spark import training
+
+    valid = _sample_valid(spark)
+    train = storage.read_table(spark, storage.resolve("sample:diabetes.csv"))
+    train, _ = schemas.split_valid(
+        train, schemas.load_schema("training_raw"), required=("Y",), source="s", batch_id="b"
+    )
+    fitted = training.fit(
+        train.select(*schemas.load_schema("training_raw").fieldNames()),
+        TrainParams(training_data="x", estimator="gbt", max_depth=3),
+    ).model
+    mlflow.set_experiment("gbt-volume-tests")
+    with mlflow.start_run():
+        info = spark_models.log_model(fitted, example=valid.select(*schemas.feature_names()))
+    version = registry.register(info.model_uri, "gbt_volume_model")
+    return registry.resolve_version("gbt_volume_model", version=version), fitted, valid
+
+
+def test_a_tree_model_loads_through_a_volume_where_mlflow_would_go_through_dbfs(
+    spark, gbt, tmp_path: Path, monkeypatch
+) -> None:
+    """On a dedicated cluster MLflow 3.0.1 and earlier (DBR 15.4, 16.4, 17.3) turn a ``/Volumes``
+    ``dfs_tmpdir`` into ``/dbfs/Volumes/...`` (mlflow #18668). MLflow's Databricks path is forced here;
+    a folder named ``/Volumes`` cannot exist, so a temporary folder stands in for the volume mount."""
+    import mlflow.spark
+    from mlflow.utils import databricks_utils, uri
+    from packaging.version import Version
+
+    resolved, fitted, valid = gbt
+    volume = "/Volumes/main/diabetes/files/mlflow_tmp"
+    broken = Version(mlflow.__version__) < Version("3.8.1")
+    assert uri.dbfs_hdfs_uri_to_fuse_path(volume) == ("/dbfs" + volume if broken else volume)
+
+    folder = tmp_path / "volume"
+    folder.mkdir()
+    monkeypatch.setattr(spark_models, "VOLUMES", f"{tmp_path}/")
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setattr(databricks_utils, "is_in_cluster", lambda: True)
+    monkeypatch.setattr(databricks_utils, "is_dbfs_fuse_available", lambda: True)
+    fuse_paths = []
+
+    def to_fuse(path: str) -> str:
+        fuse_paths.append(uri.dbfs_hdfs_uri_to_fuse_path(path))
+        raise RuntimeError("MLflow's DBFS route")
+
+    monkeypatch.setattr(mlflow.spark, "dbfs_hdfs_uri_to_fuse_path", to_fuse)
+    with pytest.raises(RuntimeError, match="MLflow's DBFS route"):
+        mlflow.spark.load_model(resolved.uri, dfs_tmpdir=str(folder))
+    assert len(fuse_paths) == 1 and fuse_paths[0].startswith(f"/dbfs{folder}/")
+
+    loaded = spark_models.load_model(spark, resolved, dfs_tmpdir=str(folder))
+    assert len(fuse_paths) == 1  # not through MLflow's loader
+    assert [type(s).__name__ for s in loaded.stages][-1] == "GBTRegressionModel"
+    expected, got = (m.transform(valid).select("patient_id", "prediction") for m in (fitted, loaded))
+    assert_approx_df_equality(got, expected, precision=1e-9, ignore_nullable=True)
+    assert list(folder.iterdir()) == []  # the staged copy is gone
+
+
+def test_serverless_refuses_a_model_above_its_limit_before_logging(spark, gbt, monkeypatch) -> None:
+    """Serverless compute takes Spark ML models up to 100 MB; a larger one fails before MLflow hears of it
+    (the limit is lowered below the real saved gbt model's size), and one within it is logged and loads."""
+    _, fitted, valid = gbt
+    example = valid.select(*schemas.feature_names())
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "client.4.9")
+    monkeypatch.setattr(spark_models, "SERVERLESS_MODEL_LIMIT", 10_000)
+    mlflow.set_experiment("gbt-volume-tests")
+    too_large = r"takes 0\.\d MB saved, above serverless compute's limit of 0\.01 MB"
+    with mlflow.start_run() as run, pytest.raises(ModelTooLargeError, match=too_large):
+        spark_models.log_model(fitted, example=example)
+    assert MlflowClient().list_artifacts(run.info.run_id) == []
+
+    monkeypatch.setattr(spark_models, "SERVERLESS_MODEL_LIMIT", 100 * 1000 * 1000)
+    with mlflow.start_run():
+        info = spark_models.log_model(fitted, example=example)
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION")
+    loaded = mlflow.spark.load_model(info.model_uri)
+    expected, got = (m.transform(valid).select("patient_id", "prediction") for m in (fitted, loaded))
+    assert_approx_df_equality(got, expected, precision=1e-9, ignore_nullable=True)
+
+
+def test_check_size_measures_the_saved_folder(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "part-0").write_bytes(b"x" * 1500)
+    (tmp_path / "metadata").write_bytes(b"y" * 500)
+    assert spark_models.check_size(tmp_path, limit=2000) == 2000
+    with pytest.raises(ModelTooLargeError, match=r"num_trees.*max_depth"):
+        spark_models.check_size(tmp_path, limit=1999)
