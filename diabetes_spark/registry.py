@@ -33,6 +33,8 @@ REPORTS_ARTIFACT = "reports"
 PROFILE_ARTIFACT = f"{REPORTS_ARTIFACT}/feature_profile.json"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
+#: MLflow's scheme of the Unity Catalog model registry.
+UC_REGISTRY = "databricks-uc"
 #: Error codes with which registries answer a missing model or alias (SQL store, REST, Unity Catalog).
 _NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 
@@ -62,12 +64,21 @@ class MlflowLocation:
     def from_environment(cls, home: Path) -> MlflowLocation:
         """``$MLFLOW_TRACKING_URI`` / ``$MLFLOW_REGISTRY_URI`` when set (Databricks sets its own),
         else :meth:`local` under ``home``. Only the local store gets an artifact location from us:
-        any other tracking server decides where a new experiment's artifacts go."""
+        any other tracking server decides where a new experiment's artifacts go.
+
+        On Databricks, tracking to the workspace with no registry named, the registry is Unity
+        Catalog's (:data:`UC_REGISTRY`): MLflow 2 (DBR 15.4, 16.4) would otherwise pick the workspace
+        registry unless the workspace's default catalog is in Unity Catalog, and the serverless
+        scorer, on Unity Catalog, would not find the model.
+        """
         import mlflow
 
         tracking, registry = os.environ.get(ENV_TRACKING_URI), os.environ.get(ENV_REGISTRY_URI) or None
         if tracking or is_databricks():
-            return cls(tracking_uri=tracking or mlflow.get_tracking_uri(), registry_uri=registry)
+            tracking = tracking or mlflow.get_tracking_uri()
+            if registry is None and is_databricks() and tracking.split("://")[0] == "databricks":
+                registry = UC_REGISTRY + tracking[len("databricks") :]  # a CLI profile (databricks://p) kept
+            return cls(tracking_uri=tracking, registry_uri=registry)
         local = cls.local(home)
         return replace(local, registry_uri=registry or local.registry_uri)
 
@@ -267,7 +278,7 @@ def check_model_name(name: str) -> None:
     import mlflow
 
     uri = mlflow.get_registry_uri() or ""
-    if uri.startswith("databricks-uc") and (name.count(".") != 2 or "" in name.split(".")):
+    if uri.startswith(UC_REGISTRY) and (name.count(".") != 2 or "" in name.split(".")):
         leaf = name.rsplit(".", 1)[-1] or "diabetes_progression"
         raise ConfigurationError(
             f"model_name {name!r} is not a Unity Catalog model name: the registry {uri} needs "

@@ -11,8 +11,9 @@ from chispa import assert_df_equality
 from mlflow.tracking import MlflowClient
 
 from diabetes_spark import cli, jobs, registry, schemas, spark_models, storage
-from diabetes_spark.errors import InputError, RejectThresholdError, SchemaError
+from diabetes_spark.errors import ConfigurationError, InputError, RejectThresholdError, SchemaError
 from diabetes_spark.params import TrainParams
+from diabetes_spark.registry import MlflowLocation
 
 HEADER = "AGE,SEX,BMI,BP,S1,S2,S3,S4,S5,S6,Y"
 
@@ -122,3 +123,29 @@ def test_unknown_estimator_is_refused_before_any_run(mlflow_home: Path, capsys) 
     assert info.value.code == 2
     assert "invalid choice: 'svm'" in capsys.readouterr().err
     assert len(_runs("unknown-estimator")) == before and mlflow.active_run() is None
+
+
+def test_on_databricks_the_registry_defaults_to_unity_catalog(mlflow_home: Path, tmp_path: Path, monkeypatch) -> None:
+    """MLflow 2 (DBR 15.4, 16.4) with no registry named falls back to the workspace registry; on Databricks
+    the jobs name Unity Catalog's, so the three-level name check applies. No remote call is made."""
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    location = MlflowLocation.from_environment(tmp_path)
+    assert location == MlflowLocation(tracking_uri="databricks", registry_uri="databricks-uc")
+    with location.active():
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == ("databricks", "databricks-uc")
+        with pytest.raises(ConfigurationError, match="'diabetes_progression' is not a Unity Catalog model name"):
+            registry.check_model_name("diabetes_progression")
+        registry.check_model_name("main.diabetes.diabetes_progression")
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks://prod")  # a CLI profile: the same profile's catalog
+    assert MlflowLocation.from_environment(tmp_path).registry_uri == "databricks-uc://prod"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "databricks")  # a registry named is kept
+    assert MlflowLocation.from_environment(tmp_path).registry_uri == "databricks"
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # a tracking server of one's own
+    assert MlflowLocation.from_environment(tmp_path).registry_uri is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION")  # off Databricks (Databricks Connect): MLflow decides
+    assert MlflowLocation.from_environment(tmp_path).registry_uri is None
