@@ -126,10 +126,15 @@ def _base(dfs_tmpdir: str) -> str:
     return dfs_tmpdir or (MLFLOW_DFS_TMP.get() if MLFLOW_DFS_TMP.defined else "") or tempfile.gettempdir()
 
 
+def _new_folder(dfs_tmpdir: str) -> Path:
+    """A fresh folder's path under ``dfs_tmpdir`` (else the temporary folder); not created."""
+    return Path(_base(dfs_tmpdir)) / f"diabetes-spark-model-{uuid.uuid4().hex}"
+
+
 @contextmanager
 def _staging(dfs_tmpdir: str) -> Iterator[Path]:
     """A fresh folder under ``dfs_tmpdir`` (else the temporary folder), removed after the block."""
-    folder = Path(_base(dfs_tmpdir)) / f"diabetes-spark-model-{uuid.uuid4().hex}"
+    folder = _new_folder(dfs_tmpdir)
     try:
         yield folder
     finally:
@@ -226,14 +231,23 @@ def save_model(
 
 def _load_staged(spark: SparkSession, model_uri: str, *, dfs_tmpdir: str = "") -> PipelineModel:
     """Load an ``mlflow.spark`` model as a ``PipelineModel``: its files are downloaded where Spark
-    (over Connect: the server) reads them under the same path, and Spark loads them."""
+    (over Connect: the server) reads them under the same path, and Spark loads them.
+
+    The copy stays once loaded, as ``mlflow.spark``'s own does: a stage may read its data only when
+    the model is used (Spark 3.5's ``ImputerModel`` does), so removing it would break a later
+    ``transform``.
+    """
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
     from pyspark.ml import PipelineModel
 
     check_staging(spark, dfs_tmpdir)
-    with _staging(dfs_tmpdir) as folder:
+    folder = _new_folder(dfs_tmpdir)
+    try:
         folder.mkdir(parents=True)
         local = download_artifacts(artifact_uri=model_uri, dst_path=str(folder))
         data = Model.load(local).flavors[FLAVOR]["model_data"]
         return PipelineModel.load(os.path.join(local, data))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

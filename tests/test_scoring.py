@@ -317,7 +317,8 @@ def test_a_tree_model_loads_through_a_volume_where_mlflow_would_go_through_dbfs(
     assert [type(s).__name__ for s in loaded.stages][-1] == "GBTRegressionModel"
     expected, got = (m.transform(valid).select("patient_id", "prediction") for m in (fitted, loaded))
     assert_approx_df_equality(got, expected, precision=1e-9, ignore_nullable=True)
-    assert list(folder.iterdir()) == []  # the staged copy is gone
+    # The copy stays, as mlflow.spark's does: Spark 3.5's ImputerModel reads its data at transform time.
+    assert [p.name[:21] for p in folder.iterdir()] == ["diabetes-spark-model-"]
 
 
 def test_serverless_refuses_a_model_above_its_limit_before_logging(spark, gbt, monkeypatch) -> None:
