@@ -26,6 +26,18 @@ TELEMETRY_BACKENDS = ("opencensus", "opentelemetry")
 
 DEFAULT_EXPERIMENT = "diabetes-progression"
 DEFAULT_MODEL_NAME = "diabetes_progression"
+#: Widget defaults in a Databricks workspace, where the local ones would not work: no storage secrets
+#: (Unity Catalog grants the access), an experiment in the user's folder (experiments are workspace
+#: paths), a catalog.schema.model name (the Unity Catalog registry). ``{user}``, ``{catalog}`` and
+#: ``{schema}`` are the session's ``current_user()``, ``current_catalog()`` and ``current_database()``,
+#: read by the notebooks' widget cell (tests/make_notebooks.py writes it).
+WORKSPACE_DEFAULTS = {
+    "storage_account_secret": "",
+    "storage_container_secret": "",
+    "storage_key_secret": "",
+    "experiment": "/Users/{user}/" + DEFAULT_EXPERIMENT,
+    "model_name": "{catalog}.{schema}." + DEFAULT_MODEL_NAME,
+}
 
 P = TypeVar("P")
 #: Help of ``dfs_tmpdir``, a parameter of both jobs that load or log a model.

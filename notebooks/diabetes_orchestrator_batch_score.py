@@ -15,9 +15,9 @@
 # MAGIC | `wheel` | `` | wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed |
 # MAGIC | `secret_scope` | `diabetes-spark` | Databricks secret scope holding the secrets below |
 # MAGIC | `appinsights_secret` | `appinsights-connection-string` | secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry) |
-# MAGIC | `storage_account_secret` | `adls-account-name` | secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only) |
-# MAGIC | `storage_container_secret` | `adls-container-name` | secret key: ADLS Gen2 container name |
-# MAGIC | `storage_key_secret` | `adls-account-key` | secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog) |
+# MAGIC | `storage_account_secret` | `adls-account-name` (Databricks: empty) | secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only) |
+# MAGIC | `storage_container_secret` | `adls-container-name` (Databricks: empty) | secret key: ADLS Gen2 container name |
+# MAGIC | `storage_key_secret` | `adls-account-key` (Databricks: empty) | secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog) |
 # MAGIC | `storage_client_id_secret` | `` | secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth) |
 # MAGIC | `storage_client_secret_secret` | `` | secret key: that service principal's client secret |
 # MAGIC | `storage_tenant_id_secret` | `` | secret key: that service principal's Entra ID tenant id |
@@ -25,12 +25,12 @@
 # MAGIC | `databricks_run_id` | `` | Databricks job run id, for telemetry (the job sets {{job.run_id}}) |
 # MAGIC | `input` | `` | table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet) |
 # MAGIC | `output` | `` | predictions Delta table (path, abfss:// URI or catalog.schema.table) |
-# MAGIC | `model_name` | `diabetes_progression` | registered model name |
+# MAGIC | `model_name` | `diabetes_progression` (Databricks: `{catalog}.{schema}.diabetes_progression`) | registered model name |
 # MAGIC | `model_version` | `` | model version to use (overrides model_alias) |
 # MAGIC | `model_alias` | `champion` | model alias to use when no version is given |
 # MAGIC | `batch_id` | `` | batch identifier (default: derived from the input, e.g. its Delta version) |
 # MAGIC | `rejects` | `` | Delta table for rejected rows (default: <output>_rejects) |
-# MAGIC | `experiment` | `diabetes-progression` | MLflow experiment for the scoring run |
+# MAGIC | `experiment` | `diabetes-progression` (Databricks: `/Users/{user}/diabetes-progression`) | MLflow experiment for the scoring run |
 # MAGIC | `max_reject_fraction` | `0.2` | fail before writing if more than this share of rows is rejected |
 # MAGIC | `drift_threshold` | `0.2` | population stability index above which a feature is flagged as drifted |
 # MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
@@ -42,6 +42,14 @@
 
 # Widgets: every parameter, declared once, each under its help.
 # Generated from diabetes_spark/params.py by tests/make_notebooks.py: edit the help there.
+# On Databricks the defaults that only work locally are the workspace's (params.WORKSPACE_DEFAULTS): Unity
+# Catalog storage access, an experiment in your folder, a model in the session's catalog and schema.
+import os
+
+workspace = "DATABRICKS_RUNTIME_VERSION" in os.environ
+if workspace:
+    user, catalog, schema = spark.sql("SELECT current_user(), current_catalog(), current_database()").first()
+
 # wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
 dbutils.widgets.text("wheel", "")
 # Databricks secret scope holding the secrets below
@@ -49,11 +57,11 @@ dbutils.widgets.text("secret_scope", "diabetes-spark")
 # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
 dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")
 # secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only)
-dbutils.widgets.text("storage_account_secret", "adls-account-name")
+dbutils.widgets.text("storage_account_secret", "" if workspace else "adls-account-name")
 # secret key: ADLS Gen2 container name
-dbutils.widgets.text("storage_container_secret", "adls-container-name")
+dbutils.widgets.text("storage_container_secret", "" if workspace else "adls-container-name")
 # secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog)
-dbutils.widgets.text("storage_key_secret", "adls-account-key")
+dbutils.widgets.text("storage_key_secret", "" if workspace else "adls-account-key")
 # secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth)
 dbutils.widgets.text("storage_client_id_secret", "")
 # secret key: that service principal's client secret
@@ -69,7 +77,7 @@ dbutils.widgets.text("input", "")
 # predictions Delta table (path, abfss:// URI or catalog.schema.table)
 dbutils.widgets.text("output", "")
 # registered model name
-dbutils.widgets.text("model_name", "diabetes_progression")
+dbutils.widgets.text("model_name", f"{catalog}.{schema}.diabetes_progression" if workspace else "diabetes_progression")
 # model version to use (overrides model_alias)
 dbutils.widgets.text("model_version", "")
 # model alias to use when no version is given
@@ -79,7 +87,7 @@ dbutils.widgets.text("batch_id", "")
 # Delta table for rejected rows (default: <output>_rejects)
 dbutils.widgets.text("rejects", "")
 # MLflow experiment for the scoring run
-dbutils.widgets.text("experiment", "diabetes-progression")
+dbutils.widgets.text("experiment", f"/Users/{user}/diabetes-progression" if workspace else "diabetes-progression")
 # fail before writing if more than this share of rows is rejected
 dbutils.widgets.text("max_reject_fraction", "0.2")
 # population stability index above which a feature is flagged as drifted

@@ -15,17 +15,17 @@
 # MAGIC | `wheel` | `` | wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed |
 # MAGIC | `secret_scope` | `diabetes-spark` | Databricks secret scope holding the secrets below |
 # MAGIC | `appinsights_secret` | `appinsights-connection-string` | secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry) |
-# MAGIC | `storage_account_secret` | `adls-account-name` | secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only) |
-# MAGIC | `storage_container_secret` | `adls-container-name` | secret key: ADLS Gen2 container name |
-# MAGIC | `storage_key_secret` | `adls-account-key` | secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog) |
+# MAGIC | `storage_account_secret` | `adls-account-name` (Databricks: empty) | secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only) |
+# MAGIC | `storage_container_secret` | `adls-container-name` (Databricks: empty) | secret key: ADLS Gen2 container name |
+# MAGIC | `storage_key_secret` | `adls-account-key` (Databricks: empty) | secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog) |
 # MAGIC | `storage_client_id_secret` | `` | secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth) |
 # MAGIC | `storage_client_secret_secret` | `` | secret key: that service principal's client secret |
 # MAGIC | `storage_tenant_id_secret` | `` | secret key: that service principal's Entra ID tenant id |
 # MAGIC | `databricks_job_id` | `` | Databricks job id, for telemetry (the job sets {{job.id}}) |
 # MAGIC | `databricks_run_id` | `` | Databricks job run id, for telemetry (the job sets {{job.run_id}}) |
 # MAGIC | `training_data` | `` | training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet) |
-# MAGIC | `experiment` | `diabetes-progression` | MLflow experiment name (a /Users/... path on Databricks) |
-# MAGIC | `model_name` | `diabetes_progression` | registered model name (catalog.schema.model for Unity Catalog) |
+# MAGIC | `experiment` | `diabetes-progression` (Databricks: `/Users/{user}/diabetes-progression`) | MLflow experiment name (a /Users/... path on Databricks) |
+# MAGIC | `model_name` | `diabetes_progression` (Databricks: `{catalog}.{schema}.diabetes_progression`) | registered model name (catalog.schema.model for Unity Catalog) |
 # MAGIC | `estimator` | `linear` | estimator to fit (linear, gbt, random_forest) |
 # MAGIC | `reg_param` | `0.01` | linear: regularisation strength (>= 0) |
 # MAGIC | `elastic_net_param` | `0.0` | linear: elastic-net mixing, 0 = ridge (L2), 1 = lasso (L1) |
@@ -49,6 +49,14 @@
 
 # Widgets: every parameter, declared once, each under its help.
 # Generated from diabetes_spark/params.py by tests/make_notebooks.py: edit the help there.
+# On Databricks the defaults that only work locally are the workspace's (params.WORKSPACE_DEFAULTS): Unity
+# Catalog storage access, an experiment in your folder, a model in the session's catalog and schema.
+import os
+
+workspace = "DATABRICKS_RUNTIME_VERSION" in os.environ
+if workspace:
+    user, catalog, schema = spark.sql("SELECT current_user(), current_catalog(), current_database()").first()
+
 # wheel to %pip install (dbfs:/, /Workspace/ or /Volumes/ path); empty: already installed
 dbutils.widgets.text("wheel", "")
 # Databricks secret scope holding the secrets below
@@ -56,11 +64,11 @@ dbutils.widgets.text("secret_scope", "diabetes-spark")
 # secret key: App Insights connection string or instrumentation key (missing secret: console-only telemetry)
 dbutils.widgets.text("appinsights_secret", "appinsights-connection-string")
 # secret key: ADLS Gen2 storage account name (empty: Unity Catalog access only)
-dbutils.widgets.text("storage_account_secret", "adls-account-name")
+dbutils.widgets.text("storage_account_secret", "" if workspace else "adls-account-name")
 # secret key: ADLS Gen2 container name
-dbutils.widgets.text("storage_container_secret", "adls-container-name")
+dbutils.widgets.text("storage_container_secret", "" if workspace else "adls-container-name")
 # secret key: ADLS Gen2 shared access key (empty: no key; OAuth or Unity Catalog)
-dbutils.widgets.text("storage_key_secret", "adls-account-key")
+dbutils.widgets.text("storage_key_secret", "" if workspace else "adls-account-key")
 # secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth)
 dbutils.widgets.text("storage_client_id_secret", "")
 # secret key: that service principal's client secret
@@ -74,9 +82,9 @@ dbutils.widgets.text("databricks_run_id", "")
 # training table or file (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
 dbutils.widgets.text("training_data", "")
 # MLflow experiment name (a /Users/... path on Databricks)
-dbutils.widgets.text("experiment", "diabetes-progression")
+dbutils.widgets.text("experiment", f"/Users/{user}/diabetes-progression" if workspace else "diabetes-progression")
 # registered model name (catalog.schema.model for Unity Catalog)
-dbutils.widgets.text("model_name", "diabetes_progression")
+dbutils.widgets.text("model_name", f"{catalog}.{schema}.diabetes_progression" if workspace else "diabetes_progression")
 # estimator to fit (linear, gbt, random_forest)
 dbutils.widgets.text("estimator", "linear")
 # linear: regularisation strength (>= 0)

@@ -2,7 +2,9 @@
 
 Each widget's help text is written once, in the params dataclasses. This script rewrites two
 regions of each notebook in ``notebooks/``: the parameter table of the ``%md`` header cell and
-the cell of ``dbutils.widgets.text(name, default)`` lines, each under a comment with its help. The rest is left as it is.
+the cell of ``dbutils.widgets.text(name, default)`` lines, each under a comment with its help; a
+widget with a workspace default (``params.WORKSPACE_DEFAULTS``) takes it on Databricks. The rest is
+left as it is.
 
 Usage: ``python tests/make_notebooks.py [--check]``; ``--check`` writes nothing and exits 1 if a
 notebook is out of date (``tests/test_notebooks.py`` runs it).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import sys
 from pathlib import Path
 
@@ -39,17 +42,61 @@ def _widgets(job_params: type) -> list[tuple[str, str, str]]:
     return [(n, d, f"{h} ({', '.join(c)})" if c else h) for n, d, h, c in rows]
 
 
+#: What the widget cell reads on Databricks to fill in ``params.WORKSPACE_DEFAULTS``.
+WORKSPACE_FIELDS = ("user", "catalog", "schema")
+#: The widget cell's opening lines, before the declarations: on Databricks, the session's user, catalog and schema.
+WORKSPACE_PREAMBLE = (
+    "# On Databricks the defaults that only work locally are the workspace's (params.WORKSPACE_DEFAULTS): Unity",
+    "# Catalog storage access, an experiment in your folder, a model in the session's catalog and schema.",
+    "import os",
+    "",
+    'workspace = "DATABRICKS_RUNTIME_VERSION" in os.environ',
+    "if workspace:",
+    '    user, catalog, schema = spark.sql("SELECT current_user(), current_catalog(), current_database()").first()',
+)
+
+
+def _workspace_default(name: str) -> str | None:
+    """The Python expression of widget ``name``'s workspace default (an f-string over
+    :data:`WORKSPACE_FIELDS` when it has fields), or ``None`` when it has none."""
+    if name not in params.WORKSPACE_DEFAULTS:
+        return None
+    template = params.WORKSPACE_DEFAULTS[name]
+    fields = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    if not fields <= set(WORKSPACE_FIELDS):
+        raise ValueError(
+            f"WORKSPACE_DEFAULTS[{name!r}] uses {sorted(fields)}; the widget cell reads {WORKSPACE_FIELDS}"
+        )
+    return ("f" if fields else "") + json.dumps(template)
+
+
 def table(job_params: type) -> str:
     """The generated header-cell region: marker line, blank line, markdown table."""
-    rows = [f"# MAGIC | `{name}` | `{default}` | {meaning} |" for name, default, meaning in _widgets(job_params)]
+    rows = [
+        f"# MAGIC | `{name}` | `{default}`{_workspace_note(name)} | {meaning} |"
+        for name, default, meaning in _widgets(job_params)
+    ]
     head = [TABLE_MARK, "# MAGIC", "# MAGIC | widget | default | meaning |", "# MAGIC |---|---|---|"]
     return "\n".join([*head, *rows]) + "\n"
 
 
+def _workspace_note(name: str) -> str:
+    if name not in params.WORKSPACE_DEFAULTS:
+        return ""
+    template = params.WORKSPACE_DEFAULTS[name]
+    return f" (Databricks: `{template}`)" if template else " (Databricks: empty)"
+
+
 def widget_cell(job_params: type) -> str:
-    """The generated widget-declaration cell, without the blank lines around it."""
-    lines = [f"# {h}\ndbutils.widgets.text({json.dumps(n)}, {json.dumps(d)})" for n, d, h in _widgets(job_params)]
-    return "\n".join(["# Widgets: every parameter, declared once, each under its help.", CELL_MARK, *lines])
+    """The generated widget-declaration cell, without the blank lines around it: each widget's
+    default is its local one, or on Databricks its workspace one where it has one."""
+    lines = []
+    for name, default, meaning in _widgets(job_params):
+        workspace = _workspace_default(name)
+        value = json.dumps(default) if workspace is None else f"{workspace} if workspace else {json.dumps(default)}"
+        lines.append(f"# {meaning}\ndbutils.widgets.text({json.dumps(name)}, {value})")
+    head = ["# Widgets: every parameter, declared once, each under its help.", CELL_MARK, *WORKSPACE_PREAMBLE, ""]
+    return "\n".join([*head, *lines])
 
 
 def render(text: str, job_params: type, name: str = "notebook") -> str:

@@ -36,7 +36,8 @@ NOTEBOOK_PARAMS = {
     "diabetes_orchestrator_train.py": params.TrainParams,
     "diabetes_orchestrator_batch_score.py": params.ScoreParams,
 }
-WIDGET = re.compile(r'^dbutils\.widgets\.text\("([^"]+)", "([^"]*)"\)', re.MULTILINE)
+#: A widget declaration and its local default (on Databricks some take a workspace default first).
+WIDGET = re.compile(r'^dbutils\.widgets\.text\("([^"]+)", (?:f?"[^"]*" if workspace else )?"([^"]*)"\)', re.MULTILINE)
 #: A bundle reference, ``${var.name}``, ``${resources.experiments.<key>.name}``, ...
 REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 #: The serverless variant of batch scoring: a Python wheel task whose console script runs the scoring notebook.

@@ -24,7 +24,8 @@ from tests import make_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 NB = ROOT / "notebooks"
-WIDGET = re.compile(r'^dbutils\.widgets\.text\("([^"]+)", "([^"]*)"\)', re.M)
+#: A widget declaration and its local default (on Databricks some take a workspace default first).
+WIDGET = re.compile(r'^dbutils\.widgets\.text\("([^"]+)", (?:f?"[^"]*" if workspace else )?"([^"]*)"\)', re.M)
 SENTINEL_KEY = "c2VudGluZWwtYWRscy1rZXktOTcxMw=="
 
 
@@ -41,6 +42,56 @@ def test_notebook_table_and_widgets_are_generated_from_params(notebook: str, cls
     assert declared_widgets(path) == params.notebook_widgets(cls)
     assert len(WIDGET.findall(text)) == len(params.notebook_widgets(cls)), "a widget is declared twice"
     assert make_notebooks.JOB_PARAMS[path.name] is cls  # `python tests/make_notebooks.py --check` renders the same
+
+
+@pytest.mark.parametrize(
+    ("notebook", "cls", "required"),
+    [
+        ("train", params.TrainParams, {"training_data": "t"}),
+        ("score", params.ScoreParams, {"input": "i", "output": "o"}),
+    ],
+)
+def test_on_databricks_the_widget_defaults_are_the_workspace_ones(
+    spark, notebook: str, cls: type, required: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A "Run all" in a workspace with no widget edited: Unity Catalog storage access (no storage secret is
+    read), an experiment in the user's folder, a catalog.schema.model name. Off Databricks the local
+    defaults stay. The widget cell runs as written, with the local dbutils stand-in."""
+    from diabetes_spark.notebook import NotebookContext
+    from diabetes_spark.telemetry import COMPONENT_TRAIN
+
+    cell = next(
+        c for c in parse_notebook((NB / NOTEBOOKS[notebook]).read_text()) if "dbutils.widgets.text(" in c.source
+    )
+    local = params.notebook_widgets(cls)
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    off = LocalDbutils()
+    exec(cell.source, {"spark": spark, "dbutils": off})
+    assert off.widgets.declared == local
+    assert (local["storage_account_secret"], local["experiment"], local["model_name"]) == (
+        "adls-account-name",
+        "diabetes-progression",
+        "diabetes_progression",
+    )
+
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    on = LocalDbutils(required)
+    exec(cell.source, {"spark": spark, "dbutils": on})
+    workspace = {
+        "storage_account_secret": "",
+        "storage_container_secret": "",
+        "storage_key_secret": "",
+        "experiment": f"/Users/{spark.sparkContext.sparkUser()}/diabetes-progression",
+        "model_name": "spark_catalog.default.diabetes_progression",  # local Spark's current catalog and schema
+    }
+    assert on.widgets.declared == {**local, **workspace}
+    context = NotebookContext.open(spark, on, component=COMPONENT_TRAIN)  # no secret in the environment
+    try:
+        job = context.params(cls)
+    finally:
+        context.close()
+    assert context.storage_root is None and context.secret_values == []
+    assert (job.experiment, job.model_name) == (workspace["experiment"], workspace["model_name"])
 
 
 @pytest.mark.parametrize("notebook", sorted(NOTEBOOKS.values()))
