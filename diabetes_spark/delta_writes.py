@@ -89,7 +89,7 @@ def _save(df: DataFrame, ref: TableRef, options: dict[str, str], mode: str, part
         writer = writer.partitionBy(*partition_by)
     try:
         if ref.kind == "table":
-            writer.saveAsTable(ref.location)
+            writer.saveAsTable(ref.identifier)
         else:
             writer.save(ref.location)
     except AnalysisException as e:

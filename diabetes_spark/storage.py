@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from diabetes_spark.data import SAMPLE_PREFIX, sample_path
+from diabetes_spark.data import SAMPLE_PREFIX, sample_uri
 from diabetes_spark.errors import InputError, ParamError, SchemaError, error_condition, one_line, spark_failures
 from diabetes_spark.schemas import CORRUPT_RECORD, check_column_names
 
@@ -45,6 +45,14 @@ class TableRef:
     def __str__(self) -> str:
         return self.location
 
+    @property
+    def identifier(self) -> str:
+        """How SQL and the catalog API name it: a table name back-quoted part by part (a hyphen, as in
+        ``main.my-schema.t``, needs it), a path as Delta's SQL does, ``delta.`<path>```."""
+        if self.kind == "table":
+            return ".".join("`" + part.replace("`", "``") + "`" for part in self.location.split("."))
+        return "delta.`" + self.location.replace("`", "``") + "`"
+
     def sibling(self, suffix: str) -> TableRef:
         """The reference with ``suffix`` appended to its last part (``out`` -> ``out_rejects``)."""
         if self.kind in ("csv", "parquet"):
@@ -68,7 +76,7 @@ def resolve(ref: str, *, base: str | None = None) -> TableRef:
         raise InputError("empty table reference: give a path, an abfss:// URI or catalog.schema.table")
     if text.startswith(SAMPLE_PREFIX):
         try:
-            return TableRef("csv", str(sample_path(text[len(SAMPLE_PREFIX) :])))
+            return TableRef("csv", sample_uri(text[len(SAMPLE_PREFIX) :]))
         except FileNotFoundError as e:
             raise InputError(str(e)) from e
     lowered = text.lower().rstrip("/")
@@ -128,7 +136,7 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
         version = delta_version(spark, ref) if pinned else None
         reader = spark.read if version is None else spark.read.option("versionAsOf", version)
         if ref.kind == "table":
-            return reader.table(ref.location)
+            return reader.table(ref.identifier)
         return reader.format("delta").load(ref.location)
     except AnalysisException as e:
         if _is_missing_path(e) or "TABLE_OR_VIEW_NOT_FOUND" in str(e):
@@ -230,7 +238,7 @@ def _file_key(uri: str) -> str:
 def table_exists(spark: SparkSession, ref: TableRef) -> bool:
     """True when ``ref`` names an existing Delta table."""
     if ref.kind == "table":
-        return spark.catalog.tableExists(ref.location)
+        return spark.catalog.tableExists(ref.identifier)
     return delta_version(spark, ref) is not None
 
 
@@ -246,15 +254,14 @@ def history(spark: SparkSession, ref: TableRef, *, limit: int | None = None) -> 
     SQL rather than ``delta.tables.DeltaTable``: it needs no Delta Python module, so it is the same
     on every Delta version, classic or over Spark Connect (where ``DeltaTable`` needs a server plugin).
     """
-    name = ref.location if ref.kind == "table" else "delta.`" + ref.location.replace("`", "``") + "`"
-    return spark.sql(f"DESCRIBE HISTORY {name}" + (f" LIMIT {int(limit)}" if limit else ""))
+    return spark.sql(f"DESCRIBE HISTORY {ref.identifier}" + (f" LIMIT {int(limit)}" if limit else ""))
 
 
 def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
     """The latest version of a Delta table, or ``None`` when ``ref`` is not a Delta table or does not
     exist (one ``DESCRIBE HISTORY`` of a path: it fails for anything but a Delta table). Any other
     failure (no access, an unreachable store) propagates: it must not read as "no table"."""
-    if ref.kind in ("csv", "parquet") or (ref.kind == "table" and not spark.catalog.tableExists(ref.location)):
+    if ref.kind in ("csv", "parquet") or (ref.kind == "table" and not spark.catalog.tableExists(ref.identifier)):
         return None
     try:
         row = history(spark, ref, limit=1).select("version").first()

@@ -22,3 +22,13 @@ def sample_path(name: str) -> Path:
     if name not in SAMPLES:
         raise FileNotFoundError(f"no sample named {name!r}; shipped samples: {', '.join(SAMPLES)}")
     return Path(str(resources.files(__name__) / name))
+
+
+def sample_uri(name: str) -> str:
+    """A shipped sample file as Spark must name it: a ``file:`` URI. A bare path is resolved against
+    Spark's default file system, which on a Databricks cluster is not the driver's disk (DBFS).
+
+    Raises:
+        FileNotFoundError: ``name`` is not one of :data:`SAMPLES`.
+    """
+    return sample_path(name).resolve().as_uri()
