@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from diabetes_spark.errors import ConfigurationError, error_condition, one_line
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
-from diabetes_spark.runtime import environment, hadoop_version, is_databricks
+from diabetes_spark.runtime import environment, hadoop_version, is_databricks, is_serverless
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -155,9 +155,11 @@ def _connect(url: str) -> SparkSession:
 
 
 def warn_if_untested(spark: SparkSession) -> SparkSession:
-    """A Spark version outside the tested runtimes is used, with a warning naming the tested ones."""
+    """A Spark version outside the tested runtimes is used, with a warning naming the tested ones.
+    Not on serverless compute, whose server's version moves on its own (the environment version is
+    what a job pins there)."""
     version = ".".join(spark.version.split(".")[:2])
-    if version not in SUPPORTED_SPARK:
+    if version not in SUPPORTED_SPARK and not is_serverless():
         _log.warning(
             "Spark %s is not among the tested versions (Spark %s: Databricks Runtime 15.4, 16.4, 17.3 and 18 "
             "LTS ML); the jobs run, but were not proven on it",

@@ -49,3 +49,18 @@ def test_a_spark_outside_the_tested_runtimes_is_warned_about_not_refused(
     if warned:
         assert f"Spark {version} is not among the tested versions" in messages[0]
         assert all(v in messages[0] for v in SUPPORTED_SPARK) and "15.4, 16.4, 17.3 and 18" in messages[0]
+
+
+def test_serverless_is_not_warned_about_its_spark_version(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serverless compute's server version moves on its own; its runtime version reads client.<n>."""
+    session = SimpleNamespace(version="4.2.0")
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "client.4.9")
+    with caplog.at_level(logging.WARNING, logger="diabetes_spark.session"):
+        assert warn_if_untested(session) is session
+    assert caplog.records == []
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")  # a cluster: its runtime pins Spark
+    with caplog.at_level(logging.WARNING, logger="diabetes_spark.session"):
+        warn_if_untested(session)
+    assert [r.getMessage()[:44] for r in caplog.records] == ["Spark 4.2.0 is not among the tested versions"]
