@@ -98,12 +98,17 @@ def check_size(folder: Path, *, limit: int) -> int:
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     if size > limit:
         raise ModelTooLargeError(
-            f"the fitted model takes {size / 1e6:.1f} MB saved, above serverless compute's limit of "
-            f"{limit / 1e6:g} MB per Spark ML model; nothing was logged. Fit a smaller model (fewer trees: "
+            f"the fitted model takes {_megabytes(size)} saved, above serverless compute's limit of "
+            f"{_megabytes(limit)} per Spark ML model; nothing was logged. Fit a smaller model (fewer trees: "
             "num_trees, shallower trees: max_depth, or estimator=linear), or train on a dedicated cluster "
             "and score there too"
         )
     return size
+
+
+def _megabytes(size: int) -> str:
+    """``size`` bytes in decimal megabytes, three significant digits below 100 MB."""
+    return f"{size / 1e6:.3g} MB" if size < 100e6 else f"{size / 1e6:,.0f} MB"
 
 
 def load_model(spark: SparkSession, resolved: ResolvedModel, *, dfs_tmpdir: str = "") -> PipelineModel:
