@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from conftest import TRAINED_MODEL
 from diabetes_spark import cli, delta_writes, drift, jobs, registry, schemas, scoring, spark_models, storage
+from diabetes_spark.data import sample_path
 from diabetes_spark.errors import ModelTooLargeError, RegistryError, RejectThresholdError, SchemaError
 from diabetes_spark.params import ScoreParams, TrainParams
 
@@ -202,7 +203,7 @@ def test_cli_score_prints_the_contract_and_default_batch_id_is_stable(
 ) -> None:
     monkeypatch.setenv("DIABETES_SPARK_HOME", str(mlflow_home))
     source = tmp_path / "batch.csv"
-    source.write_text(Path(storage.resolve("sample:scoring_batch.csv").location).read_text())
+    source.write_text(sample_path("scoring_batch.csv").read_text())
     args = [
         "score",
         "--input",
