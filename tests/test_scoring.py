@@ -260,6 +260,11 @@ def test_missing_model_version_or_alias_names_what_exists(spark, mlflow_home: Pa
     assert not (tmp_path / "o").exists()
 
 
+def _model_tests(mlflow_home: Path) -> str:
+    """The experiment of the model tests below, its artifacts in the session's store (not ./mlruns)."""
+    return registry.ensure_experiment("gbt-volume-tests", artifact_root=mlflow_home / "mlartifacts")
+
+
 @pytest.fixture(scope="module")
 def gbt(spark, mlflow_home: Path):
     """A small gbt pipeline, registered as a model of its own: ``(resolved version, fitted model, rows)``."""
@@ -274,8 +279,7 @@ def gbt(spark, mlflow_home: Path):
         train.select(*schemas.load_schema("training_raw").fieldNames()),
         TrainParams(training_data="x", estimator="gbt", max_depth=3),
     ).model
-    mlflow.set_experiment("gbt-volume-tests")
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=_model_tests(mlflow_home)):
         info = spark_models.log_model(fitted, example=valid.select(*schemas.feature_names()))
     version = registry.register(info.model_uri, "gbt_volume_model")
     return registry.resolve_version("gbt_volume_model", version=version), fitted, valid
@@ -322,21 +326,21 @@ def test_a_tree_model_loads_through_a_volume_where_mlflow_would_go_through_dbfs(
     assert [p.name[:21] for p in folder.iterdir()] == ["diabetes-spark-model-"]
 
 
-def test_serverless_refuses_a_model_above_its_limit_before_logging(spark, gbt, monkeypatch) -> None:
+def test_serverless_refuses_a_model_above_its_limit_before_logging(spark, mlflow_home: Path, gbt, monkeypatch) -> None:
     """Serverless compute takes Spark ML models up to 100 MB; a larger one fails before MLflow hears of it
     (the limit is lowered below the real saved gbt model's size), and one within it is logged and loads."""
     _, fitted, valid = gbt
     example = valid.select(*schemas.feature_names())
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "client.4.9")
     monkeypatch.setattr(spark_models, "SERVERLESS_MODEL_LIMIT", 10_000)
-    mlflow.set_experiment("gbt-volume-tests")
+    experiment = _model_tests(mlflow_home)
     too_large = r"takes 0\.0[1-9]\d* MB saved, above serverless compute's limit of 0\.01 MB"
-    with mlflow.start_run() as run, pytest.raises(ModelTooLargeError, match=too_large):
+    with mlflow.start_run(experiment_id=experiment) as run, pytest.raises(ModelTooLargeError, match=too_large):
         spark_models.log_model(fitted, example=example)
     assert MlflowClient().list_artifacts(run.info.run_id) == []
 
     monkeypatch.setattr(spark_models, "SERVERLESS_MODEL_LIMIT", 100 * 1000 * 1000)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=experiment):
         info = spark_models.log_model(fitted, example=example)
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION")
     loaded = mlflow.spark.load_model(info.model_uri)
