@@ -16,17 +16,19 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, NoReturn
 
 from diabetes_spark import __version__, params
 from diabetes_spark.deploy import secrets
-from diabetes_spark.errors import DiabetesSparkError, one_line
+from diabetes_spark.errors import ConfigurationError, DiabetesSparkError, one_line, user_error
 from diabetes_spark.jvm_cache import recording_class_archive
 from diabetes_spark.runtime import environment
 from diabetes_spark.session import DEFAULT_PORT
 
 EXIT_USER_ERROR = 2
 EXIT_UNEXPECTED = 1
+#: A command stopped by Ctrl-C, as shells report SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 ENV_DEBUG = "DIABETES_SPARK_DEBUG"
 #: MLflow's variable for its loggers' level.
 ENV_MLFLOW_LOGGING_LEVEL = "MLFLOW_LOGGING_LEVEL"
@@ -98,13 +100,17 @@ def _connect_server(args: argparse.Namespace, _conf: Mapping[str, str]) -> dict[
 
     from diabetes_spark import connect_server
 
+    connect_server.check_port_free(args.port)
     command = connect_server.server_command(args.port)
     print(f"Spark Connect server with Delta Lake on sc://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     try:
         code = subprocess.call(command, env=connect_server.server_environment())
-    except KeyboardInterrupt:
-        code = 0
-    return {"connect_server": f"sc://127.0.0.1:{args.port}", "exit_code": code}
+    except KeyboardInterrupt:  # the way to stop it: a normal end
+        return {"connect_server": f"sc://127.0.0.1:{args.port}", "exit_code": 0}
+    raise ConfigurationError(  # it serves until stopped: an end of its own is a failure, whatever its code
+        f"the Spark Connect server on port {args.port} stopped by itself (exit code {code}; its log is above): check "
+        "Java 17 and that nothing else uses the port"
+    )
 
 
 def _demo(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
@@ -147,15 +153,33 @@ _COMMANDS: dict[str, Command] = {
 _STARTS_SPARK = (*_JOBS, "notebook", "demo")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are the contract's one line (exit 2), not usage + line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535; got {text!r}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the console script."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diabetes-spark",
         description="Train and batch-score diabetes progression on Spark: the jobs, the notebooks run "
         "locally, the demo, and the deploy-time commands.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command, (cls, _, required, help_text) in _JOBS.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         _add_params(p, cls, required=required)
@@ -178,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remote(p)
 
     p = sub.add_parser("connect-server", help="run a local Spark Connect server with Delta Lake (for --remote)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default: {DEFAULT_PORT})")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default: {DEFAULT_PORT})")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
 
     p = sub.add_parser("setup-secrets", help=secrets.HELP, description=secrets.HELP)
@@ -254,27 +278,82 @@ def _logging(quiet: bool) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+def _print_summary(summary: dict[str, Any], as_json: bool, out: Any) -> None:
     if as_json:
-        print(json.dumps(summary, sort_keys=False, default=str), flush=True)
+        print(json.dumps(summary, sort_keys=False, default=str), file=out, flush=True)
         return
     for key, value in summary.items():
-        print(f"{key}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}")
-    sys.stdout.flush()
+        print(f"{key}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}", file=out)
+    out.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the console script; returns the process exit code."""
+    """Run the console script; returns the process exit code (Ctrl-C: one line and 130)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    quiet = getattr(args, "quiet", False)
-    with _remote(getattr(args, "remote", None)) as remote, _logging(quiet):
-        # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
-        archive: AbstractContextManager[dict[str, str]] = (
-            recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the subcommand they were given to, as the contract's line
+        parser.exit(
+            EXIT_USER_ERROR,
+            f"diabetes-spark {args.command}: error: unrecognized arguments: {' '.join(unknown)} "
+            f"(see diabetes-spark {args.command} --help)\n",
         )
-        with archive as conf:
-            return _run(args, conf, quiet)
+    quiet = getattr(args, "quiet", False)
+    try:
+        with _remote(getattr(args, "remote", None)) as remote, _logging(quiet), _stdout_for(args) as out:
+            # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
+            archive: AbstractContextManager[dict[str, str]] = (
+                recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
+            )
+            with archive as conf:
+                return _run(args, conf, quiet, out)
+    except KeyboardInterrupt:
+        print(
+            f"diabetes-spark {args.command}: interrupted: nothing of the unfinished step was committed; rerun the "
+            "command to complete it (a rerun replaces what a batch wrote, and an ingest is never appended twice)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+@contextmanager
+def _stdout_for(args: argparse.Namespace) -> Iterator[Any]:
+    """With ``--json``, the command's own output (Spark's JVM, Ivy, Delta, Python libraries) goes to
+    stderr, file descriptor 1 included, so stdout holds only the summary line; yields where to
+    print the summary."""
+    if not getattr(args, "json", False):
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1 (an embedding host): nothing to redirect
+        yield sys.stdout
+        return
+    summary, python_stdout = sys.stdout, sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield _Restored(saved, summary)
+    finally:
+        sys.stdout = python_stdout
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class _Restored:
+    """The real stdout, written to after the command, when descriptor 1 is put back."""
+
+    def __init__(self, saved: int, stream: Any) -> None:
+        self.saved, self.stream = saved, stream
+
+    def write(self, text: str) -> int:
+        self.stream.flush()
+        os.dup2(self.saved, 1)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def entry(argv: Sequence[str] | None = None) -> None:
@@ -286,17 +365,30 @@ def entry(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(code)
 
 
-def _run(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool) -> int:
+def _run(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool, out: Any) -> int:
     """One command: its summary printed and 0, or one line on stderr and its exit code."""
     try:
         summary = _COMMANDS[args.command](args, {**conf, "spark.ui.showConsoleProgress": "false"} if quiet else conf)
-    except DiabetesSparkError as e:
-        print(f"diabetes-spark {args.command}: error: {one_line(e, 2000)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Exception as e:  # the last line of defence: one line, full trace only on request
-        if os.environ.get(ENV_DEBUG):
+    except Exception as e:
+        error = _classified(e)
+        if error is not None:
+            print(f"diabetes-spark {args.command}: error: {one_line(error, 2000)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        if os.environ.get(ENV_DEBUG):  # the last line of defence: one line, full trace only on request
             raise
         print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {one_line(e, 2000)}", file=sys.stderr)
         return EXIT_UNEXPECTED
-    _print_summary(summary, args.json)
+    _print_summary(summary, args.json, out)
     return 0
+
+
+def _classified(error: Exception) -> DiabetesSparkError | None:
+    """``error`` as a user's problem, or ``None`` for a bug. The jobs name the tables and paths of
+    what they classify; here are the errors of the environment: a JVM that died, Spark that did
+    not start."""
+    from diabetes_spark.errors import jvm_died
+    from diabetes_spark.session import jvm_exited
+
+    if jvm_exited():
+        return jvm_died(type(error).__name__)
+    return user_error(error, "this command")

@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from diabetes_spark import errors
 from diabetes_spark._version import __version__
 from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 from diabetes_spark.telemetry import start as start_telemetry
@@ -33,14 +34,15 @@ class Recorder:
         self._rows: int | None = None
 
     @contextmanager
-    def step(self, name: str, **attributes: Any) -> Iterator[logging.Logger]:
+    def step(self, name: str, *, about: str = "", **attributes: Any) -> Iterator[logging.Logger]:
         """Time the step ``name`` as a telemetry span; yields its logger. Its start and end (with the
         rows of :meth:`rows` and the seconds) go to :data:`PROGRESS`; a failure does not: the
-        exception propagates and the caller reports it once."""
+        exception propagates and the caller reports it once. With ``about`` (``"input x"``), a
+        foreign error a user can cause is raised as this package's, naming it (:func:`errors.about`)."""
         label = f"{_COMMANDS.get(self.telemetry.component, self.telemetry.component)}: {name}"
         PROGRESS.info("%s ...", label)
         self._rows, began = None, time.perf_counter()
-        with self.telemetry.span(name, **attributes) as log:
+        with self.telemetry.span(name, **attributes) as log, errors.about(about) if about else nullcontext():
             yield log
         counted = "" if self._rows is None else f" {self._rows:,} rows"
         PROGRESS.info("%s%s ... %.1f s", label, counted, time.perf_counter() - began)
