@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NoReturn
 
-from diabetes_spark import __version__, params
+from diabetes_spark import __version__, console, params
+from diabetes_spark.console import ENV_DEBUG
 from diabetes_spark.deploy import secrets
 from diabetes_spark.errors import ConfigurationError, DiabetesSparkError, one_line, user_error
 from diabetes_spark.jvm_cache import recording_class_archive
@@ -29,9 +29,6 @@ EXIT_USER_ERROR = 2
 EXIT_UNEXPECTED = 1
 #: A command stopped by Ctrl-C, as shells report SIGINT (128 + 2).
 EXIT_INTERRUPTED = 130
-ENV_DEBUG = "DIABETES_SPARK_DEBUG"
-#: MLflow's variable for its loggers' level.
-ENV_MLFLOW_LOGGING_LEVEL = "MLFLOW_LOGGING_LEVEL"
 
 Command = Callable[[argparse.Namespace, Mapping[str, str]], dict[str, Any]]
 
@@ -236,57 +233,6 @@ def _remote(url: str | None) -> Iterator[bool]:
         yield bool(os.environ.get(ENV_REMOTE))
 
 
-class _ConsoleFormat(logging.Formatter):
-    """Progress lines as they are (``score: write 38 rows ... 1.2 s``); warnings and errors with
-    their level and logger."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.levelno == logging.INFO:
-            return record.getMessage()
-        return f"{record.levelname} {record.name}: {super().format(record)}"
-
-
-@contextmanager
-def _logging(quiet: bool) -> Iterator[None]:
-    """Each job step's start and end (``diabetes_spark.progress``) and the jobs' messages on stderr
-    at INFO unless ``quiet``; everything else at WARNING, or at INFO with ``$DIABETES_SPARK_DEBUG``.
-    The loggers' own levels are put back afterwards, for callers of :func:`main` in a longer-lived
-    process."""
-    from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
-
-    debug = bool(os.environ.get(ENV_DEBUG))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_ConsoleFormat())
-    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, handlers=[handler])
-    shown = (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.progress", "diabetes_spark.jvm_cache")
-    loggers = [logging.getLogger(n) for n in shown]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    # MLflow's own INFO lines (its database set-up, "Successfully registered model") only when asked
-    # for: MLflow reads the variable as it is imported; a user's own setting wins.
-    mlflow_level = os.environ.get(ENV_MLFLOW_LOGGING_LEVEL) or ("INFO" if debug else "WARNING")
-    if "mlflow" in sys.modules:  # imported already (a longer-lived caller of main): set it directly
-        loggers.append(logging.getLogger("mlflow"))
-        levels.append(loggers[-1].level)
-        loggers[-1].setLevel(mlflow_level)
-    try:
-        with environment({ENV_MLFLOW_LOGGING_LEVEL: mlflow_level}):
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def _print_summary(summary: dict[str, Any], as_json: bool, out: Any) -> None:
-    if as_json:
-        print(json.dumps(summary, sort_keys=False, default=str), file=out, flush=True)
-        return
-    for key, value in summary.items():
-        print(f"{key}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}", file=out)
-    out.flush()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; returns the process exit code (Ctrl-C: one line and 130)."""
     parser = build_parser()
@@ -299,7 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     quiet = getattr(args, "quiet", False)
     try:
-        with _remote(getattr(args, "remote", None)) as remote, _logging(quiet), _stdout_for(args) as out:
+        with (
+            _remote(getattr(args, "remote", None)) as remote,
+            console.logging_for(quiet),
+            console.stdout_for(getattr(args, "json", False)) as out,
+        ):
             # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
             archive: AbstractContextManager[dict[str, str]] = (
                 recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
@@ -315,52 +265,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-@contextmanager
-def _stdout_for(args: argparse.Namespace) -> Iterator[Any]:
-    """With ``--json``, the command's own output (Spark's JVM, Ivy, Delta, Python libraries) goes to
-    stderr, file descriptor 1 included, so stdout holds only the summary line; yields where to
-    print the summary."""
-    if not getattr(args, "json", False):
-        yield sys.stdout
-        return
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no descriptor 1 (an embedding host): nothing to redirect
-        yield sys.stdout
-        return
-    summary, python_stdout = sys.stdout, sys.stdout
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        yield _Restored(saved, summary)
-    finally:
-        sys.stdout = python_stdout
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-class _Restored:
-    """The real stdout, written to after the command, when descriptor 1 is put back."""
-
-    def __init__(self, saved: int, stream: Any) -> None:
-        self.saved, self.stream = saved, stream
-
-    def write(self, text: str) -> int:
-        self.stream.flush()
-        os.dup2(self.saved, 1)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
 def entry(argv: Sequence[str] | None = None) -> None:
     """The console script's entry point: :func:`main`, whose exit code other than 0 is raised as
     ``SystemExit``. A Databricks Python wheel task calls the entry point and ignores what it returns;
     a raised exit code is what fails its run (and sends the failure e-mail)."""
-    code = main(argv)
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:  # before a command started (or after it ended): nothing to say of it
+        print("diabetes-spark: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     if code:
         raise SystemExit(code)
 
@@ -378,7 +291,7 @@ def _run(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool, out: An
             raise
         print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {one_line(e, 2000)}", file=sys.stderr)
         return EXIT_UNEXPECTED
-    _print_summary(summary, args.json, out)
+    console.print_summary(summary, args.json, out)
     return 0
 
 
@@ -387,8 +300,9 @@ def _classified(error: Exception) -> DiabetesSparkError | None:
     what they classify; here are the errors of the environment: a JVM that died, Spark that did
     not start."""
     from diabetes_spark.errors import jvm_died
+    from diabetes_spark.runtime import memory_limit
     from diabetes_spark.session import jvm_exited
 
     if jvm_exited():
-        return jvm_died(type(error).__name__)
+        return jvm_died(type(error).__name__, memory_limit())
     return user_error(error, "this command")

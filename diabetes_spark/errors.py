@@ -195,11 +195,8 @@ def user_error(error: BaseException, subject: str) -> DiabetesSparkError | None:
     return None
 
 
-def jvm_died(cause: str) -> ConfigurationError:
-    """The error for a Spark JVM that died under the job, naming the memory the process may use."""
-    from diabetes_spark.runtime import memory_limit
-
-    limit = memory_limit()
+def jvm_died(cause: str, limit: int | None) -> ConfigurationError:
+    """The error for a Spark JVM that died under the job, naming the memory (bytes) the process may use."""
     where = f"a memory limit of {limit / 2**30:.1f} GiB" if limit else "no memory limit we could read"
     return ConfigurationError(
         f"the Spark JVM died during the job, under {where} (killed, most likely for memory): set "
