@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: only: the command line shows them at INFO unless ``--quiet``; telemetry has the step as a span.
 PROGRESS = logging.getLogger("diabetes_spark.progress")
 #: The command of each component, as its console lines name it.
+#: The telemetry dimensions a notebook sets from its job, also tags of the MLflow run.
+_JOB_DIMENSIONS = ("databricks_job_id", "databricks_run_id")
 _COMMANDS = {COMPONENT_TRAIN: "train", COMPONENT_SCORE: "score", COMPONENT_INGEST: "ingest"}
 
 
@@ -92,7 +94,10 @@ class Recorder:
 
         with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
             self.identify(mlflow_run_id=run.info.run_id)
-            mlflow.set_tags({**tags, "diabetes_spark_version": __version__})
+            # The Databricks job and run that ran it (the notebooks' widgets): lineage from a row's
+            # mlflow_run_id to the job run.
+            job = {k: v for k, v in self.telemetry.dimensions.items() if k in _JOB_DIMENSIONS}
+            mlflow.set_tags({**tags, **job, "diabetes_spark_version": __version__})
             mlflow.log_params(dict(params))
             self._tracking = True
             try:
