@@ -4,7 +4,7 @@ The public API is this module's ``__all__``: the three jobs the notebooks and th
 call, their parameters, and the errors they raise on purpose. The module names are the map of
 where a change goes; dependencies point down this list, never up:
 
-* faces: ``cli`` (the ``diabetes-spark`` console script), ``notebook`` (the notebooks' shared
+* faces: ``cli`` (the ``diabetes-spark`` console script), ``console`` (its stderr and stdout), ``notebook`` (the notebooks' shared
   context, the local notebook runner, the demo), ``local_dbutils`` (``dbutils`` off Databricks),
   ``connect_server`` (the command of a local Spark Connect server), ``deploy`` (``setup-secrets``);
 * the Spark session: ``session`` (Databricks', a Spark Connect server's, or local Spark with Delta),
@@ -21,7 +21,7 @@ where a change goes; dependencies point down this list, never up:
   (ADLS Gen2 credentials), ``data`` (the shipped samples);
 * edges and base: ``telemetry`` (Application Insights, one module per backend), ``params`` (job
   parameters: names, defaults, validation), ``errors`` (the exceptions, and the one place foreign
-  Spark, Delta and py4j errors are classified), ``redaction`` (the one secret scrubber),
+  errors, Spark's, Delta's, py4j's, MLflow's and the OS's, are classified), ``redaction`` (the one secret scrubber),
   ``runtime`` (where the code runs: probes, and the one environment helper).
 
 The job functions import pyspark and MLflow, so they are loaded on first use: ``import
@@ -38,6 +38,7 @@ from diabetes_spark.errors import (
     DiabetesSparkError,
     InputError,
     NotebookError,
+    OutputError,
     ParamError,
     ReconciliationError,
     RegistryError,
@@ -71,6 +72,7 @@ __all__ = [
     "RegistryError",
     "ConfigurationError",
     "NotebookError",
+    "OutputError",
 ]
 
 _JOBS = ("run_ingest", "run_training", "run_batch_scoring")

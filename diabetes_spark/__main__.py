@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from diabetes_spark.cli import entry
 
-from diabetes_spark.cli import main
-
-sys.exit(main())
+entry()

@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, NoReturn
 
-from diabetes_spark import __version__, params
+from diabetes_spark import __version__, console, params
+from diabetes_spark.console import ENV_DEBUG
 from diabetes_spark.deploy import secrets
-from diabetes_spark.errors import DiabetesSparkError, one_line
+from diabetes_spark.errors import ConfigurationError, DiabetesSparkError, one_line, user_error
 from diabetes_spark.jvm_cache import recording_class_archive
 from diabetes_spark.runtime import environment
 from diabetes_spark.session import DEFAULT_PORT
 
 EXIT_USER_ERROR = 2
 EXIT_UNEXPECTED = 1
-ENV_DEBUG = "DIABETES_SPARK_DEBUG"
-#: MLflow's variable for its loggers' level.
-ENV_MLFLOW_LOGGING_LEVEL = "MLFLOW_LOGGING_LEVEL"
+#: A command stopped by Ctrl-C, as shells report SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 Command = Callable[[argparse.Namespace, Mapping[str, str]], dict[str, Any]]
 
@@ -98,13 +97,17 @@ def _connect_server(args: argparse.Namespace, _conf: Mapping[str, str]) -> dict[
 
     from diabetes_spark import connect_server
 
+    connect_server.check_port_free(args.port)
     command = connect_server.server_command(args.port)
     print(f"Spark Connect server with Delta Lake on sc://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     try:
         code = subprocess.call(command, env=connect_server.server_environment())
-    except KeyboardInterrupt:
-        code = 0
-    return {"connect_server": f"sc://127.0.0.1:{args.port}", "exit_code": code}
+    except KeyboardInterrupt:  # the way to stop it: a normal end
+        return {"connect_server": f"sc://127.0.0.1:{args.port}", "exit_code": 0}
+    raise ConfigurationError(  # it serves until stopped: an end of its own is a failure, whatever its code
+        f"the Spark Connect server on port {args.port} stopped by itself (exit code {code}; its log is above): check "
+        "Java 17 and that nothing else uses the port"
+    )
 
 
 def _demo(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
@@ -147,15 +150,33 @@ _COMMANDS: dict[str, Command] = {
 _STARTS_SPARK = (*_JOBS, "notebook", "demo")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are the contract's one line (exit 2), not usage + line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535; got {text!r}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the console script."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diabetes-spark",
         description="Train and batch-score diabetes progression on Spark: the jobs, the notebooks run "
         "locally, the demo, and the deploy-time commands.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command, (cls, _, required, help_text) in _JOBS.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         _add_params(p, cls, required=required)
@@ -178,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_remote(p)
 
     p = sub.add_parser("connect-server", help="run a local Spark Connect server with Delta Lake (for --remote)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default: {DEFAULT_PORT})")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default: {DEFAULT_PORT})")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
 
     p = sub.add_parser("setup-secrets", help=secrets.HELP, description=secrets.HELP)
@@ -212,91 +233,76 @@ def _remote(url: str | None) -> Iterator[bool]:
         yield bool(os.environ.get(ENV_REMOTE))
 
 
-class _ConsoleFormat(logging.Formatter):
-    """Progress lines as they are (``score: write 38 rows ... 1.2 s``); warnings and errors with
-    their level and logger."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.levelno == logging.INFO:
-            return record.getMessage()
-        return f"{record.levelname} {record.name}: {super().format(record)}"
-
-
-@contextmanager
-def _logging(quiet: bool) -> Iterator[None]:
-    """Each job step's start and end (``diabetes_spark.progress``) and the jobs' messages on stderr
-    at INFO unless ``quiet``; everything else at WARNING, or at INFO with ``$DIABETES_SPARK_DEBUG``.
-    The loggers' own levels are put back afterwards, for callers of :func:`main` in a longer-lived
-    process."""
-    from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
-
-    debug = bool(os.environ.get(ENV_DEBUG))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_ConsoleFormat())
-    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, handlers=[handler])
-    shown = (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.progress", "diabetes_spark.jvm_cache")
-    loggers = [logging.getLogger(n) for n in shown]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    # MLflow's own INFO lines (its database set-up, "Successfully registered model") only when asked
-    # for: MLflow reads the variable as it is imported; a user's own setting wins.
-    mlflow_level = os.environ.get(ENV_MLFLOW_LOGGING_LEVEL) or ("INFO" if debug else "WARNING")
-    if "mlflow" in sys.modules:  # imported already (a longer-lived caller of main): set it directly
-        loggers.append(logging.getLogger("mlflow"))
-        levels.append(loggers[-1].level)
-        loggers[-1].setLevel(mlflow_level)
-    try:
-        with environment({ENV_MLFLOW_LOGGING_LEVEL: mlflow_level}):
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(summary, sort_keys=False, default=str), flush=True)
-        return
-    for key, value in summary.items():
-        print(f"{key}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}")
-    sys.stdout.flush()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the console script; returns the process exit code."""
+    """Run the console script; returns the process exit code (Ctrl-C: one line and 130)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    quiet = getattr(args, "quiet", False)
-    with _remote(getattr(args, "remote", None)) as remote, _logging(quiet):
-        # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
-        archive: AbstractContextManager[dict[str, str]] = (
-            recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the subcommand they were given to, as the contract's line
+        parser.exit(
+            EXIT_USER_ERROR,
+            f"diabetes-spark {args.command}: error: unrecognized arguments: {' '.join(unknown)} "
+            f"(see diabetes-spark {args.command} --help)\n",
         )
-        with archive as conf:
-            return _run(args, conf, quiet)
+    quiet = getattr(args, "quiet", False)
+    try:
+        with (
+            _remote(getattr(args, "remote", None)) as remote,
+            console.logging_for(quiet),
+            console.stdout_for(getattr(args, "json", False)) as out,
+        ):
+            # The first local run records the JVM's class-data archive as its JVM exits (after the summary).
+            archive: AbstractContextManager[dict[str, str]] = (
+                recording_class_archive() if args.command in _STARTS_SPARK and not remote else nullcontext({})
+            )
+            with archive as conf:
+                return _run(args, conf, quiet, out)
+    except KeyboardInterrupt:
+        print(
+            f"diabetes-spark {args.command}: interrupted: nothing of the unfinished step was committed; rerun the "
+            "command to complete it (a rerun replaces what a batch wrote, and an ingest is never appended twice)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 def entry(argv: Sequence[str] | None = None) -> None:
     """The console script's entry point: :func:`main`, whose exit code other than 0 is raised as
     ``SystemExit``. A Databricks Python wheel task calls the entry point and ignores what it returns;
     a raised exit code is what fails its run (and sends the failure e-mail)."""
-    code = main(argv)
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:  # before a command started (or after it ended): nothing to say of it
+        print("diabetes-spark: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     if code:
         raise SystemExit(code)
 
 
-def _run(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool) -> int:
+def _run(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool, out: Any) -> int:
     """One command: its summary printed and 0, or one line on stderr and its exit code."""
     try:
         summary = _COMMANDS[args.command](args, {**conf, "spark.ui.showConsoleProgress": "false"} if quiet else conf)
-    except DiabetesSparkError as e:
-        print(f"diabetes-spark {args.command}: error: {one_line(e, 2000)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Exception as e:  # the last line of defence: one line, full trace only on request
-        if os.environ.get(ENV_DEBUG):
+    except Exception as e:
+        error = _classified(e)
+        if error is not None:
+            print(f"diabetes-spark {args.command}: error: {one_line(error, 2000)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        if os.environ.get(ENV_DEBUG):  # the last line of defence: one line, full trace only on request
             raise
         print(f"diabetes-spark {args.command}: unexpected {type(e).__name__}: {one_line(e, 2000)}", file=sys.stderr)
         return EXIT_UNEXPECTED
-    _print_summary(summary, args.json)
+    console.print_summary(summary, args.json, out)
     return 0
+
+
+def _classified(error: Exception) -> DiabetesSparkError | None:
+    """``error`` as a user's problem, or ``None`` for a bug. The jobs name the tables and paths of
+    what they classify; here are the errors of the environment: a JVM that died, Spark that did
+    not start."""
+    from diabetes_spark.errors import jvm_died
+    from diabetes_spark.runtime import memory_limit
+    from diabetes_spark.session import jvm_exited
+
+    if jvm_exited():
+        return jvm_died(type(error).__name__, memory_limit())
+    return user_error(error, "this command")

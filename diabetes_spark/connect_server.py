@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from diabetes_spark.errors import ConfigurationError
 from diabetes_spark.runtime import hadoop_version
 from diabetes_spark.session import DEFAULT_PORT, ENV_MASTER, LOCAL_SPARK_CONF
 
@@ -40,6 +41,24 @@ def _jar_arguments() -> list[str]:
     if not list((Path(pyspark.__file__).parent / "jars").glob("spark-connect_*.jar")):  # pyspark 3.5 ships no server
         packages.append(f"org.apache.spark:spark-connect_{_scala()}:{pyspark.__version__}")
     return [*(["--jars", ",".join(jars)] if jars else []), *(["--packages", ",".join(packages)] if packages else [])]
+
+
+def check_port_free(port: int) -> None:
+    """Fail before starting a server when something already listens on 127.0.0.1:``port``.
+
+    Raises:
+        ConfigurationError: The port is taken; the message says how to pick another.
+    """
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise ConfigurationError(
+                f"port {port} on 127.0.0.1 is in use ({e.strerror}): stop what uses it, or start the server with "
+                f"--port and point SPARK_REMOTE (or --remote) at sc://127.0.0.1:<that port> [{type(e).__name__}]"
+            ) from e
 
 
 def server_environment() -> dict[str, str]:

@@ -55,14 +55,16 @@ CONFLICTS = frozenset(
 )
 
 
-def _commit_metrics(spark: SparkSession, ref: TableRef, tag: str) -> dict[str, str] | None:
-    """The operation metrics of the commit tagged ``tag``, or ``None`` when there is none.
+def _commit_metrics(spark: SparkSession, ref: TableRef, tag: str, *, prefix: bool = False) -> dict[str, str] | None:
+    """The operation metrics of the commit tagged ``tag`` (with ``prefix``: the latest tagged
+    ``tag...``), or ``None`` when there is none.
 
     The last :data:`HISTORY_WINDOW` commits are searched first (cheap); the whole history only
     when other writers committed more than that since.
     """
     for commits in (history(spark, ref, limit=HISTORY_WINDOW), history(spark, ref)):
-        row = commits.filter(f"userMetadata = '{tag}'").select("operationMetrics").first()
+        match = f"startswith(userMetadata, '{tag}')" if prefix else f"userMetadata = '{tag}'"
+        row = commits.filter(match).select("operationMetrics").first()
         if row is not None:
             return dict(row[0] or {})
     return None
@@ -146,6 +148,7 @@ def write_delta(
     table_properties: Mapping[str, str] | None = None,
     partition_by: Sequence[str] = (),
     attempts: int = WRITE_ATTEMPTS,
+    once_as: str = "",
 ) -> int:
     """Write ``df`` to a Delta table in one commit and return the rows that commit wrote.
 
@@ -158,6 +161,11 @@ def write_delta(
     different partitions do not conflict.
     The row count is read from the commit's own metrics (found by a unique commit tag, however
     many other writers committed since), so counting costs no extra pass over the data.
+
+    ``once_as`` (an application id) makes the write idempotent with Delta's own ``txnAppId`` and
+    ``txnVersion``: a second write of that id to the table commits nothing, and the rows the first
+    one wrote are returned. A rerun of a job that failed between two tables then completes the
+    second one without doubling the first.
 
     Concurrent writers: Delta commits optimistically and refuses a commit that conflicts with one
     made since the write began (two first writers to an empty location, a ``replaceWhere`` whose
@@ -176,8 +184,11 @@ def write_delta(
     """
     if ref.kind in ("csv", "parquet"):
         raise InputError(f"cannot write Delta to the {ref.kind} file {ref.location}; give a Delta path or table name")
-    tag = f"diabetes-spark:{uuid.uuid4()}"
+    prefix = f"diabetes-spark:{once_as}:" if once_as else "diabetes-spark:"
+    tag = f"{prefix}{uuid.uuid4()}"
     options = {"userMetadata": tag}
+    if once_as:
+        options.update({"txnAppId": once_as, "txnVersion": "1"})
     if replace_where is not None:
         options["replaceWhere"] = replace_where
     if merge_schema:
@@ -185,6 +196,8 @@ def write_delta(
     options.update(table_properties or {})
     _save_retrying(df, ref, options, mode, attempts, partition_by)
     metrics = _commit_metrics(df.sparkSession, ref, tag)
+    if metrics is None and once_as:  # Delta skipped it: written before, under the same application id
+        metrics = _commit_metrics(df.sparkSession, ref, prefix, prefix=True)
     if metrics is None:
         if expected_rows == 0:
             return 0  # Delta makes no commit for an empty overwrite that changes nothing

@@ -2,11 +2,15 @@
 
 Every failure a user can cause (a bad parameter, input, secret or configuration) is a
 :class:`DiabetesSparkError`, and the console script exits 2 on it; anything else is a bug (exit 1).
-Foreign exceptions (Spark's, Delta's, py4j's) are classified here and nowhere else:
-:func:`error_condition`, :func:`spark_failures` and :func:`one_line`.
+Foreign exceptions (Spark's, Delta's, py4j's, MLflow's, the OS's) are classified here and nowhere else:
+:func:`error_condition`, :func:`spark_failures`, :func:`one_line`, and :func:`user_error`, which maps
+each one a user can cause to one of the errors below.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class DiabetesSparkError(Exception):
@@ -104,3 +108,117 @@ def spark_failures() -> tuple[type[Exception], ...]:
     except ImportError:
         return (PySparkException,)
     return (PySparkException, Py4JJavaError)
+
+
+class OutputError(DiabetesSparkError):
+    """A destination table cannot be written as given (its place, its columns, another table's)."""
+
+
+#: Error classes of Spark and Delta a user causes: what each says of the thing named, what to do,
+#: and the error raised for it. Keyed by the class without its sub-condition (``FAILED_READ_FILE``).
+_CONDITIONS: dict[str, tuple[type[DiabetesSparkError], str, str]] = {
+    "DELTA_TABLE_NOT_FOUND": (
+        InputError,
+        "is not a Delta table",
+        "give a Delta table, a .csv or .parquet file, or catalog.schema.table",
+    ),
+    "DELTA_MISSING_DELTA_TABLE": (
+        InputError,
+        "is not a Delta table",
+        "give a Delta table, a .csv or .parquet file, or catalog.schema.table",
+    ),
+    "PATH_NOT_FOUND": (InputError, "does not exist", "check the path"),
+    "TABLE_OR_VIEW_NOT_FOUND": (InputError, "does not exist", "check the name, or create the table first"),
+    "SCHEMA_NOT_FOUND": (
+        InputError,
+        "is in a schema that does not exist",
+        "create the schema (CREATE SCHEMA), or give a path",
+    ),
+    "REQUIRES_SINGLE_PART_NAMESPACE": (
+        ParamError,
+        "is a three-level name, which needs Unity Catalog",
+        "off Databricks give schema.table or a path",
+    ),
+    "DELTA_STATE_RECOVER_ERROR": (
+        InputError,
+        "has a Delta log that cannot be read (corrupt or truncated)",
+        "restore its _delta_log folder, or point at another table",
+    ),
+    "DELTA_VERSIONS_NOT_CONTIGUOUS": (
+        InputError,
+        "has a Delta log with missing commits",
+        "restore its _delta_log folder, or point at another table",
+    ),
+    "DELTA_LOG_FILE_NOT_FOUND": (
+        InputError,
+        "has a Delta log with missing commits",
+        "restore its _delta_log folder, or point at another table",
+    ),
+    "FAILED_READ_FILE": (
+        InputError,
+        "has a file that cannot be read (corrupt, truncated or removed)",
+        "restore the file, or point at another table",
+    ),
+    "DELTA_CANNOT_CREATE_LOG_PATH": (OutputError, "cannot be created", "choose a location you can write to"),
+    "JAVA_GATEWAY_EXITED": (
+        ConfigurationError,
+        "did not start",
+        "check Java 17 (JAVA_HOME, or java on PATH) and DIABETES_SPARK_MASTER (e.g. local[2]), and free memory",
+    ),
+}
+
+#: MLflow's error codes a user causes (a name it refuses, a missing or forbidden resource).
+_MLFLOW_CODES: dict[str, tuple[type[DiabetesSparkError], str]] = {
+    "INVALID_PARAMETER_VALUE": (ParamError, "refused a value"),
+    "RESOURCE_DOES_NOT_EXIST": (RegistryError, "lacks a part of it (register or log it again, or choose another)"),
+    "PERMISSION_DENIED": (ConfigurationError, "denied permission"),
+    "UNAUTHENTICATED": (ConfigurationError, "refused the credentials"),
+}
+
+
+def user_error(error: BaseException, subject: str) -> DiabetesSparkError | None:
+    """The :class:`DiabetesSparkError` for a foreign ``error`` a user caused, or ``None`` (a bug).
+
+    ``subject`` names what the user gave (``"input /data/batch"``). Spark and Delta errors are told
+    apart by their error class, MLflow's by their error code, others by their exception class;
+    the message ends with the original class in brackets, for searching.
+    """
+    if isinstance(error, DiabetesSparkError):
+        return error
+    condition = error_condition(error) if isinstance(error, Exception) else ""
+    known = _CONDITIONS.get(condition.split(".")[0])
+    if known is not None:
+        kind, meaning, todo = known
+        return kind(f"{subject} {meaning}: {todo} [{condition}]")
+    code = getattr(error, "error_code", None)  # MLflow's MlflowException
+    if isinstance(code, str) and code in _MLFLOW_CODES:
+        kind, meaning = _MLFLOW_CODES[code]
+        return kind(f"{subject}: MLflow {meaning}: {one_line(error, 300)} [{code}]")
+    if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)):
+        return InputError(f"{subject}: {error.strerror or error} ({error.filename}) [{type(error).__name__}]")
+    return None
+
+
+def jvm_died(cause: str, limit: int | None) -> ConfigurationError:
+    """The error for a Spark JVM that died under the job, naming the memory (bytes) the process may use."""
+    where = f"a memory limit of {limit / 2**30:.1f} GiB" if limit else "no memory limit we could read"
+    return ConfigurationError(
+        f"the Spark JVM died during the job, under {where} (killed, most likely for memory): set "
+        f"DIABETES_SPARK_DRIVER_MEMORY below that limit (e.g. 1500m), or give the process more memory; rerun the job "
+        f"(a rerun replaces what a batch wrote) [{cause}]"
+    )
+
+
+@contextmanager
+def about(subject: str) -> Iterator[None]:
+    """Foreign errors raised in the block that a user can cause (see :func:`user_error`) re-raised
+    as this package's, naming ``subject`` (``"input /data/batch"``); others propagate as they are."""
+    try:
+        yield
+    except DiabetesSparkError:
+        raise
+    except Exception as error:
+        mapped = user_error(error, subject)
+        if mapped is None:
+            raise
+        raise mapped from error

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from diabetes_spark import adls, storage, telemetry
 from diabetes_spark import params as job_params
-from diabetes_spark.errors import ConfigurationError, NotebookError, one_line
+from diabetes_spark.errors import ConfigurationError, NotebookError, ParamError, one_line
 from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit, runner_secrets
 from diabetes_spark.runtime import local_home
 
@@ -226,6 +227,17 @@ def find_notebook(path: str | Path) -> Path:
     raise NotebookError(f"cannot read notebook {path}: no such file, and no shipped notebook of that name ({shipped})")
 
 
+def _check_widgets(path: Path, text: str, given: Mapping[str, str]) -> None:
+    """Refuse, before the first cell runs, a widget the notebook does not declare (a typo would
+    otherwise leave the parameter at its default, unnoticed)."""
+    declared = set(re.findall(r"""dbutils\.widgets\.text\(\s*["']([^"']+)["']""", text))
+    unknown = sorted(set(given) - declared)
+    if declared and unknown:
+        raise ParamError(
+            f"notebook {path.name} has no widget {', '.join(unknown)}; its widgets: {', '.join(sorted(declared))}"
+        )
+
+
 def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, str] | None = None) -> str | None:
     """Run a source notebook locally, cell by cell, with ``spark`` and a :class:`LocalDbutils`.
 
@@ -246,6 +258,7 @@ def run_notebook(path: str | Path, *, spark: SparkSession, widgets: dict[str, st
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise NotebookError(f"cannot read notebook {path}: {e.strerror}") from e
+    _check_widgets(path, text, widgets or {})
     dbutils = LocalDbutils(widgets, secrets=runner_secrets())
     namespace: dict[str, Any] = {"spark": spark, "dbutils": dbutils, "__name__": "__main__", "display": _log.info}
     for cell in parse_notebook(text):
@@ -276,8 +289,18 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
         in its GenAI view).
     """
     from diabetes_spark import jobs
+    from diabetes_spark.redaction import redact_url
+    from diabetes_spark.registry import MlflowLocation
 
     home = home or local_home()
+    if notebooks is not None:
+        missing = [name for name in NOTEBOOKS.values() if not (notebooks / name).is_file()]
+        if missing:
+            raise ParamError(
+                f"--notebooks {notebooks} does not hold {' and '.join(missing)}: give the folder that holds both "
+                "notebooks (e.g. the repository's notebooks/), or leave the flag out to run the shipped ones"
+            )
+    store = MlflowLocation.from_environment(home).tracking_uri
     raw, predictions = str(home / "diabetes_raw"), str(home / "diabetes_predictions")
     ingest = jobs.run_ingest(
         spark,
@@ -303,7 +326,7 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
             "predictions": predictions,
             "prediction_rejects": predictions + "_rejects",
         },
-        "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{(home / 'mlflow.db').resolve()}",
+        "mlflow_ui": f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite:") else redact_url(store),
         "mlflow_runs": experiment_runs_url(train.get("experiment_id", "")),
     }
 

@@ -8,6 +8,7 @@ converts and validates them; a bad value raises :class:`ParamError` naming the p
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,12 @@ def _check_fraction(name: str, value: float, *, low_open: bool, high_open: bool)
         raise ParamError(f"{name} must be in {low}0, 1{high}; got {value!r}")
 
 
+def _check_model_name(name: str) -> None:
+    """MLflow's rule for registered model names, checked before any work is done."""
+    if "/" in name or ":" in name:
+        raise ParamError(f"model_name may not hold '/' or ':' (MLflow's rule for model names); got {name!r}")
+
+
 def _check_positive(name: str, value: float) -> None:
     if value <= 0:
         raise ParamError(f"{name} must be > 0; got {value!r}")
@@ -93,6 +100,9 @@ class _Common:
 
     def _check_common(self) -> None:
         for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison
+                raise ParamError(f"{f.name} must be a finite number; got {value!r}")
             choices = f.metadata.get("choices")
             if choices:
                 _check_choice(f.name, getattr(self, f.name), choices)
@@ -152,6 +162,7 @@ class TrainParams(_Common):
         _check_required("training_data", self.training_data)
         _check_required("experiment", self.experiment)
         _check_required("model_name", self.model_name)
+        _check_model_name(self.model_name)
         self._check_common()
         if self.reg_param < 0:
             raise ParamError(f"reg_param must be >= 0; got {self.reg_param!r}")
@@ -184,6 +195,7 @@ class ScoreParams(_Common):
         _check_required("input", self.input)
         _check_required("output", self.output)
         _check_required("model_name", self.model_name)
+        _check_model_name(self.model_name)
         self._check_common()
         if self.model_version and not self.model_version.isdigit():
             raise ParamError(f"model_version must be a whole number like '3'; got {self.model_version!r}")

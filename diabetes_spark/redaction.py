@@ -126,3 +126,14 @@ def hide_in_logs(*secrets: str) -> None:
             log_filter = _SecretLogFilter()
             log_filter.redactor.add(secrets)
             logger.addFilter(log_filter)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part, and its query, replaced by ``[REDACTED]``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", f":{REDACTED}@", 1)
+    return urlunsplit(parts._replace(netloc=netloc, query=REDACTED if parts.query else ""))

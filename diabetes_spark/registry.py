@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diabetes_spark.errors import ConfigurationError, RegistryError, one_line
-from diabetes_spark.runtime import environment, is_databricks
+from diabetes_spark.runtime import ENV_CONNECT_TIMEOUT, ENV_HOME, connect_timeout, environment, is_databricks
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -90,13 +90,23 @@ class MlflowLocation:
         import mlflow
 
         if self.artifact_root is not None and self.tracking_uri.startswith("sqlite:"):
-            self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigurationError(
+                    f"the local workspace folder {self.artifact_root.parent} (set by {ENV_HOME}, default ./lakehouse) "
+                    f"cannot be created ({e.strerror}): point {ENV_HOME} at a folder you can write to "
+                    f"[{type(e).__name__}]"
+                ) from e
         had = {name: bool(os.environ.get(name)) for name in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
         tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
         # The tracking URI is exported as later MLflow releases (2.21 on DBR 16.4) do themselves; MLflow
         # 2.13 (DBR 15.4) does not, and a nested block reads the environment to know an outer one set it.
         # Both variables are put back exactly as they were, whatever MLflow exported meanwhile.
         exported = {ENV_TRACKING_URI: self.tracking_uri, ENV_REGISTRY_URI: os.environ.get(ENV_REGISTRY_URI)}
+        check_store(self.tracking_uri, ENV_TRACKING_URI if os.environ.get(ENV_TRACKING_URI) else ENV_HOME)
+        if self.registry_uri and self.registry_uri != self.tracking_uri:
+            check_store(self.registry_uri, ENV_REGISTRY_URI)
         with environment(exported):
             mlflow.set_tracking_uri(self.tracking_uri)
             # Always set, None included (then MLflow derives it from the tracking URI): a registry set
@@ -112,6 +122,48 @@ class MlflowLocation:
     def ensure_experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (artifacts under :attr:`artifact_root`) if missing."""
         return ensure_experiment(name, artifact_root=self.artifact_root)
+
+
+def check_store(uri: str, variable: str) -> None:
+    """Fail at once, naming ``uri`` (redacted) and the ``variable`` that set it, when the MLflow
+    store there cannot be used: an HTTP server that does not answer as MLflow within the connect
+    timeout (MLflow's own retries would take minutes), a SQLite file that cannot be opened.
+
+    Raises:
+        ConfigurationError: The store cannot be reached or opened.
+    """
+    from diabetes_spark.redaction import redact_url
+
+    scheme = uri.split(":", 1)[0].lower()
+    where = f"the MLflow store {redact_url(uri)} (set by {variable})"
+    if scheme in ("http", "https"):
+        import requests
+
+        timeout = connect_timeout()
+        probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name"
+        try:
+            answer = requests.get(probe, params={"experiment_name": "Default"}, timeout=timeout)
+        except requests.RequestException as e:
+            raise ConfigurationError(
+                f"{where} did not answer within {timeout:g} s: check the variable and that the server runs "
+                f"({ENV_CONNECT_TIMEOUT} allows a longer wait) [{type(e).__name__}]"
+            ) from e
+        speaks_mlflow = answer.status_code in (200, 401, 403) or "error_code" in answer.text[:2000]
+        if not speaks_mlflow:
+            raise ConfigurationError(
+                f"{where} answered, but not as an MLflow tracking server (HTTP {answer.status_code}): check the "
+                "variable's host, port and path"
+            )
+    elif scheme == "sqlite":
+        import sqlite3
+
+        path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+        try:
+            sqlite3.connect(path or ":memory:").close()
+        except sqlite3.Error as e:
+            raise ConfigurationError(
+                f"{where} cannot be opened ({e}): point the variable at a folder you can write to [{type(e).__name__}]"
+            ) from e
 
 
 def ensure_experiment(name: str, *, artifact_root: Path | None = None) -> str:

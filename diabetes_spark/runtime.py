@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 #: SQLite store and artifacts live there, and the demo's tables.
 ENV_HOME = "DIABETES_SPARK_HOME"
 
+#: Environment variable bounding, in seconds, the wait for a service that does not answer (a Spark
+#: Connect server, an MLflow tracking server) before the job fails naming it; default 30.
+ENV_CONNECT_TIMEOUT = "DIABETES_SPARK_CONNECT_TIMEOUT"
+
 _ENVIRON_LOCK = threading.RLock()
 
 
@@ -104,3 +108,47 @@ def _apply(values: Mapping[str, str | None]) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def memory_limit(root: str = "/sys/fs/cgroup") -> int | None:
+    """The bytes this process may use: its cgroup's limit (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``, from ``/proc/self/cgroup``) when there is one, else the machine's
+    physical memory, else ``None``."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy
+            candidates = [
+                Path(root, path.lstrip("/"), "memory.max"),
+                Path(root, "unified", path.lstrip("/"), "memory.max"),
+            ]
+        elif "memory" in controllers.split(","):
+            candidates = [Path(root, "memory", path.lstrip("/"), "memory.limit_in_bytes")]
+        else:
+            continue
+        for candidate in candidates:
+            try:
+                text = candidate.read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 2**60:  # "no limit": v2 says max, v1 a huge number
+                return int(text)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a service that does not answer: ``$DIABETES_SPARK_CONNECT_TIMEOUT``, else 30."""
+    text = os.environ.get(ENV_CONNECT_TIMEOUT, "").strip()
+    try:
+        value = float(text) if text else 30.0
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigurationError(f"{ENV_CONNECT_TIMEOUT} must be a number of seconds > 0; got {text!r}")
+    return value

@@ -19,9 +19,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
-from diabetes_spark.errors import ConfigurationError, error_condition, one_line
+from diabetes_spark.errors import ConfigurationError, about, error_condition, one_line
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
-from diabetes_spark.runtime import environment, hadoop_version, is_databricks, is_serverless
+from diabetes_spark.runtime import (
+    ENV_CONNECT_TIMEOUT,
+    connect_timeout,
+    environment,
+    hadoop_version,
+    is_databricks,
+    is_serverless,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -30,6 +37,8 @@ _log = logging.getLogger(__name__)
 
 #: Environment variable naming the Spark master for local runs (default ``local[*]``).
 ENV_MASTER = "DIABETES_SPARK_MASTER"
+#: Environment variable setting the local driver's memory (``spark.driver.memory``, e.g. ``1500m``).
+ENV_DRIVER_MEMORY = "DIABETES_SPARK_DRIVER_MEMORY"
 #: pyspark's own variable naming a Spark Connect server (``sc://host:port``); ``--remote`` sets it.
 ENV_REMOTE = "SPARK_REMOTE"
 #: Spark Connect's own default port.
@@ -98,10 +107,12 @@ def get_spark(
 
     from diabetes_spark import jvm_cache
 
-    builder = SparkSession.builder.appName(app_name).master(master or os.environ.get(ENV_MASTER, "local[*]"))
+    chosen = master or os.environ.get(ENV_MASTER) or "local[*]"
+    builder = SparkSession.builder.appName(app_name).master(chosen)
     # Spark's progress bar where a person watches (a terminal), not in CI logs or piped output.
     progress = {"spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false"}
-    settings = {**LOCAL_SPARK_CONF, **progress, **(conf or {})}
+    memory = {"spark.driver.memory": os.environ[ENV_DRIVER_MEMORY]} if os.environ.get(ENV_DRIVER_MEMORY) else {}
+    settings = {**LOCAL_SPARK_CONF, **progress, **(conf or {}), **memory}
     given = settings.get("spark.driver.extraJavaOptions", "")
     # Recording an archive (jvm_cache.recording_class_archive): do not map the old one as well.
     archive = "" if "ArchiveClassesAtExit" in given else jvm_cache.archive_options()
@@ -121,7 +132,8 @@ def get_spark(
         builder = configure_spark_with_delta_pip(builder, extra_packages=[azure])
     # Python workers must run this interpreter (with its packages), not whatever python3 is on PATH;
     # pyspark reads $PYSPARK_PYTHON once, as the context starts (a user's own setting wins).
-    with environment({"PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON") or sys.executable}):
+    python = {"PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON") or sys.executable}
+    with environment(python), about(f"Spark (master {chosen!r})"):
         spark = builder.getOrCreate()
     if jars is None:
         # With a default given get() returns a str; pyspark types it str | None.
@@ -169,24 +181,56 @@ def warn_if_untested(spark: SparkSession) -> SparkSession:
     return spark
 
 
-def check_reachable(url: str, where: str, *, timeout: float = 10.0) -> None:
-    """Fail at once when nothing listens at ``url`` (``sc://host:port/;...``): pyspark's client would
-    otherwise retry for minutes before it reports the server missing.
+#: The HTTP/2 connection preface and an empty SETTINGS frame: a gRPC server (Spark Connect is one)
+#: answers with a SETTINGS frame of its own (frame type 4, the fourth byte of the 9-byte header).
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def check_reachable(url: str, where: str, *, timeout: float | None = None) -> None:
+    """Fail within :func:`connect_timeout` when nothing at ``url`` (``sc://host:port/;...``) speaks
+    gRPC: pyspark's client would otherwise retry for many minutes before it reports the server
+    missing. A server that listens but answers no HTTP/2 (another service on the port) fails too;
+    over TLS (``use_ssl=true``) only the connection is checked.
 
     Raises:
-        ConfigurationError: The URL is not ``sc://``, or nothing accepts a connection there.
+        ConfigurationError: The URL is not ``sc://``, nothing accepts a connection there, or what
+            answers is not a gRPC server.
     """
     parsed = urlparse(url)
     if parsed.scheme != "sc" or not parsed.hostname:
         raise ConfigurationError(f"{where} is not a Spark Connect URL: expected sc://host:port")
     host, port = parsed.hostname, parsed.port or DEFAULT_PORT
+    timeout = timeout or connect_timeout()
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if "use_ssl=true" in url.lower():
+                return
+            sock.sendall(_HTTP2_HELLO)
+            answer = sock.recv(9)
     except OSError as e:
         raise ConfigurationError(
-            f"no Spark Connect server answers at {where} ({e.strerror or e}); {_CONNECT_HELP}"
+            f"no Spark Connect server answers at {where} within {timeout:g} s ({e.strerror or e}); {_CONNECT_HELP} "
+            f"({ENV_CONNECT_TIMEOUT} allows a longer wait)"
         ) from e
+    if len(answer) < 4 or answer[3] != 4:
+        raise ConfigurationError(
+            f"something listens at {where} but it is not a Spark Connect server (no gRPC answer); check the port, "
+            f"or {_CONNECT_HELP}"
+        )
+
+
+def jvm_exited() -> bool:
+    """True when this process started a classic Spark JVM and it has exited (killed, out of memory).
+
+    pyspark has no public call for it: this reads the process of the py4j gateway pyspark launched
+    (``SparkContext._gateway.proc``, pyspark 3.5 to 4.1), and answers False where there is none.
+    """
+    if "pyspark" not in sys.modules:
+        return False
+    from pyspark import SparkContext
+
+    process = getattr(getattr(SparkContext, "_gateway", None), "proc", None)
+    return process is not None and process.poll() is not None
 
 
 def check_delta(spark: SparkSession, where: str) -> None:

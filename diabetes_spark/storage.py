@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from diabetes_spark.data import SAMPLE_PREFIX, sample_uri
-from diabetes_spark.errors import InputError, ParamError, SchemaError, error_condition, one_line, spark_failures
+from diabetes_spark.errors import (
+    InputError,
+    ParamError,
+    SchemaError,
+    error_condition,
+    one_line,
+    spark_failures,
+    user_error,
+)
 from diabetes_spark.schemas import CORRUPT_RECORD, check_column_names
 
 if TYPE_CHECKING:
@@ -33,6 +41,10 @@ _log = logging.getLogger(__name__)
 Kind = Literal["delta", "table", "csv", "parquet"]
 _NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w-]*){1,2}$")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+#: Endings of CSV files, compressed ones included (Spark decompresses them by their ending).
+_CSV = (".csv", ".csv.gz", ".csv.bz2")
+#: Characters Hadoop reads as a glob pattern in a file path: escaped, every path given is literal.
+_GLOB = re.compile(r"([\\*?\[\]{}])")
 
 
 @dataclass(frozen=True)
@@ -80,18 +92,23 @@ def resolve(ref: str, *, base: str | None = None) -> TableRef:
         except FileNotFoundError as e:
             raise InputError(str(e)) from e
     lowered = text.lower().rstrip("/")
-    is_uri = bool(_URI.match(text)) and not re.match(r"^[A-Za-z]:\\", text)
-    if not is_uri and _NAME.match(text) and not lowered.endswith((".csv", ".parquet", ".delta")):
+    uri = is_uri(text)
+    if not uri and _NAME.match(text) and not lowered.endswith((*_CSV, ".parquet", ".delta")):
         return TableRef("table", text)
-    if base and not is_uri and not text.startswith("/"):
+    if base and not uri and not text.startswith("/"):
         text = base.rstrip("/") + "/" + text.lstrip("./")
-    elif not is_uri and not os.path.isabs(text):
+    elif not uri and not os.path.isabs(text):
         text = _absolute(text)
-    if lowered.endswith(".csv"):
+    if lowered.endswith(_CSV):
         return TableRef("csv", text)
     if lowered.endswith(".parquet"):
         return TableRef("parquet", text)
     return TableRef("delta", text)
+
+
+def is_uri(location: str) -> bool:
+    """True when ``location`` has a scheme (``abfss:``, ``file:``), not for ``C:\\`` paths."""
+    return bool(_URI.match(location)) and not re.match(r"^[A-Za-z]:\\", location)
 
 
 def _absolute(path: str) -> str:
@@ -130,9 +147,9 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
 
     try:
         if ref.kind == "csv":
-            return _read_csv(spark, ref.location)
+            return _read_csv(spark, literal(ref.location))
         if ref.kind == "parquet":
-            return spark.read.parquet(ref.location)
+            return spark.read.parquet(literal(ref.location))
         version = delta_version(spark, ref) if pinned else None
         reader = spark.read if version is None else spark.read.option("versionAsOf", version)
         if ref.kind == "table":
@@ -146,9 +163,20 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
                 f"input {ref.location} has two columns of the same name (names match case-insensitively): "
                 f"{one_line(e)} Rename or drop one of them."
             ) from e
-        raise
+        mapped = user_error(e, f"input {ref.location}")
+        if mapped is None:
+            raise
+        raise mapped from e
     except spark_failures() as e:  # a Spark job reading the schema failed: the files are not readable as one table
-        raise InputError(f"cannot read the columns of {ref.kind} input {ref.location}: {one_line(e)}") from e
+        mapped = user_error(e, f"input {ref.location}")
+        if mapped is None:
+            mapped = InputError(f"cannot read the columns of {ref.kind} input {ref.location}: {one_line(e)}")
+        raise mapped from e
+
+
+def literal(path: str) -> str:
+    """``path`` with Hadoop's glob characters escaped: a file named ``batch[1].csv`` is read, not ``batch1.csv``."""
+    return _GLOB.sub(r"\\\1", path)
 
 
 def _csv_reader(spark: SparkSession):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -10,7 +12,7 @@ from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.regression import GBTRegressor, LinearRegression, RandomForestRegressor
 from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, ParamGridBuilder, TrainValidationSplit
 
-from diabetes_spark.errors import TrainingError
+from diabetes_spark.errors import TrainingError, error_condition, one_line, spark_failures
 from diabetes_spark.evaluation import regression_metrics
 from diabetes_spark.features import FEATURES, build_feature_stages
 from diabetes_spark.params import ESTIMATORS, TrainParams
@@ -104,6 +106,23 @@ def _fit(pipeline: Pipeline, train: DataFrame, params: TrainParams) -> tuple[Pip
     best = metrics.index(max(metrics) if evaluator.isLargerBetter() else min(metrics))
     # The tuned estimator is the pipeline, so its best model is a fitted pipeline.
     return cast(PipelineModel, tuned.bestModel), {p.name: v for p, v in grid[best].items()}
+
+
+@contextmanager
+def refusals(estimator: str, source: object) -> Iterator[None]:
+    """An estimator refusing the data (Spark ML's ``IllegalArgumentException``, or a value check
+    raised in SQL, ``USER_RAISED_EXCEPTION``) as the :class:`TrainingError` it is: the rows were
+    valid one by one, but together their values make the fit impossible."""
+    try:
+        yield
+    except spark_failures() as e:
+        condition = error_condition(e) or type(e).__name__
+        if type(e).__name__ != "IllegalArgumentException" and condition != "USER_RAISED_EXCEPTION":
+            raise
+        raise TrainingError(
+            f"the {estimator} estimator cannot fit training data {source} ({one_line(e, 300)}): look for extreme "
+            f"values (near ±1e308) or constant columns, and rescale or remove them [{condition}]"
+        ) from e
 
 
 def fit(valid: DataFrame, params: TrainParams) -> TrainResult:

@@ -1,7 +1,7 @@
 """The Databricks Asset Bundle, the notebooks and params.py agree, read offline from the raw YAML.
 
-Every job and experiment is checked with databricks-bundles' typed models (``Job``,
-``MlflowExperiment``), which reject unknown fields and wrong types; the jobs' parameters with the
+Every resource is checked with databricks-bundles' typed models (``Job``, ``MlflowExperiment``,
+``RegisteredModel``, ``QualityMonitor``), which reject unknown fields and wrong types; the jobs' parameters with the
 notebooks' widgets and ``diabetes_spark/params.py``; the timeouts with what the retries can use;
 the schedules as Quartz cron. Resolving the bundle (variables, workspace paths, the wheel's upload)
 is the Databricks CLI's work: ``databricks bundle validate -t <target>`` checks it against a workspace.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.metadata
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,10 @@ import pytest
 import yaml
 from databricks.bundles.experiments import MlflowExperiment
 from databricks.bundles.jobs import Job
+from databricks.bundles.quality_monitors import QualityMonitor
+from databricks.bundles.registered_models import RegisteredModel
 
-from diabetes_spark import __version__, cli, params
+from diabetes_spark import __version__, cli, params, schemas, scoring
 from diabetes_spark.deploy import secrets
 from diabetes_spark.notebook import NOTEBOOKS
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
@@ -40,17 +43,25 @@ NOTEBOOK_PARAMS = {
 WIDGET = re.compile(r'^dbutils\.widgets\.text\("([^"]+)", (?:f?"[^"]*" if workspace else )?"([^"]*)"\)', re.MULTILINE)
 #: A bundle reference, ``${var.name}``, ``${resources.experiments.<key>.name}``, ...
 REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
-#: The serverless variant of batch scoring: a Python wheel task whose console script runs the scoring notebook.
-SERVERLESS = "diabetes_batch_scoring_serverless"
+#: The serverless variants: Python wheel tasks whose console script runs the notebook the wheel ships.
+SERVERLESS_SCORING = "diabetes_batch_scoring_serverless"
+SERVERLESS_TRAINING = "diabetes_retraining_serverless"
+#: Serverless job -> its classic counterpart (same notebook, widgets and outputs).
+SERVERLESS_OF = {SERVERLESS_SCORING: "diabetes_batch_scoring", SERVERLESS_TRAINING: "diabetes_retraining"}
 #: The jobs on a job cluster (notebook tasks with the wheel as a task library).
-CLASSIC_KEYS = {"diabetes_retraining", "diabetes_batch_scoring"}
-JOB_KEYS = {*CLASSIC_KEYS, SERVERLESS}
+CLASSIC_KEYS = set(SERVERLESS_OF.values())
+JOB_KEYS = {*CLASSIC_KEYS, *SERVERLESS_OF}
+SCORING_KEYS = {"diabetes_batch_scoring", SERVERLESS_SCORING}
 #: Job -> the experiment (resources/experiments.yml) its runs go to.
 JOB_EXPERIMENT = {
     "diabetes_retraining": "diabetes_training",
+    SERVERLESS_TRAINING: "diabetes_training",
     "diabetes_batch_scoring": "diabetes_scoring",
-    SERVERLESS: "diabetes_scoring",
+    SERVERLESS_SCORING: "diabetes_scoring",
 }
+#: The registered model (resources/registered_models.yml) and the monitor of the predictions table.
+MODEL_KEY = "diabetes_progression"
+MONITOR_KEY = "diabetes_predictions"
 WIDGET_FLAG = "--widget="
 STORAGE_SECRETS = (
     "storage_account_secret",
@@ -68,16 +79,15 @@ DEPLOYMENT_WIDGETS: dict[str, str | dict[str, str]] = {
     "secret_scope": "${var.secret_scope}",
     "telemetry_backend": "${var.telemetry_backend}",
     # Serverless: always empty, Unity Catalog only (it refuses Spark storage credentials).
-    **{name: {job: "" if job == SERVERLESS else f"${{var.{name}}}" for job in JOB_KEYS} for name in STORAGE_SECRETS},
+    **{name: {job: "" if job in SERVERLESS_OF else f"${{var.{name}}}" for job in JOB_KEYS} for name in STORAGE_SECRETS},
     "databricks_job_id": "{{job.id}}",
     "databricks_run_id": "{{job.run_id}}",
     "training_data": "${var.training_data}",
     "input": "${var.scoring_input}",
     "output": "${var.predictions}",
     "experiment": {job: f"${{resources.experiments.{key}.name}}" for job, key in JOB_EXPERIMENT.items()},
-    "model_name": f"{UC}.diabetes_progression",
-    # job.run_id, not task.run_id: every retry of a run scores the same batch, so it replaces its rows.
-    "batch_id": "{{job.run_id}}",
+    # The bundle's registered model, by reference: development mode prefixes its name with "dev_<you>_".
+    "model_name": f"{UC}.${{resources.registered_models.{MODEL_KEY}.name}}",
     "dfs_tmpdir": f"{VOLUME}/mlflow_tmp",
 }
 
@@ -150,28 +160,40 @@ def _target_variables(config: dict[str, Any], target: str) -> dict[str, Any]:
     return config["targets"][target].get("variables") or {}
 
 
-def test_the_bundle_defines_its_jobs_and_experiments_in_resources(
+def test_the_bundle_defines_its_resources_in_resources(
     config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
     assert config["include"] == ["resources/*.yml"]
     assert "resources" not in config, "resources belong in resources/*.yml, where these tests read them"
+    for target in config["targets"].values():
+        assert "resources" not in target, "a target's resource override would escape these tests"
     assert set(raw["jobs"]) == JOB_KEYS
     assert set(raw["experiments"]) == set(JOB_EXPERIMENT.values())
+    assert set(raw["registered_models"]) == {MODEL_KEY}
+    assert set(raw["quality_monitors"]) == {MONITOR_KEY}
     assert set(config["targets"]) == {"dev", "prod"}
     assert config["targets"]["dev"]["mode"] == "development"
     assert config["targets"]["prod"]["mode"] == "production"
 
 
-def test_every_raw_job_and_experiment_passes_the_databricks_bundles_models(
+#: Resource type -> the databricks-bundles model that checks it.
+MODELS: dict[str, Any] = {
+    "jobs": Job,
+    "experiments": MlflowExperiment,
+    "registered_models": RegisteredModel,
+    "quality_monitors": QualityMonitor,
+}
+
+
+def test_every_raw_resource_passes_the_databricks_bundles_models(
     raw: dict[str, dict[str, dict[str, Any]]],
 ) -> None:
-    assert set(raw) == {"jobs", "experiments"}, "a resource type the tests do not check"
-    for key, spec in raw["jobs"].items():
-        job = Job.from_dict(copy.deepcopy(spec))
-        assert job.as_dict() == spec, key  # nothing dropped or changed
+    assert set(raw) == set(MODELS), "a resource type the tests do not check"
+    for kind, specs in raw.items():
+        for key, spec in specs.items():
+            assert MODELS[kind].from_dict(copy.deepcopy(spec)).as_dict() == spec, key  # nothing dropped or changed
     for key, spec in raw["experiments"].items():
         experiment = MlflowExperiment.from_dict(copy.deepcopy(spec))
-        assert experiment.as_dict() == spec, key
         assert experiment.artifact_location is None, f"{key}: the tracking server chooses where artifacts go"
 
 
@@ -216,12 +238,43 @@ def test_every_raw_job_and_experiment_passes_the_databricks_bundles_models(
         ),
         ("experiments", None, lambda s: s.update(description="x"), "Unexpected field 'description' for class"),
         ("experiments", None, lambda s: s.update(tags={"project": "x"}), "Unexpected type"),
+        ("registered_models", None, lambda s: s.update(schema="x"), "Unexpected field 'schema' for class"),
+        (
+            "registered_models",
+            None,
+            lambda s: s["grants"][0].update(privileges=["EXECUT"]),
+            "'EXECUT' is not a valid Privilege",
+        ),
+        (
+            "registered_models",
+            None,
+            lambda s: s["grants"][0].update(principals=["x"]),
+            "Unexpected field 'principals' for class PrivilegeAssignment",
+        ),
+        (
+            "quality_monitors",
+            None,
+            lambda s: s["inference_log"].update(problem_type="REGRESSION"),
+            "'REGRESSION' is not a valid MonitorInferenceLogProblemType",
+        ),
+        (
+            "quality_monitors",
+            None,
+            lambda s: s["inference_log"].update(model_col="model_version"),
+            "Unexpected field 'model_col' for class MonitorInferenceLog",
+        ),
+        (
+            "quality_monitors",
+            None,
+            lambda s: s["schedule"].update(cron="0 0 10 * * ?"),
+            "Unexpected field 'cron' for class MonitorCronSchedule",
+        ),
     ],
 )
 def test_an_unknown_field_or_a_wrong_type_fails_the_typed_models(
     raw: dict[str, dict[str, dict[str, Any]]], kind: str, needs: str | None, change: Any, message: str
 ) -> None:
-    model = {"jobs": Job, "experiments": MlflowExperiment}[kind]
+    model = MODELS[kind]
     specs = {key: spec for key, spec in raw[kind].items() if needs is None or needs in spec}
     assert specs, f"no {kind[:-1]} has {needs}"
     for spec in specs.values():
@@ -231,15 +284,15 @@ def test_an_unknown_field_or_a_wrong_type_fails_the_typed_models(
             model.from_dict(broken)
 
 
-def test_every_reference_names_a_declared_variable_or_experiment(
+def test_every_reference_names_a_declared_variable_or_resource(
     config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    known = {"bundle.name", "bundle.target", "workspace.current_user.userName"}
+    known = {"bundle.name", "bundle.target", "workspace.current_user.userName", "workspace.root_path"}
     known |= {f"var.{name}" for name in config["variables"]}
-    known |= {f"resources.experiments.{key}.name" for key in raw["experiments"]}
+    named = {f"resources.{kind}.{key}.name" for kind in ("experiments", "registered_models") for key in raw[kind]}
     used = set(_references(config)) | set(_references(raw))
-    assert used - known == set(), "a reference to something the bundle does not declare"
-    assert {f"resources.experiments.{key}.name" for key in raw["experiments"]} <= used
+    assert used - known - named == set(), "a reference to something the bundle does not declare"
+    assert named <= used, "a declared experiment or model no job names"
 
 
 def test_every_task_runs_a_notebook_of_the_repository(raw: dict[str, dict[str, dict[str, Any]]]) -> None:
@@ -260,7 +313,7 @@ def test_base_parameters_equal_the_notebook_widgets_and_params_py(raw: dict[str,
         declared = _declared_widgets(notebook)
         expected = params.notebook_widgets(job_params)
         # The serverless environment installs the wheel: no `wheel` widget for the notebook's %pip cell.
-        omitted = {"wheel"} if key == SERVERLESS else set()
+        omitted = {"wheel"} if key in SERVERLESS_OF else set()
         assert set(base) == set(declared) - omitted == set(expected) - omitted, key
         assert "wheel" in declared
         assert declared == expected, f"{notebook.name}: widget defaults differ from params.py"
@@ -295,16 +348,17 @@ def test_the_wheel_is_the_builds_output_attached_by_glob_not_by_version(
     for path in [ROOT / "databricks.yml", *sorted(RESOURCES.glob("*.yml"))]:
         assert __version__ not in path.read_text(encoding="utf-8"), path
     for key, task in _tasks(raw):
-        if key == SERVERLESS:  # the environment installs it (test_the_serverless_job_installs_...)
+        if key in SERVERLESS_OF:  # the environment installs it (test_the_serverless_jobs_install_...)
             continue
         assert task["libraries"] == [{"whl": "../dist/*.whl"}], key
         assert task["notebook_task"]["base_parameters"]["wheel"] == "", key
 
 
-def test_the_serverless_job_has_no_cluster_or_library_and_its_task_names_a_declared_environment(
-    raw: dict[str, dict[str, dict[str, Any]]],
+@pytest.mark.parametrize("key", sorted(SERVERLESS_OF))
+def test_a_serverless_job_has_no_cluster_or_library_and_its_task_names_a_declared_environment(
+    raw: dict[str, dict[str, dict[str, Any]]], key: str
 ) -> None:
-    spec = raw["jobs"][SERVERLESS]
+    spec = raw["jobs"][key]
     assert "job_clusters" not in spec
     declared = [e["environment_key"] for e in spec["environments"]]
     assert declared == ["default"]
@@ -315,68 +369,96 @@ def test_the_serverless_job_has_no_cluster_or_library_and_its_task_names_a_decla
             "a notebook task cannot take an environment_key"
         )
     assert spec["performance_target"] == "STANDARD"
-    for key in CLASSIC_KEYS:  # and the classic jobs declare no environment
-        assert "environments" not in raw["jobs"][key], key
+    for classic in CLASSIC_KEYS:  # and the classic jobs declare no environment
+        assert "environments" not in raw["jobs"][classic], classic
 
 
-def test_the_serverless_job_installs_the_built_wheel_from_its_environment(
-    raw: dict[str, dict[str, dict[str, Any]]],
+@pytest.mark.parametrize("key", sorted(SERVERLESS_OF))
+def test_a_serverless_job_installs_the_built_wheel_from_its_environment(
+    raw: dict[str, dict[str, dict[str, Any]]], key: str
 ) -> None:
-    (environment,) = raw["jobs"][SERVERLESS]["environments"]
+    (environment,) = raw["jobs"][key]["environments"]
     assert environment["spec"]["dependencies"] == ["../dist/*.whl"], "the same glob as the classic task libraries"
     version = environment["spec"]["environment_version"]
-    assert isinstance(version, str) and version.isdigit() and int(version) >= 5, (
-        "environment 5 carries Databricks Connect 18 (Spark 4.1), the line of the pyspark pin"
-    )
-    (task,) = raw["jobs"][SERVERLESS]["tasks"]
+    # Spark ML and mlflow.spark on serverless need environment 4; 5 carries Databricks Connect 18 (Spark 4.1),
+    # the line of the pyspark pin, and MLflow 3.8.1.
+    assert version == "5", version
+    (task,) = raw["jobs"][key]["tasks"]
     wheel_task = task["python_wheel_task"]
     assert wheel_task["package_name"] == "diabetes_spark"
     scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
     assert scripts[wheel_task["entry_point"]] == "diabetes_spark.cli:entry"  # raises a failing exit code
 
 
-def test_the_serverless_parameters_are_the_notebook_subcommand_running_the_shipped_scoring_notebook(
-    raw: dict[str, dict[str, dict[str, Any]]],
+@pytest.mark.parametrize(
+    ("key", "command", "notebook"),
+    [
+        (SERVERLESS_SCORING, "score", "diabetes_orchestrator_batch_score.py"),
+        (SERVERLESS_TRAINING, "train", "diabetes_orchestrator_train.py"),
+    ],
+)
+def test_serverless_parameters_are_the_notebook_subcommand_running_a_shipped_notebook(
+    raw: dict[str, dict[str, dict[str, Any]]], key: str, command: str, notebook: str
 ) -> None:
-    (task,) = raw["jobs"][SERVERLESS]["tasks"]
+    (task,) = raw["jobs"][key]["tasks"]
     parameters = task["python_wheel_task"]["parameters"]
     args = cli.build_parser().parse_args(parameters)
-    assert (args.command, args.path) == ("notebook", "score")
-    assert NOTEBOOKS[args.path] == "diabetes_orchestrator_batch_score.py"
+    assert (args.command, args.path) == ("notebook", command)
+    assert NOTEBOOKS[args.path] == notebook
     assert all(p.startswith(WIDGET_FLAG) for p in parameters[2:]), "nothing but widgets after the notebook"
     assert params.parse_assignments(args.widget, flag="--widget") == _widgets(task)
 
 
-def test_serverless_widgets_equal_the_classic_scoring_parameters_minus_wheel(
-    raw: dict[str, dict[str, dict[str, Any]]],
+@pytest.mark.parametrize("key", sorted(SERVERLESS_OF))
+def test_serverless_widgets_equal_the_classic_parameters_minus_wheel(
+    raw: dict[str, dict[str, dict[str, Any]]], key: str
 ) -> None:
-    classic = raw["jobs"]["diabetes_batch_scoring"]["tasks"][0]["notebook_task"]["base_parameters"]
-    serverless = _widgets(raw["jobs"][SERVERLESS]["tasks"][0])
+    classic = raw["jobs"][SERVERLESS_OF[key]]["tasks"][0]["notebook_task"]["base_parameters"]
+    serverless = _widgets(raw["jobs"][key]["tasks"][0])
     expected = {k: "" if k in STORAGE_SECRETS else v for k, v in classic.items() if k != "wheel"}
     assert serverless == expected
     assert list(serverless) == list(expected), "in the notebook's (and params.py's) order"
 
 
-def test_one_scoring_job_is_scheduled_and_a_variable_each_switches_them(
+@pytest.mark.parametrize("key", sorted(SERVERLESS_OF))
+def test_a_serverless_job_runs_what_its_classic_counterpart_does(
+    raw: dict[str, dict[str, dict[str, Any]]], key: str
+) -> None:
+    """Same retries, timeouts, schedule (but its pause switch), queue and e-mail: only the compute differs."""
+    compute = {"job_clusters", "environments", "performance_target", "name", "description", "tags"}
+    serverless, classic = raw["jobs"][key], raw["jobs"][SERVERLESS_OF[key]]
+    assert {k: v for k, v in serverless.items() if k not in compute | {"tasks", "schedule"}} == {
+        k: v for k, v in classic.items() if k not in compute | {"tasks", "schedule"}
+    }
+    assert {**serverless["schedule"], "pause_status": None} == {**classic["schedule"], "pause_status": None}
+    (task,), (classic_task,) = serverless["tasks"], classic["tasks"]
+    retries = ("task_key", "timeout_seconds", "max_retries", "min_retry_interval_millis", "retry_on_timeout")
+    assert {k: task[k] for k in retries} == {k: classic_task[k] for k in retries}
+    assert serverless["tags"] == {**classic["tags"], "compute": "serverless"}
+
+
+def test_one_job_of_each_pair_is_scheduled_and_a_variable_each_switches_them(
     config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
     pauses = {key: spec["schedule"]["pause_status"] for key, spec in raw["jobs"].items()}
-    assert pauses == {
-        "diabetes_retraining": "${var.schedule_pause_status}",
-        "diabetes_batch_scoring": "${var.batch_scoring_pause_status}",
-        SERVERLESS: "${var.serverless_scoring_pause_status}",
+    switches = {
+        "diabetes_retraining": "retraining_pause_status",
+        SERVERLESS_TRAINING: "serverless_retraining_pause_status",
+        "diabetes_batch_scoring": "batch_scoring_pause_status",
+        SERVERLESS_SCORING: "serverless_scoring_pause_status",
     }
+    assert pauses == {key: f"${{var.{name}}}" for key, name in switches.items()}
     variables = config["variables"]
-    assert variables["batch_scoring_pause_status"]["default"] == "${var.schedule_pause_status}"
-    # Both scoring jobs write the same table: the serverless one stays paused unless a team switches.
-    assert variables["serverless_scoring_pause_status"]["default"] == "PAUSED"
+    for key, name in switches.items():
+        # Both jobs of a pair write the same model or table: the serverless one stays paused unless a team switches.
+        expected = "PAUSED" if key in SERVERLESS_OF else "${var.schedule_pause_status}"
+        assert variables[name]["default"] == expected, name
     assert {t: _target_variables(config, t)["schedule_pause_status"] for t in config["targets"]} == {
         "dev": "PAUSED",
         "prod": "UNPAUSED",
     }
     for target in config["targets"]:
-        switches = {"batch_scoring_pause_status", "serverless_scoring_pause_status"}
-        assert not switches & set(_target_variables(config, target)), target
+        assert not set(switches.values()) & set(_target_variables(config, target)), target
 
 
 def test_job_clusters_are_single_node_on_an_ml_lts_runtime(
@@ -398,7 +480,6 @@ def test_job_clusters_are_single_node_on_an_ml_lts_runtime(
         assert new["spark_conf"] == {
             "spark.databricks.cluster.profile": "singleNode",
             "spark.master": "local[*, 4]",
-            "spark.databricks.conda.condaMagic.enabled": "true",
             "spark.redaction.regex": SPARK_REDACTION_REGEX,
             **JOB_SPARK_CONF,
         }, key
@@ -428,12 +509,8 @@ def test_schedules_run_limits_and_retries(raw: dict[str, dict[str, dict[str, Any
     score = jobs["diabetes_batch_scoring"]["schedule"]["quartz_cron_expression"].split()
     assert (train[3], train[4]) == ("?", "*") and re.fullmatch(r"[1-7]|SUN|MON|TUE|WED|THU|FRI|SAT", train[5])
     assert (score[3], score[4], score[5]) == ("*", "*", "?")
-    for key in ("diabetes_batch_scoring", SERVERLESS):  # the write is idempotent per batch_id
+    for key in SCORING_KEYS:  # the write replaces its batch
         assert jobs[key]["tasks"][0]["retry_on_timeout"] is True, key
-    serverless, classic = (
-        {**jobs[k]["schedule"], "pause_status": None} for k in (SERVERLESS, "diabetes_batch_scoring")
-    )
-    assert serverless == classic, "both scoring jobs on one schedule (one of them paused)"
 
 
 def test_failure_email_is_a_variable_without_a_default_in_prod(
@@ -515,7 +592,7 @@ def test_the_deployment_guide_names_every_variable_job_experiment_and_secret_var
     config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
     guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
-    for name in [*config["variables"], *raw["jobs"], *raw["experiments"]]:
+    for name in [*config["variables"], *(key for specs in raw.values() for key in specs)]:
         assert f"`{name}`" in guide, f"docs/deploy.md does not mention {name}"
     for env, _ in secrets.SECRET_ENVIRONMENT.values():
         assert env in guide
@@ -559,7 +636,7 @@ def test_secret_key_names_match_params_and_setup_secrets_defaults(
         base = _widgets(task)
         assert base["appinsights_secret"] == defaults["appinsights_secret"], key
         for field in STORAGE_SECRETS:  # a variable each, so a team picks OAuth or the key with --var
-            assert base[field] == ("" if key == SERVERLESS else f"${{var.{field}}}"), f"{key}.{field}"
+            assert base[field] == ("" if key in SERVERLESS_OF else f"${{var.{field}}}"), f"{key}.{field}"
     assert config["variables"]["secret_scope"]["default"] == defaults["secret_scope"]
 
 
@@ -592,7 +669,140 @@ def test_each_job_logs_to_its_own_declared_experiment(
     assert all(name.startswith("${var.experiment_folder}/") for name in names.values()), names
     for key, task in _tasks(raw):
         assert _widgets(task)["experiment"] == f"${{resources.experiments.{JOB_EXPERIMENT[key]}.name}}", key
-    assert JOB_EXPERIMENT[SERVERLESS] == JOB_EXPERIMENT["diabetes_batch_scoring"], "both scoring jobs log to one"
+    for serverless, classic in SERVERLESS_OF.items():
+        assert JOB_EXPERIMENT[serverless] == JOB_EXPERIMENT[classic], "both jobs of a pair log to one experiment"
     assert config["variables"]["experiment_folder"]["default"] == "/Users/${workspace.current_user.userName}"
     assert "experiment_folder" not in _target_variables(config, "dev")
-    assert _target_variables(config, "prod")["experiment_folder"] == "/Shared"
+
+
+def test_prod_experiments_are_in_the_bundles_own_folder_not_shared(config: dict[str, Any]) -> None:
+    """In /Shared every workspace user may delete the training run, and with it scoring's drift profile."""
+    prod = config["targets"]["prod"]
+    folder = _target_variables(config, "prod")["experiment_folder"]
+    assert not folder.lower().lstrip("/").removeprefix("workspace/").startswith("shared"), folder
+    # root_path as MLflow names experiments (no /Workspace prefix): the folder whose permissions the bundle sets.
+    assert "/Workspace" + folder == prod["workspace"]["root_path"], folder
+    assert "current_user" not in folder, "one folder, whoever deploys"
+    levels = {p["level"] for p in prod["permissions"]}
+    assert {"CAN_MANAGE", "CAN_RUN", "CAN_VIEW"} == levels, "the folder is managed, run and read by named groups"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_every_deploy_uploads_a_new_wheel_and_old_clis_refuse_the_bundle(config: dict[str, Any]) -> None:
+    """Serverless environments cache dependencies by path: an unchanged wheel name would keep the old code."""
+    (artifact,) = config["artifacts"].values()
+    assert artifact["dynamic_version"] is True, "databricks/cli #1621: a redeploy could run the previous wheel"
+    constraint = config["bundle"]["databricks_cli_version"]
+    match = re.fullmatch(r">=\s*(\d+\.\d+\.\d+)", constraint)
+    assert match, f"{constraint!r}: a lower bound the CLI checks before anything else"
+    # environment_version needs 0.252 (performance_target 0.241, dynamic_version 0.245).
+    assert _version(match.group(1)) >= (0, 252, 0), constraint
+
+
+def test_the_documented_cli_minimum_is_the_bundles(config: dict[str, Any]) -> None:
+    minimum = re.fullmatch(r">=\s*(\d+\.\d+)\.\d+", config["bundle"]["databricks_cli_version"])
+    assert minimum
+    for path in (ROOT / "databricks.yml", ROOT / "docs" / "deploy.md"):
+        text = path.read_text(encoding="utf-8")
+        assert f"CLI {minimum.group(1)} or later" in text or f"CLI **{minimum.group(1)} or later**" in text, path
+        assert "0.239 or later" not in text, f"{path.name}: the old minimum"
+        assert not re.search(r"(?<!no longer )empt(y|ies) `?dist/", text), (
+            f"{path.name}: since 0.256 deploy keeps dist/"
+        )
+
+
+def test_scoring_leaves_batch_id_to_the_library_and_keeps_the_run_id_as_lineage(
+    raw: dict[str, dict[str, dict[str, Any]]],
+) -> None:
+    """A Run now, repair or backfill over the same input replaces its batch: no job-run batch id."""
+    default = params.notebook_widgets(params.ScoreParams)["batch_id"]
+    assert default == "", "the library derives the batch id from the input when it is empty"
+    for key in SCORING_KEYS:
+        (task,) = raw["jobs"][key]["tasks"]
+        widgets = _widgets(task)
+        assert widgets["batch_id"] == "", f"{key}: {widgets['batch_id']!r}"
+        assert widgets["databricks_run_id"] == "{{job.run_id}}", key
+    for key, task in _tasks(raw):
+        assert "{{job.run_id}}" not in {v for k, v in _widgets(task).items() if k != "databricks_run_id"}, key
+
+
+def test_the_registered_model_is_named_from_the_catalog_and_schema_and_granted(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    model = raw["registered_models"][MODEL_KEY]
+    assert (model["catalog_name"], model["schema_name"], model["name"]) == (
+        "${var.catalog}",
+        "${var.schema}",
+        "diabetes_progression",
+    )
+    assert "owner" not in model, "the deployer owns it: the run-as identity, the one that may move its aliases"
+    assert model["grants"] == [{"principal": "${var.operators_group}", "privileges": ["EXECUTE"]}]
+    # Every target gives the grant's principal a value (dev: you; prod: no default, the deploy fails without it).
+    assert _target_variables(config, "dev")["operators_group"] == "${workspace.current_user.userName}"
+    for key, task in _tasks(raw):
+        assert _widgets(task)["model_name"] == f"{UC}.${{resources.registered_models.{MODEL_KEY}.name}}", key
+
+
+def test_the_predictions_monitor_profiles_the_lineage_columns_scoring_writes(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    monitor = raw["quality_monitors"][MONITOR_KEY]
+    assert monitor["table_name"] == "${var.predictions}"
+    assert monitor["output_schema_name"] == UC
+    assert monitor["assets_dir"].startswith("${workspace.root_path}/"), "the bundle's folder and permissions"
+    log = monitor["inference_log"]
+    assert log["problem_type"] == "PROBLEM_TYPE_REGRESSION"
+    columns = {f["name"]: f["type"] for f in json.loads((ROOT / "schemas" / "predictions.json").read_text())["fields"]}
+    assert columns[log["prediction_col"]] == "double", "a regression monitor needs a numeric prediction"
+    assert columns[log["timestamp_col"]] == "timestamp"
+    assert columns[log["model_id_col"]] == "string"
+    assert (log["prediction_col"], log["timestamp_col"], log["model_id_col"]) == (
+        schemas.PREDICTION,
+        "scored_at",
+        "model_version",
+    )
+    assert {log["timestamp_col"], log["model_id_col"]} <= set(scoring.LINEAGE_COLUMNS)
+    assert log["granularities"] == ["1 day"], "one window per daily batch"
+
+
+def test_the_monitor_refreshes_after_the_longest_scoring_run(raw: dict[str, dict[str, dict[str, Any]]]) -> None:
+    schedule = raw["quality_monitors"][MONITOR_KEY]["schedule"]
+    check_quartz_cron(schedule["quartz_cron_expression"])
+    seconds, minutes, hours, day, month, weekday = schedule["quartz_cron_expression"].split()
+    assert (day, month, weekday) == ("*", "*", "?"), "daily, as scoring"
+    refresh = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    for key in SCORING_KEYS:
+        job = raw["jobs"][key]
+        assert job["schedule"]["timezone_id"] == schedule["timezone_id"], key
+        s, m, h = (int(x) for x in job["schedule"]["quartz_cron_expression"].split()[:3])
+        assert refresh >= h * 3600 + m * 60 + s + job["timeout_seconds"], f"{key} may still be writing"
+        assert refresh < 24 * 3600
+
+
+#: The DDL docs/deploy.md gives for the predictions table, which the monitor needs before the first deploy.
+DDL = re.compile(
+    r"CREATE TABLE IF NOT EXISTS (?P<name>\S+) \((?P<columns>.*?)\)\s*USING DELTA\s*PARTITIONED BY \((?P<part>[^)]*)\)"
+    r"\s*TBLPROPERTIES \((?P<props>[^)]*)\);",
+    re.DOTALL,
+)
+
+
+def test_the_guides_predictions_table_is_the_one_scoring_creates() -> None:
+    """Pre-created for the monitor, it must be what the first scoring run would have created."""
+    guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    found = list(DDL.finditer(guide))
+    assert [m.group("name") for m in found] == [
+        "main.diabetes_dev.diabetes_predictions",
+        "main.diabetes.diabetes_predictions",
+    ]
+    fields = json.loads((ROOT / "schemas" / "predictions.json").read_text())["fields"]
+    expected = [(f["name"], f["type"].upper()) for f in fields]
+    for match in found:
+        columns = [tuple(c.split()[:2]) for c in match.group("columns").split(",")]
+        assert columns == expected, match.group("name")
+        assert tuple(c.strip() for c in match.group("part").split(",")) == scoring.BATCH_PARTITIONING
+        props = dict(re.findall(r"'([^']+)'\s*=\s*'([^']*)'", match.group("props")))
+        assert props == scoring.PREDICTIONS_TABLE_PROPERTIES

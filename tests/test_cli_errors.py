@@ -50,21 +50,6 @@ def test_a_user_error_exits_2_with_one_line(
     assert re.search(message, line), line
 
 
-def test_an_unreachable_registry_is_a_user_error_not_a_missing_model(
-    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    uri = f"http://127.0.0.1:{_closed_port()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
-    argv = ["score", "--input", "sample:scoring_batch.csv", "--output", str(tmp_path / "p"), "--model-name", "m"]
-    code, line = _run(argv, capsys)
-    assert code == cli.EXIT_USER_ERROR, line
-    assert f"cannot read registered model 'm' from the model registry at {uri}" in line
-    assert "does not exist" not in line and "MLFLOW_TRACKING_URI" in line
-
-
 def test_a_bug_exits_1_as_unexpected(
     spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

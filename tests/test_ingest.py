@@ -53,10 +53,11 @@ def test_sample_ingest_reconciles_and_records_reasons(spark, sample_dir: Path, t
 
 
 def test_append_adds_and_overwrite_replaces(spark, tmp_path: Path, capsys) -> None:
-    source = tmp_path / "in.csv"
-    source.write_text(f"{HEADER}\n{GOOD}\n{GOOD.replace('59', 'x')}\n")
+    """Each new input is appended; the same input appended again is recognised (see tests/test_misuse.py)."""
     table = str(tmp_path / "t")
-    for mode, expected_rows in (("append", 1), ("append", 2), ("overwrite", 1)):
+    for name, mode, expected_rows in (("in.csv", "append", 1), ("next.csv", "append", 2), ("in.csv", "overwrite", 1)):
+        source = tmp_path / name
+        source.write_text(f"{HEADER}\n{GOOD}\n{GOOD.replace('59', 'x')}\n")
         code, summary, _ = _ingest(capsys, "--source", str(source), "--table", table, "--mode", mode)
         assert code == 0 and summary["rows_written"] == 1 and summary["rows_rejected"] == 1
         assert storage.read_table(spark, storage.resolve(table)).count() == expected_rows

@@ -187,7 +187,12 @@ def test_failing_step_fails_the_notebook_and_marks_the_run_failed(
     caplog.set_level(logging.INFO)
     bad = tmp_path / "bad.csv"
     bad.write_text("AGE,SEX,Y\n50,M,100\n")
-    widgets = {"training_data": str(bad), "experiment": "notebook-failures"}
+    widgets = {
+        "training_data": str(bad),
+        "experiment": "notebook-failures",
+        "databricks_job_id": "17",
+        "databricks_run_id": "4242",
+    }
     with pytest.raises(NotebookError) as info:
         run_notebook(NB / NOTEBOOKS["train"], spark=spark, widgets=widgets)
     message = str(info.value)
@@ -195,6 +200,10 @@ def test_failing_step_fails_the_notebook_and_marks_the_run_failed(
     assert "missing required column(s) ['BMI'" in message
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("notebook-failures").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+    assert {k: runs[0].data.tags.get(k) for k in ("databricks_job_id", "databricks_run_id")} == {
+        "databricks_job_id": "17",
+        "databricks_run_id": "4242",
+    }  # a run (and so each row's mlflow_run_id) leads to the Databricks job run
     assert spark.conf.get("fs.azure.account.key.devaccount.dfs.core.windows.net") == SENTINEL_KEY
 
     out, err = capfd.readouterr()

@@ -23,6 +23,7 @@ PUBLIC_API = [
     "InputError",
     "NotebookError",
     "NotebookParams",
+    "OutputError",
     "ParamError",
     "ReconciliationError",
     "RegistryError",

@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from diabetes_spark import errors
 from diabetes_spark._version import __version__
 from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 from diabetes_spark.telemetry import start as start_telemetry
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 #: only: the command line shows them at INFO unless ``--quiet``; telemetry has the step as a span.
 PROGRESS = logging.getLogger("diabetes_spark.progress")
 #: The command of each component, as its console lines name it.
+#: The telemetry dimensions a notebook sets from its job, also tags of the MLflow run.
+_JOB_DIMENSIONS = ("databricks_job_id", "databricks_run_id")
 _COMMANDS = {COMPONENT_TRAIN: "train", COMPONENT_SCORE: "score", COMPONENT_INGEST: "ingest"}
 
 
@@ -33,14 +36,15 @@ class Recorder:
         self._rows: int | None = None
 
     @contextmanager
-    def step(self, name: str, **attributes: Any) -> Iterator[logging.Logger]:
+    def step(self, name: str, *, about: str = "", **attributes: Any) -> Iterator[logging.Logger]:
         """Time the step ``name`` as a telemetry span; yields its logger. Its start and end (with the
         rows of :meth:`rows` and the seconds) go to :data:`PROGRESS`; a failure does not: the
-        exception propagates and the caller reports it once."""
+        exception propagates and the caller reports it once. With ``about`` (``"input x"``), a
+        foreign error a user can cause is raised as this package's, naming it (:func:`errors.about`)."""
         label = f"{_COMMANDS.get(self.telemetry.component, self.telemetry.component)}: {name}"
         PROGRESS.info("%s ...", label)
         self._rows, began = None, time.perf_counter()
-        with self.telemetry.span(name, **attributes) as log:
+        with self.telemetry.span(name, **attributes) as log, errors.about(about) if about else nullcontext():
             yield log
         counted = "" if self._rows is None else f" {self._rows:,} rows"
         PROGRESS.info("%s%s ... %.1f s", label, counted, time.perf_counter() - began)
@@ -90,7 +94,10 @@ class Recorder:
 
         with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
             self.identify(mlflow_run_id=run.info.run_id)
-            mlflow.set_tags({**tags, "diabetes_spark_version": __version__})
+            # The Databricks job and run that ran it (the notebooks' widgets): lineage from a row's
+            # mlflow_run_id to the job run.
+            job = {k: v for k, v in self.telemetry.dimensions.items() if k in _JOB_DIMENSIONS}
+            mlflow.set_tags({**tags, **job, "diabetes_spark_version": __version__})
             mlflow.log_params(dict(params))
             self._tracking = True
             try:

@@ -68,14 +68,18 @@ def run_batch_scoring(
         run_params = {**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version}
         tags = {"job": "batch_score", "batch_id": batch_id}
         with record.run(experiment_id, f"score-{batch_id}", tags=tags, params=run_params) as run_id:
-            with record.step("load_model", model_uri=resolved.uri):
+            with record.step("load_model", model_uri=resolved.uri, about=f"model {resolved.name} v{resolved.version}"):
                 model, compiled, unseen = load_scorer(spark, resolved, params.dfs_tmpdir)
                 record.tag(scoring_path="column_expression" if compiled is not None else "pipeline_transform")
             with record.step("validate"):
                 annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
             # Not cached: re-reading the pinned input and scoring it again is cheaper than a cache.
             scored = scoring.reject_non_finite(scoring.predict(annotated, model, compiled=compiled))
-            with record.step("score") as log:  # Spark is lazy: this one pass validates, scores and counts
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            lineage = scoring.Lineage(resolved.name, resolved.version, batch_id, now, run_id)
+            batch = _batch_frames(scored, lineage, source=source, all_valid=False)
+            tables.check_destinations(spark, source, (output, batch[0]), (rejects, batch[1]))
+            with record.step("score", about=f"input {source}") as log:  # lazy: this one pass validates, scores, counts
                 profile = registry.training_profile(resolved, log)
                 report = drift.monitor(scored, unseen=unseen, profile=profile, threshold=params.drift_threshold)
                 counts = {"rows_in": report.rows_in, "rows_scored": report.rows_scored}
@@ -84,8 +88,6 @@ def run_batch_scoring(
                 if not report.judged:
                     log.info("drift not judged: %s", _not_judged(report))
             with record.step("write", output=str(output)):
-                now = datetime.now(timezone.utc).replace(tzinfo=None)
-                lineage = scoring.Lineage(resolved.name, resolved.version, batch_id, now, run_id)
                 written = write_batch(spark, scored, report, lineage, output=output, rejects=rejects, source=source)
                 record.rows(written + report.rows_rejected)
             record_batch(record, report, written=written, threshold=params.drift_threshold)
@@ -142,27 +144,34 @@ def write_batch(
     rejects: TableRef,
     source: TableRef,
 ) -> int:
-    """Replace the batch's predictions, then its rejects; returns the predictions written."""
+    """Replace the batch's predictions, then its rejects; returns the predictions written. A failure
+    between the two leaves the predictions of the batch; its rerun (the same ``batch_id``) replaces
+    both, so it repairs the batch exactly."""
     replace = f"batch_id = '{lineage.batch_id}'"
     layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
     # With no rejects counted in the pinned input, every row is written: validity is not evaluated again.
-    valid = scored.drop(schemas.REASON, schemas.RECORD) if report.rows_rejected == 0 else schemas.valid_rows(scored)
-    predictions = scoring.with_lineage(valid, lineage)
+    predictions, rejected = _batch_frames(scored, lineage, source=source, all_valid=report.rows_rejected == 0)
     properties = scoring.PREDICTIONS_TABLE_PROPERTIES
-    written = tables.write(
-        predictions, output, expected=report.rows_scored, merge_schema=True, table_properties=properties, **layout
-    )
+    written = tables.write(predictions, output, expected=report.rows_scored, table_properties=properties, **layout)
     if (
         report.rows_rejected == 0
         and storage.table_exists(spark, rejects)
         and not storage.holds_rows(spark, rejects, replace)
     ):
         return written  # no rejects, and none of this batch to replace
-    rejected = schemas.rejected_rows(scored, source=str(source), batch_id=lineage.batch_id)
     if report.rows_rejected == 0:  # known from the counts: no pass over the input to find none
         rejected = rejected.limit(0)
     tables.write(rejected, rejects, expected=report.rows_rejected, **layout)
     return written
+
+
+def _batch_frames(
+    scored: DataFrame, lineage: scoring.Lineage, *, source: TableRef, all_valid: bool
+) -> tuple[DataFrame, DataFrame]:
+    """The batch's predictions (with lineage) and rejects (with reasons), as they are written."""
+    valid = scored.drop(schemas.REASON, schemas.RECORD) if all_valid else schemas.valid_rows(scored)
+    rejected = schemas.rejected_rows(scored, source=str(source), batch_id=lineage.batch_id)
+    return scoring.with_lineage(valid, lineage), rejected
 
 
 def record_batch(record: Recorder, report: drift.BatchReport, *, written: int, threshold: float) -> None:

@@ -3,16 +3,19 @@ commit wrote exactly the rows expected."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diabetes_spark import delta_writes, schemas, storage
-from diabetes_spark.errors import ReconciliationError
+from diabetes_spark.errors import OutputError, ReconciliationError, about
 from diabetes_spark.runtime import cached
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
     from diabetes_spark.jobs.recorder import Recorder
     from diabetes_spark.storage import TableRef
@@ -53,6 +56,105 @@ def reconcile(what: str, expected: int, written: int) -> None:
 
 def write(df: DataFrame, ref: TableRef, *, expected: int, **options: Any) -> int:
     """Write ``df`` to ``ref`` and check the commit wrote exactly ``expected`` rows."""
-    written = delta_writes.write_delta(df, ref, expected_rows=expected, **options)
+    with about(f"output table {ref}"):
+        written = delta_writes.write_delta(df, ref, expected_rows=expected, **options)
     reconcile(str(ref), expected, written)
     return written
+
+
+def check_destinations(spark: SparkSession, source: TableRef, *writes: tuple[TableRef, DataFrame]) -> None:
+    """Every table a job writes, checked before its first write: the tables differ, none lies inside
+    the input, and each can take its frame (:func:`check_destination`).
+
+    Raises:
+        OutputError: A destination is not a place the job may write; nothing was written.
+    """
+    refs = [ref for ref, _ in writes]
+    keys = [_key(ref) for ref in refs]
+    if len(set(keys)) < len(keys):
+        raise OutputError(
+            f"output and rejects are the same table {refs[0]}: give the rejects a table of their own (--rejects)"
+        )
+    for ref in refs:
+        if ref.kind == "delta" and source.kind != "table" and (_key(ref) + "/").startswith(_key(source) + "/"):
+            raise OutputError(f"output table {ref} lies inside the input {source}: write it somewhere else")
+    for ref, df in writes:
+        check_destination(spark, ref, df.schema)
+
+
+def _key(ref: TableRef) -> str:
+    location = ref.location.rstrip("/")
+    if location.startswith("file:"):
+        location = "/" + location.split(":", 1)[1].lstrip("/")
+    return location.lower() if ref.kind == "table" else location
+
+
+def check_destination(spark: SparkSession, ref: TableRef, schema: StructType) -> None:
+    """Fail before anything is written when ``ref`` cannot take a table of ``schema``: an existing
+    table with other columns (no write widens or narrows a table), a schema that does not exist, a
+    place that cannot be created (under a file, unwritable) or a folder of other files.
+
+    Raises:
+        OutputError: ``ref`` is not a place this write may go; nothing was written.
+    """
+    subject = f"output table {ref.location}"
+    with about(subject):
+        exists = storage.table_exists(spark, ref)
+        if exists:
+            _check_columns(subject, storage.read_table(spark, ref).schema, schema)
+        elif ref.kind == "table":
+            namespace = ref.location.rsplit(".", 1)[0]
+            if not spark.catalog.databaseExists(namespace):
+                raise OutputError(
+                    f"{subject} is in schema {namespace}, which does not exist: create it (CREATE SCHEMA {namespace}) "
+                    "or give a path"
+                )
+    if not exists and ref.kind == "delta":
+        _check_new_folder(subject, ref.location)
+
+
+def _check_columns(subject: str, existing: StructType, writing: StructType) -> None:
+    def columns(schema: StructType) -> dict[str, str]:
+        return {f.name.lower(): f.dataType.simpleString() for f in schema.fields}
+
+    have, want = columns(existing), columns(writing)
+    if have == want:
+        return
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    retyped = sorted(name for name in set(have) & set(want) if have[name] != want[name])
+    found = "; ".join(
+        f"{what}: {', '.join(names)}"
+        for what, names in (("it lacks", missing), ("it has besides", extra), ("of another type", retyped))
+        if names
+    )
+    raise OutputError(
+        f"{subject} exists with other columns than this job writes ({found}): it is another kind of table. Give a new "
+        "table, or the one an earlier run of this job wrote (no write changes a table's columns)"
+    )
+
+
+def _check_new_folder(subject: str, location: str) -> None:
+    """A new Delta table's folder on this machine can be created, and holds no other files.
+
+    Only local paths (``file:`` or none) are looked at: a cloud store's answer comes from the write."""
+    if storage.is_uri(location) and not location.startswith("file:"):
+        return
+    path = Path(location.split(":", 1)[1] if location.startswith("file:") else location)
+    if path.is_file():
+        raise OutputError(f"{subject} is a file, not a folder: give a folder (a new one, or a Delta table's)")
+    if path.is_dir():
+        if any(path.iterdir()):
+            raise OutputError(
+                f"{subject} is a folder holding other files, not a Delta table: give a new or empty folder"
+            )
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{subject} cannot be created: {parent} is a file [NotADirectoryError]")
+    try:
+        tempfile.TemporaryDirectory(dir=parent).cleanup()
+    except OSError as e:
+        raise OutputError(f"{subject} cannot be created in {parent}: {e.strerror} [{type(e).__name__}]") from e

@@ -68,7 +68,7 @@ def run_training(
                     counts = {"rows_in": rows_in, "rows_rejected": rows_rejected, "rows_valid": rows_in - rows_rejected}
                     record.record(counts, rows=rows_in)
                     record.params({"input_columns": len(rows.columns) - 2})  # less the reason and record columns
-                with record.step("fit", estimator=params.estimator):
+                with record.step("fit", estimator=params.estimator), training.refusals(params.estimator, source):
                     valid = schemas.valid_rows(rows).select(*schemas.load_schema("training_raw").fieldNames())
                     result = training.fit(valid, params)
                     record.rows(result.rows_train)

@@ -161,6 +161,12 @@ class Telemetry:
             self._record({STEP_DURATION_METRIC: time.perf_counter() - clock}, {"step": step})
             self._send_span(step, span_id, self._root_span_id, begun, ok, {**attributes, "step": step})
 
+    @property
+    def dimensions(self) -> dict[str, str]:
+        """The custom dimensions of every record now (redacted)."""
+        with self._lock:
+            return dict(self._dimensions)
+
     def set_dimensions(self, **dimensions: str | None) -> None:
         """Add custom dimensions to every later record (``None`` removes one)."""
         with self._lock:
