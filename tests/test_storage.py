@@ -173,7 +173,7 @@ def test_writing_to_a_csv_is_refused(spark, tmp_path: Path) -> None:
 
 def test_sample_references_resolve_to_the_shipped_files() -> None:
     ref = storage.resolve("sample:scoring_batch.csv")
-    assert ref.kind == "csv" and Path(ref.location.removeprefix("file://")).read_text().startswith("patient_id,AGE,SEX")
+    assert ref.kind == "csv" and Path(ref.location.removeprefix("file:")).read_text().startswith("patient_id,AGE,SEX")
     with pytest.raises(
         InputError, match=r"no sample named 'nope\.csv'; shipped samples: diabetes\.csv, scoring_batch\.csv"
     ):

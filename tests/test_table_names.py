@@ -35,5 +35,5 @@ def test_a_quoted_table_name_reads_and_describes_the_table(spark, tmp_path) -> N
 
 def test_a_sample_is_a_file_uri_so_a_cluster_does_not_look_for_it_in_dbfs(spark) -> None:
     ref = storage.resolve("sample:scoring_batch.csv")
-    assert ref.kind == "csv" and ref.location.startswith("file:///") and ref.location.endswith("/scoring_batch.csv")
+    assert ref.kind == "csv" and ref.location.startswith("file:/") and ref.location.endswith("/scoring_batch.csv")
     assert storage.read_table(spark, ref).first()["patient_id"] == "P0006"

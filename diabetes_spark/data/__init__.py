@@ -31,4 +31,5 @@ def sample_uri(name: str) -> str:
     Raises:
         FileNotFoundError: ``name`` is not one of :data:`SAMPLES`.
     """
-    return sample_path(name).resolve().as_uri()
+    path = sample_path(name).resolve().as_posix()  # not as_uri(): Hadoop would encode its %-escapes again
+    return "file:" + (path if path.startswith("/") else "/" + path)
