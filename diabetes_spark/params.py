@@ -237,8 +237,12 @@ class NotebookParams(_Common):
     )
     storage_client_secret_secret: str = _param("", "secret key: that service principal's client secret")
     storage_tenant_id_secret: str = _param("", "secret key: that service principal's Entra ID tenant id")
-    databricks_job_id: str = _param("", "Databricks job id, for telemetry (the job sets {{job.id}})")
-    databricks_run_id: str = _param("", "Databricks job run id, for telemetry (the job sets {{job.run_id}})")
+    databricks_job_id: str = _param(
+        "", "Databricks job id, for telemetry and the MLflow run's tags (the job sets {{job.id}})"
+    )
+    databricks_run_id: str = _param(
+        "", "Databricks job run id, for telemetry and the MLflow run's tags (the job sets {{job.run_id}})"
+    )
 
     def __post_init__(self) -> None:
         _check_required("secret_scope", self.secret_scope)

@@ -1,5 +1,6 @@
 """Where the code runs (Databricks, Spark Connect, local Spark) and what it may change there:
-probes and small context helpers only. A leaf: it imports nothing else of the package but errors.
+probes (of the runtime, and of the services it is pointed at) and small context helpers only. A
+leaf: it imports nothing else of the package but errors (and, lazily, the scrubber of redaction).
 
 Steps and I/O are handed a session or a flag; they call these probes, never :mod:`session`.
 """
@@ -152,3 +153,45 @@ def connect_timeout() -> float:
     if not 0 < value < float("inf"):
         raise ConfigurationError(f"{ENV_CONNECT_TIMEOUT} must be a number of seconds > 0; got {text!r}")
     return value
+
+
+def check_store(uri: str, variable: str) -> None:
+    """Fail at once, naming ``uri`` (redacted) and the ``variable`` that set it, when the MLflow
+    store there cannot be used: an HTTP server that does not answer as MLflow within the connect
+    timeout (MLflow's own retries would take minutes), a SQLite file that cannot be opened.
+
+    Raises:
+        ConfigurationError: The store cannot be reached or opened.
+    """
+    from diabetes_spark.redaction import redact_url
+
+    scheme = uri.split(":", 1)[0].lower()
+    where = f"the MLflow store {redact_url(uri)} (set by {variable})"
+    if scheme in ("http", "https"):
+        import requests
+
+        timeout = connect_timeout()
+        probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name"
+        try:
+            answer = requests.get(probe, params={"experiment_name": "Default"}, timeout=timeout)
+        except requests.RequestException as e:
+            raise ConfigurationError(
+                f"{where} did not answer within {timeout:g} s: check the variable and that the server runs "
+                f"({ENV_CONNECT_TIMEOUT} allows a longer wait) [{type(e).__name__}]"
+            ) from e
+        speaks_mlflow = answer.status_code in (200, 401, 403) or "error_code" in answer.text[:2000]
+        if not speaks_mlflow:
+            raise ConfigurationError(
+                f"{where} answered, but not as an MLflow tracking server (HTTP {answer.status_code}): check the "
+                "variable's host, port and path"
+            )
+    elif scheme == "sqlite":
+        import sqlite3
+
+        path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+        try:
+            sqlite3.connect(path or ":memory:").close()
+        except sqlite3.Error as e:
+            raise ConfigurationError(
+                f"{where} cannot be opened ({e}): point the variable at a folder you can write to [{type(e).__name__}]"
+            ) from e

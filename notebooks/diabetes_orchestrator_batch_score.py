@@ -21,8 +21,8 @@
 # MAGIC | `storage_client_id_secret` | `` | secret key: application (client) id of a service principal for OAuth to ADLS Gen2 (empty: no OAuth) |
 # MAGIC | `storage_client_secret_secret` | `` | secret key: that service principal's client secret |
 # MAGIC | `storage_tenant_id_secret` | `` | secret key: that service principal's Entra ID tenant id |
-# MAGIC | `databricks_job_id` | `` | Databricks job id, for telemetry (the job sets {{job.id}}) |
-# MAGIC | `databricks_run_id` | `` | Databricks job run id, for telemetry (the job sets {{job.run_id}}) |
+# MAGIC | `databricks_job_id` | `` | Databricks job id, for telemetry and the MLflow run's tags (the job sets {{job.id}}) |
+# MAGIC | `databricks_run_id` | `` | Databricks job run id, for telemetry and the MLflow run's tags (the job sets {{job.run_id}}) |
 # MAGIC | `input` | `` | table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet) |
 # MAGIC | `output` | `` | predictions Delta table (path, abfss:// URI or catalog.schema.table) |
 # MAGIC | `model_name` | `diabetes_progression` (Databricks: `{catalog}.{schema}.diabetes_progression`) | registered model name |
@@ -68,9 +68,9 @@ dbutils.widgets.text("storage_client_id_secret", "")
 dbutils.widgets.text("storage_client_secret_secret", "")
 # secret key: that service principal's Entra ID tenant id
 dbutils.widgets.text("storage_tenant_id_secret", "")
-# Databricks job id, for telemetry (the job sets {{job.id}})
+# Databricks job id, for telemetry and the MLflow run's tags (the job sets {{job.id}})
 dbutils.widgets.text("databricks_job_id", "")
-# Databricks job run id, for telemetry (the job sets {{job.run_id}})
+# Databricks job run id, for telemetry and the MLflow run's tags (the job sets {{job.run_id}})
 dbutils.widgets.text("databricks_run_id", "")
 # table or file to score (Delta path, abfss://, catalog.schema.table, .csv, .parquet)
 dbutils.widgets.text("input", "")
