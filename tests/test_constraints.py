@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from packaging.requirements import Requirement
+from setuptools import distutils  # type: ignore[attr-defined]
 
 from tests import make_constraints as mc
 from tests import runtimes
@@ -93,3 +95,15 @@ def test_write_keeps_the_head_and_rebuilds_the_table(tmp_path, monkeypatch) -> N
     monkeypatch.setattr(mc, "SOURCES", {"dbr-18": "python/x/constraints.txt"})
     mc.write()
     assert (tmp_path / "dbr-18.txt").read_text() == head + mc.GENERATED.format(leg="dbr-18") + "\nazure-core==1.36.0\n"
+
+
+def test_no_requirement_of_the_wheel_excludes_a_runtimes_own_version() -> None:
+    """A bound below what a runtime ships makes ``%pip install`` replace the runtime's package (the
+    matrix catches it too, minutes later; this says which bound, at once)."""
+    setup = distutils.core.run_setup(str(mc.ROOT / "setup.py"), stop_after="init")
+    requirements = [Requirement(r) for r in setup.install_requires]
+    for leg in LEGS:
+        _, table = mc.read_excerpt(leg)
+        for req in requirements:
+            shipped = table.get(mc.normalise(req.name))
+            assert shipped is None or req.specifier.contains(shipped, prereleases=True), (leg, str(req), shipped)
