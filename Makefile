@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 LAKEHOUSE ?= lakehouse
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-# The Databricks LTS ML runtimes of constraints/dbr-*.txt: one for test-runtime, all for test-runtimes.
+# The Databricks LTS ML runtimes and serverless environment of constraints/*.txt: one for test-runtime,
+# all for test-runtimes.
 RUNTIME ?= 18
-RUNTIMES ?= 15.4 16.4 17.3 18
+RUNTIMES ?= 15.4 16.4 17.3 18 serverless-5
 
 .PHONY: run test test-fast test-runtime test-runtimes lint bench wheel notebooks clean
 
@@ -42,7 +43,8 @@ lint: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-## test-runtime: one Databricks LTS ML runtime (RUNTIME=15.4, 16.4, 17.3 or 18): its packages in .venvs/dbr-RUNTIME,
+## test-runtime: one Databricks LTS ML runtime (RUNTIME=15.4, 16.4, 17.3 or 18) or serverless environment
+## (RUNTIME=serverless-5): its packages (constraints/<leg>.txt) in .venvs/dbr-RUNTIME or .venvs/serverless-5,
 ## the wheel installed as a job's %pip install does (fails if a runtime package moves), then the core tests
 test-runtime: $(VENV)/.installed-test
 	$(BIN)/python tests/runtimes.py $(RUNTIME) $(PYTEST_ARGS)

@@ -29,7 +29,7 @@ LOCAL = [
 # must not move them. Lower bounds: the versions the tests ran with.
 OPENTELEMETRY = [
     "azure-monitor-opentelemetry-exporter>=1.0.0b58",
-    # ~=1.17 as the exporter asks; the wheel keeps it below 1.18 (install_requires) so that DBR 15.4's azure-core stays
+    # ~=1.17 as the exporter asks (every runtime of constraints/ ships 1.17.1 or later)
     "azure-identity>=1.17",
 ]
 
@@ -59,11 +59,11 @@ setup(
     # deploy-time: databricks-sdk would upgrade protobuf under the runtime's MLflow (it breaks DBR 15.4).
     install_requires=[
         # <1.2: telemetry/opencensus.py stops the span exporter's worker through a private member
-        # (no public call does), tested against the versions of this range.
+        # (no public call does), tested against the versions of this range. No bound on its own
+        # dependencies (azure-core, azure-identity, opencensus): every runtime of constraints/ ships
+        # versions they accept, and a bound below a runtime's would make %pip install replace the
+        # runtime's package (tests/runtimes.py fails when anything moves).
         "opencensus-ext-azure>=1.1.13,<1.2",
-        # opencensus-ext-azure's own dependency, bounded: azure-identity 1.18 and later need azure-core>=1.31,
-        # and pip would upgrade DBR 15.4's azure-core 1.30.2 under the runtime (tests/runtimes.py checks).
-        "azure-identity>=1.5,<1.18",
     ],
     extras_require={
         "local": LOCAL,

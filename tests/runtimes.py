@@ -1,9 +1,11 @@
-"""The LTS runtime matrix: install the wheel the way a job does on a Databricks ML runtime, then run the
-core tests there.
+"""The runtime matrix: install the wheel the way a job does on a Databricks ML runtime or serverless
+environment, then run the core tests there.
 
-For each runtime named (``15.4``, ``16.4``, ``17.3``, ``18``), in ``.venvs/dbr-<runtime>``:
+For each runtime named (``15.4``, ``16.4``, ``17.3``, ``18``: the LTS ML runtimes; ``serverless-5``: serverless
+environment 5), in ``.venvs/<leg>`` (``dbr-<runtime>`` or ``serverless-5``), with the leg's Python
+(:data:`PYTHONS`; the machine's where it lacks the runtime's):
 
-1. the runtime's own packages, ``pip install -r constraints/dbr-<runtime>.txt``, and their ``pip freeze``;
+1. the runtime's own packages, ``pip install -r constraints/<leg>.txt``, and their ``pip freeze``;
 2. the wheel, the way ``%pip install`` does it: with its dependencies and no constraints;
 3. the check: no package of step 1 moved, and ``pip check`` is clean;
 4. the test tools, constrained to what is installed (so they cannot move a runtime package either);
@@ -15,6 +17,8 @@ package from the source tree beside them; the installed wheel is imported from e
 call of its console script.
 
     python tests/runtimes.py 15.4 18          # or: make test-runtime RUNTIME=15.4, make test-runtimes
+
+``constraints/<leg>.txt`` are written by ``tests/make_constraints.py`` from the runtimes' own tables.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNTIMES = ("15.4", "16.4", "17.3", "18")
+RUNTIMES = ("15.4", "16.4", "17.3", "18", "serverless-5")
+#: The Python minor a leg runs on where the machine has it (the runtime's); the others run on this interpreter's.
+#: DBR 16.4 to 18 have Python 3.12 too, but pandas 1.5.3 (16.4) has no 3.12 wheel; see docs/runtimes.md.
+PYTHONS = {"serverless-5": "3.12"}
 
 #: The core tests: ingest, train and registry (train job: register, aliases, promotion), score, notebooks.
 CORE_TESTS = (
@@ -54,13 +61,23 @@ class Leg:
     """One runtime's run: timings by phase, the test summary, what went wrong."""
 
     runtime: str
+    python: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     summary: str = ""
     failure: str = ""
 
 
+#: Not passed on to a leg's interpreter: the runner's PYTHONPATH would show pip the source tree's
+#: diabetes_spark.egg-info (left by building the wheel) as an installed distribution.
+_NOT_PASSED = ("PYSPARK_PYTHON", "SPARK_HOME", "VIRTUAL_ENV", "PYTHONPATH")
+
+
+def _leg_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _NOT_PASSED}
+
+
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=False, text=True, **kwargs)
+    return subprocess.run(cmd, check=False, text=True, env=_leg_env(), **kwargs)
 
 
 def _pip(venv: Path, *args: str) -> None:
@@ -106,24 +123,42 @@ def build_wheel(out: Path) -> Path:
     return wheel
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def leg_name(runtime: str) -> str:
+    """The leg's name: its constraints file (``constraints/<leg>.txt``) and virtualenv (``.venvs/<leg>``)."""
+    return runtime if runtime.startswith("serverless-") else f"dbr-{runtime}"
+
+
+def interpreter(runtime: str) -> str:
+    """The Python the leg's virtualenv is made with: the runtime's minor where found, else this one."""
+    minor = PYTHONS.get(runtime)
+    if minor:
+        pyenv = sorted(Path.home().glob(f".pyenv/versions/{minor}.*/bin/python{minor}"))
+        found = shutil.which(f"python{minor}")
+        for candidate in [*(str(p) for p in pyenv), *([found] if found else [])]:
+            if _run([candidate, "-c", "import venv"], capture_output=True).returncode == 0:
+                return candidate
+        print(f"--- {leg_name(runtime)}: no Python {minor} here, running on {sys.version.split()[0]}", flush=True)
+    return sys.executable
+
+
+def _digest(path: Path, python: str) -> str:
+    return hashlib.sha256(path.read_bytes() + python.encode()).hexdigest()
 
 
 def install_runtime(runtime: str, venv: Path, *, fresh: bool) -> dict[str, str]:
     """The runtime's own packages in ``venv`` (kept while the constraints file is unchanged); their freeze."""
-    constraints = ROOT / "constraints" / f"dbr-{runtime}.txt"
+    constraints, python = ROOT / "constraints" / f"{leg_name(runtime)}.txt", interpreter(runtime)
     stamp, frozen = venv / "constraints.sha256", venv / "runtime-freeze.txt"
-    if not fresh and stamp.is_file() and stamp.read_text() == _digest(constraints) and frozen.is_file():
+    if not fresh and stamp.is_file() and stamp.read_text() == _digest(constraints, python) and frozen.is_file():
         return _read_freeze(frozen)
     shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, env=_leg_env())
     _pip(venv, "install", "--quiet", "--upgrade", "pip")
     _pip(venv, "install", "--quiet", "-r", str(constraints))
     _pip(venv, "check")
     runtime_freeze = _freeze(venv)
     _write_freeze(frozen, runtime_freeze)
-    stamp.write_text(_digest(constraints))
+    stamp.write_text(_digest(constraints, python))
     return runtime_freeze
 
 
@@ -159,8 +194,7 @@ def run_core_tests(venv: Path, pytest_args: list[str]) -> tuple[int, str]:
     """The core tests with the runtime's interpreter; pytest's exit code and its closing line."""
     deselect = [arg for test in DESELECTED for arg in ("--deselect", test)]
     cmd = [str(venv / "bin" / "python"), "-m", "pytest", *CORE_TESTS, *deselect, "-q", "-ra", *pytest_args]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_HOME", "VIRTUAL_ENV")}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_leg_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last = ""
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -173,16 +207,17 @@ def run_core_tests(venv: Path, pytest_args: list[str]) -> tuple[int, str]:
 
 def run_leg(runtime: str, wheel: Path, *, fresh: bool, pytest_args: list[str]) -> Leg:
     """One runtime, from its packages to its core tests."""
-    leg, venv = Leg(runtime), ROOT / ".venvs" / f"dbr-{runtime}"
+    leg, venv = Leg(runtime), ROOT / ".venvs" / leg_name(runtime)
     phase, start = "runtime packages", time.monotonic()
     try:
         runtime_freeze = install_runtime(runtime, venv, fresh=fresh)
+        leg.python = re.findall(r"^version(?:_info)? = (\S+)", (venv / "pyvenv.cfg").read_text(), re.M)[0]
         leg.timings[phase], phase, start = time.monotonic() - start, "wheel", time.monotonic()
         install_wheel(venv, wheel, runtime_freeze)
         leg.timings[phase], phase, start = time.monotonic() - start, "test tools", time.monotonic()
         install_test_tools(venv, runtime_freeze)
         leg.timings[phase], phase, start = time.monotonic() - start, "core tests", time.monotonic()
-        print(f"--- dbr-{runtime}: core tests", flush=True)
+        print(f"--- {leg_name(runtime)}: core tests", flush=True)
         code, leg.summary = run_core_tests(venv, pytest_args)
         leg.timings[phase] = time.monotonic() - start
         if code:
@@ -208,13 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as out:
         wheel = args.wheel or build_wheel(Path(out))
         legs = [run_leg(r, wheel, fresh=args.fresh, pytest_args=pytest_args) for r in args.runtimes]
-    print("\nruntime  " + "  ".join(f"{p:>16}" for p in PHASES))
+    print(f"\n{'leg':<13}{'python':<8}" + "  ".join(f"{p:>16}" for p in PHASES))
     for leg in legs:
         times = "  ".join(f"{leg.timings[p]:>15.0f}s" if p in leg.timings else f"{'-':>16}" for p in PHASES)
-        print(f"dbr-{leg.runtime:<4} {times}  {leg.summary or ''}")
+        print(f"{leg_name(leg.runtime):<13}{leg.python:<8}{times}  {leg.summary or ''}")
     for leg in legs:
         if leg.failure:
-            print(f"\ndbr-{leg.runtime} FAILED: {leg.failure}", file=sys.stderr)
+            print(f"\n{leg_name(leg.runtime)} FAILED: {leg.failure}", file=sys.stderr)
     return 1 if any(leg.failure for leg in legs) else 0
 
 
