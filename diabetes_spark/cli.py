@@ -43,6 +43,8 @@ def _add_params(parser: argparse.ArgumentParser, cls: type, *, required: Sequenc
         kwargs: dict[str, Any] = {"dest": name, "help": f"{help_text} (default: {default!r})" if default else help_text}
         if choices:
             kwargs["choices"] = choices
+        if choices == params.SWITCH:  # ``--shadow`` alone turns it on
+            kwargs.update(nargs="?", const="true")
         if name in required:
             kwargs["required"] = True
         parser.add_argument(_flag(name), **kwargs)

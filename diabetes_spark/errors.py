@@ -45,6 +45,10 @@ class TrainingError(DiabetesSparkError):
     """Training cannot proceed (too few rows, unknown estimator, ...)."""
 
 
+class ValidationFailedError(TrainingError):
+    """A new version missed a validation threshold (``validation_mode=enabled``); it stays the challenger."""
+
+
 class ModelTooLargeError(TrainingError):
     """The fitted model is larger than the compute it runs on takes (serverless: 100 MB)."""
 

@@ -46,6 +46,11 @@ def regression_metrics(predictions: DataFrame, *, label: str, prediction: str) -
     return {"rmse": math.sqrt(mse), "mae": mae, "r2": r2, "mse": mse}
 
 
+def greater_is_better(metric: str) -> bool:
+    """MLflow's ``greater_is_better`` of ``metric``: true for r2, false for the errors."""
+    return metric in _LARGER_IS_BETTER
+
+
 def is_better(metric: str, challenger: float, champion: float) -> bool:
     """True when ``challenger`` strictly beats ``champion`` on ``metric``."""
     return challenger > champion if metric in _LARGER_IS_BETTER else challenger < champion

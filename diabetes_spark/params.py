@@ -22,6 +22,14 @@ IMPUTER_STRATEGIES = ("mean", "median")
 WRITE_MODES = ("append", "overwrite")
 #: The metrics the champion/challenger gate compares (``TrainParams.primary_metric`` spells them as its type).
 PRIMARY_METRICS = ("rmse", "mae", "r2")
+#: What ``validation_thresholds`` may hold: each metric with the one comparison that MLflow's
+#: ``MetricThreshold`` gives it (lower is better for the errors, higher for r2).
+THRESHOLD_DIRECTIONS = {"rmse": "<=", "mae": "<=", "mse": "<=", "r2": ">="}
+THRESHOLD_FORM = "comma-separated METRIC<=NUMBER for rmse, mae, mse and METRIC>=NUMBER for r2, e.g. rmse<=60,r2>=0.35"
+#: An on/off parameter: a widget holds the string; ``--flag`` alone on the command line means true.
+SWITCH = ("false", "true")
+#: ``validation_mode``: judge and block, judge and record only, or do not judge.
+VALIDATION_MODES = ("enabled", "dry_run", "disabled")
 #: The telemetry backends, the first the default (``diabetes_spark.telemetry`` has one module each).
 TELEMETRY_BACKENDS = ("opencensus", "opentelemetry")
 
@@ -87,6 +95,40 @@ def _check_model_name(name: str) -> None:
     """MLflow's rule for registered model names, checked before any work is done."""
     if "/" in name or ":" in name:
         raise ParamError(f"model_name may not hold '/' or ':' (MLflow's rule for model names); got {name!r}")
+
+
+def parse_thresholds(text: str) -> dict[str, float]:
+    """``validation_thresholds`` (``rmse<=60,r2>=0.35``) as metric -> bound; empty text: none.
+
+    Raises:
+        ParamError: An unknown metric, an operator other than the metric's, a bound that is not a
+            finite number, or a metric given twice; the message gives the accepted form.
+    """
+    bounds: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        match = re.fullmatch(r"([A-Za-z0-9_]+)\s*([<>=!]+)\s*(\S+)", item)
+        if match is None:
+            raise ParamError(f"validation_thresholds: cannot read {item!r}; expected {THRESHOLD_FORM}")
+        metric, operator, number = match.group(1).lower(), match.group(2), match.group(3)
+        if metric not in THRESHOLD_DIRECTIONS:
+            raise ParamError(f"validation_thresholds: unknown metric {metric!r} in {item!r}; expected {THRESHOLD_FORM}")
+        if operator != THRESHOLD_DIRECTIONS[metric]:
+            raise ParamError(
+                f"validation_thresholds: {metric} takes {THRESHOLD_DIRECTIONS[metric]}, not {operator!r}, "
+                f"in {item!r}; expected {THRESHOLD_FORM}"
+            )
+        try:
+            bound = float(number)
+        except ValueError:
+            bound = math.nan
+        if not math.isfinite(bound):
+            raise ParamError(
+                f"validation_thresholds: {number!r} is not a number in {item!r}; expected {THRESHOLD_FORM}"
+            )
+        if metric in bounds:
+            raise ParamError(f"validation_thresholds: {metric} is given twice in {text!r}; expected {THRESHOLD_FORM}")
+        bounds[metric] = bound
+    return bounds
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -155,10 +197,26 @@ class TrainParams(_Common):
         "rmse", "metric of the champion/challenger gate", choices=PRIMARY_METRICS
     )
     max_reject_fraction: float = _param(0.2, "fail before training if more than this share of rows is rejected")
+    validation_thresholds: str = _param(
+        "", f"bounds the new version must meet on all held-out rows: {THRESHOLD_FORM} (empty: none)"
+    )
+    min_improvement: float = _param(
+        0.0,
+        "relative improvement over the champion on primary_metric the new version must reach, in [0, 1] "
+        "(MLflow's min_relative_change; 0: not judged)",
+    )
+    validation_mode: str = _param(
+        "enabled",
+        "enabled: a version missing a threshold is not promoted and the job fails; dry_run: the verdict is "
+        "only recorded; disabled: no thresholds",
+        choices=VALIDATION_MODES,
+    )
     dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
     telemetry_backend: str = _telemetry_backend()
 
     def __post_init__(self) -> None:
+        parse_thresholds(self.validation_thresholds)  # before anything is read
+        _check_fraction("min_improvement", self.min_improvement, low_open=False, high_open=False)
         _check_required("training_data", self.training_data)
         _check_required("experiment", self.experiment)
         _check_required("model_name", self.model_name)

@@ -1,7 +1,8 @@
 """The champion/challenger gate: ``champion`` moves to a new version only if it wins.
 
-A new version is judged against the current champion on the training run's own held-out rows, by
-the run's primary metric. MLflow aliases have no compare-and-set, so the gate is optimistic and
+A new version is first validated (:mod:`validation`: thresholds, improvement over the champion,
+both on all the training run's held-out rows), then judged against the current champion on the same
+rows by the run's primary metric. MLflow aliases have no compare-and-set, so the gate is optimistic and
 re-checks the alias after moving it (see :func:`promote_if_better`).
 """
 
@@ -11,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from diabetes_spark import evaluation, registry, scoring, spark_models
+from diabetes_spark import evaluation, registry, scoring, spark_models, validation
 from diabetes_spark.schemas import LABEL, PREDICTION
 
 if TYPE_CHECKING:
@@ -26,16 +27,34 @@ GATE_ROUNDS = 5
 ALIAS_SETTLE_SECONDS = 1.0
 
 
-def champion_score(params: TrainParams, champion: str, result: TrainResult) -> float:
-    """Version ``champion`` scored by the primary metric on ``result``'s held-out rows."""
+def champion_metrics(params: TrainParams, champion: str, result: TrainResult) -> dict[str, float]:
+    """Version ``champion``'s rmse, mae, r2 and mse on all of ``result``'s held-out rows (one pass)."""
     resolved = registry.resolve_version(params.model_name, version=champion)
     spec = registry.model_metadata(resolved).get(scoring.LINEAR_SPEC)
     model = None if spec else spark_models.load_model(result.train.sparkSession, resolved, dfs_tmpdir=params.dfs_tmpdir)
     predictions = scoring.predict(result.test, model, compiled=scoring.spec_column(spec) if spec else None)
-    return evaluation.regression_metrics(predictions, label=LABEL, prediction=PREDICTION)[params.primary_metric]
+    return evaluation.regression_metrics(predictions, label=LABEL, prediction=PREDICTION)
 
 
-def _judge(params: TrainParams, champion: str | None, result: TrainResult) -> tuple[bool, str]:
+def validate(params: TrainParams, result: TrainResult) -> validation.Verdict:
+    """The new version's verdict in ``params.validation_mode``, against the current champion (if any)
+    on the same held-out rows."""
+    champion = registry.alias_version(params.model_name, registry.CHAMPION)
+    if params.validation_mode == "disabled":
+        return validation.validate("disabled", {}, result.metrics)
+    baseline = champion_metrics(params, champion, result) if champion else None
+    found = validation.rules(
+        params.validation_thresholds,
+        primary_metric=params.primary_metric,
+        min_improvement=params.min_improvement,
+        has_baseline=baseline is not None,
+    )
+    return validation.validate(params.validation_mode, found, result.metrics, baseline, champion or "")
+
+
+def _judge(
+    params: TrainParams, champion: str | None, result: TrainResult, known: dict[str, dict[str, float]]
+) -> tuple[bool, str]:
     """Whether this run's model should replace ``champion``, and why."""
     import mlflow
 
@@ -43,14 +62,23 @@ def _judge(params: TrainParams, champion: str | None, result: TrainResult) -> tu
         return True, "no champion yet"
     metric = params.primary_metric
     challenger = result.metrics[metric]
-    score = champion_score(params, champion, result)
+    if not known.get(champion):  # each version is evaluated once per run: validation may have done it
+        known[champion] = champion_metrics(params, champion, result)
+    score = known[champion][metric]
     mlflow.log_metric(f"champion_{metric}", score)
     better = evaluation.is_better(metric, challenger, score)
     verdict = "beats" if better else "does not beat"
     return better, f"challenger {metric} {challenger:.4f} {verdict} champion v{champion} {score:.4f}"
 
 
-def promote_if_better(params: TrainParams, version: str, result: TrainResult, log: logging.Logger) -> tuple[bool, str]:
+def promote_if_better(
+    params: TrainParams,
+    version: str,
+    result: TrainResult,
+    log: logging.Logger,
+    *,
+    known: dict[str, dict[str, float]] | None = None,
+) -> tuple[bool, str]:
     """Move ``champion`` to ``version`` if there is none or it is beaten; record the decision.
 
     Two training runs at once can both read "no champion" (or the same old one) and both promote.
@@ -61,18 +89,21 @@ def promote_if_better(params: TrainParams, version: str, result: TrainResult, lo
     :data:`GATE_ROUNDS` rounds. The active MLflow run's tags and the version's tags record the
     final decision.
 
+    ``known`` maps versions to metrics already computed on these held-out rows (by validation).
+
     Returns:
         ``(promoted, champion version)``.
     """
     import mlflow
 
     name, metric = params.model_name, params.primary_metric
+    known = {v: m for v, m in (known or {}).items() if v and m}
     current, reason = None, ""
     for _ in range(GATE_ROUNDS):
         current = registry.alias_version(name, registry.CHAMPION)
         if current == version:
             break
-        better, reason = _judge(params, current, result)
+        better, reason = _judge(params, current, result, known)
         if not better:
             break
         if registry.alias_version(name, registry.CHAMPION) != current:

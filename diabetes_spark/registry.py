@@ -315,3 +315,8 @@ def version_tags(name: str, version: str, tags: dict[str, Any]) -> None:
     client = _client()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
+
+
+def describe_version(name: str, version: str, description: str) -> None:
+    """Set a model version's description (shown in the registry UI)."""
+    _client().update_model_version(name, version, description=description)

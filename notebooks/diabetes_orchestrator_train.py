@@ -40,6 +40,9 @@
 # MAGIC | `min_rows` | `30` | minimum number of valid rows required to train |
 # MAGIC | `primary_metric` | `rmse` | metric of the champion/challenger gate (rmse, mae, r2) |
 # MAGIC | `max_reject_fraction` | `0.2` | fail before training if more than this share of rows is rejected |
+# MAGIC | `validation_thresholds` | `` | bounds the new version must meet on all held-out rows: comma-separated METRIC<=NUMBER for rmse, mae, mse and METRIC>=NUMBER for r2, e.g. rmse<=60,r2>=0.35 (empty: none) |
+# MAGIC | `min_improvement` | `0.0` | relative improvement over the champion on primary_metric the new version must reach, in [0, 1] (MLflow's min_relative_change; 0: not judged) |
+# MAGIC | `validation_mode` | `enabled` | enabled: a version missing a threshold is not promoted and the job fails; dry_run: the verdict is only recorded; disabled: no thresholds (enabled, dry_run, disabled) |
 # MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
 # MAGIC | `telemetry_backend` | `` | telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus) |
 # MAGIC
@@ -113,6 +116,12 @@ dbutils.widgets.text("min_rows", "30")
 dbutils.widgets.text("primary_metric", "rmse")
 # fail before training if more than this share of rows is rejected
 dbutils.widgets.text("max_reject_fraction", "0.2")
+# bounds the new version must meet on all held-out rows: comma-separated METRIC<=NUMBER for rmse, mae, mse and METRIC>=NUMBER for r2, e.g. rmse<=60,r2>=0.35 (empty: none)
+dbutils.widgets.text("validation_thresholds", "")
+# relative improvement over the champion on primary_metric the new version must reach, in [0, 1] (MLflow's min_relative_change; 0: not judged)
+dbutils.widgets.text("min_improvement", "0.0")
+# enabled: a version missing a threshold is not promoted and the job fails; dry_run: the verdict is only recorded; disabled: no thresholds (enabled, dry_run, disabled)
+dbutils.widgets.text("validation_mode", "enabled")
 # folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
 dbutils.widgets.text("dfs_tmpdir", "")
 # telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus)

@@ -9,7 +9,19 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import drift, evaluation, promotion, registry, schemas, scoring, spark_models, storage, training
+from diabetes_spark import (
+    drift,
+    evaluation,
+    promotion,
+    registry,
+    schemas,
+    scoring,
+    spark_models,
+    storage,
+    training,
+    validation,
+)
+from diabetes_spark.errors import ValidationFailedError
 from diabetes_spark.jobs import tables
 from diabetes_spark.jobs.recorder import recording
 from diabetes_spark.registry import MlflowLocation
@@ -34,7 +46,9 @@ def run_training(
     """Train, evaluate, log, register and (if better) promote a model, in one MLflow run.
 
     The run logs every parameter, the data shape, the held-out metrics, the reports and the model.
-    The new version gets alias ``challenger``; ``champion`` moves to it only if it wins
+    The new version gets alias ``challenger``; it is validated against the thresholds and the
+    champion (:func:`promotion.validate`; the verdict is recorded on the run and the version), and
+    ``champion`` moves to it only if it passes (unless in dry_run) and wins
     (:func:`promotion.promote_if_better`). The run ends FINISHED, or FAILED when anything raises.
 
     Args:
@@ -48,7 +62,12 @@ def run_training(
 
     Returns:
         ``{"run_id", "experiment_id", "model_name", "model_version", "metrics": {rmse, mae, r2},
-        "promoted", "champion_version", "rows_in", "rows_rejected"}``.
+        "promoted", "champion_version", "validation", "rows_in", "rows_rejected"}``; ``validation`` is
+        the verdict (``passed``, ``failed`` in dry_run, ``disabled``).
+
+    Raises:
+        ValidationFailedError: ``validation_mode`` is ``enabled`` and the new version missed a
+            threshold: it stays registered as ``challenger``, ``champion`` does not move.
     """
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with recording(telemetry, COMPONENT_TRAIN, params.telemetry_backend) as record, location.active():
@@ -77,10 +96,22 @@ def run_training(
                     if result.best_params:
                         record.params({f"best_{k}": v for k, v in result.best_params.items()})
                     log_reports(rows, rows_in, rows_rejected, result)
-                with record.step("register") as log:
+                with record.step("register") as log:  # register, validate, promote: one step, one span
                     version = register(params, result, valid)
                     record.identify(model_version=version)
-                    promoted, champion = promotion.promote_if_better(params, version, result, log)
+                    verdict = promotion.validate(params, result)
+                    validation.record(verdict, model_name=params.model_name, version=version)
+                    log.info("model %s v%s: %s", params.model_name, version, verdict.description())
+                    if verdict.blocks:
+                        record.record({"promoted": 0})
+                        record.tag(champion_decision="kept", champion_reason="failed validation")
+                        raise ValidationFailedError(
+                            f"model {params.model_name} v{version} failed validation and stays the challenger; "
+                            f"champion unchanged: {' '.join(verdict.failures)}"
+                        )
+                    promoted, champion = promotion.promote_if_better(
+                        params, version, result, log, known={verdict.champion_version: verdict.champion}
+                    )
                     record.record({"promoted": int(promoted)})  # a number: MLflow 2 refuses a bool metric
     return {
         "run_id": run_id,
@@ -90,6 +121,7 @@ def run_training(
         "metrics": {k: result.metrics[k] for k in ("rmse", "mae", "r2")},
         "promoted": promoted,
         "champion_version": champion,
+        "validation": verdict.verdict,
         "rows_in": rows_in,
         "rows_rejected": rows_rejected,
     }
