@@ -246,6 +246,15 @@ class ScoreParams(_Common):
     experiment: str = _param(DEFAULT_EXPERIMENT, "MLflow experiment for the scoring run")
     max_reject_fraction: float = _param(0.2, "fail before writing if more than this share of rows is rejected")
     drift_threshold: float = _param(0.2, "population stability index above which a feature is flagged as drifted")
+    shadow: str = _param(
+        "false",
+        "true: also score the batch with the challenger (when it is another version) into shadow_output",
+        choices=SWITCH,
+    )
+    shadow_output: str = _param(
+        "", "Delta table of the challenger's predictions with --shadow (default: <output>_shadow)"
+    )
+    shadow_tolerance: float = _param(1.0, "--shadow: predictions differing by more than this count as different")
     dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
     telemetry_backend: str = _telemetry_backend()
 
@@ -260,6 +269,7 @@ class ScoreParams(_Common):
         if not self.model_version and not self.model_alias.strip():
             raise ParamError("model_version or model_alias must be set; both are empty")
         _check_positive("drift_threshold", self.drift_threshold)
+        _check_positive("shadow_tolerance", self.shadow_tolerance)
         if self.batch_id and not BATCH_ID_PATTERN.fullmatch(self.batch_id):
             raise ParamError(f"batch_id may hold letters, digits and . _ : @ - (at most 128); got {self.batch_id!r}")
 

@@ -160,17 +160,18 @@ def predict(df: DataFrame, model: PipelineModel | None, *, compiled: Column | No
     return model.transform(df).select(*[column(c) for c in df.columns], F.col(PREDICTION))
 
 
-def reject_non_finite(scored: DataFrame) -> DataFrame:
+def reject_non_finite(scored: DataFrame, *, added: Sequence[str] = ()) -> DataFrame:
     """Reject the rows of a scored :func:`~diabetes_spark.schemas.annotate` result whose prediction
     is not a finite number, so no Infinity or NaN is ever written as a prediction.
 
     Every input value may be finite and still overflow the model's arithmetic (``BMI`` 1e308 times
     its weight is Infinity; Infinity minus Infinity is NaN). Such a row gets the reason
     ``prediction: not a finite number`` and its parsed values as its record, like any other reject.
+    ``added`` names other columns scoring added (a shadow prediction): they are not in the record.
     """
     prediction = F.col(PREDICTION)
     overflow = ~F.coalesce(finite(prediction), F.lit(False))
-    inputs = [column(c) for c in scored.columns if c not in (PREDICTION, REASON, RECORD)]
+    inputs = [column(c) for c in scored.columns if c not in (PREDICTION, REASON, RECORD, *added)]
     record = F.to_json(F.struct(*inputs), {"ignoreNullFields": "false"})
     reason = F.when(
         overflow, F.concat_ws("; ", F.col(REASON), F.lit("prediction: not a finite number (input values too large)"))

@@ -33,6 +33,9 @@
 # MAGIC | `experiment` | `diabetes-progression` (Databricks: `/Users/{user}/diabetes-progression`) | MLflow experiment for the scoring run |
 # MAGIC | `max_reject_fraction` | `0.2` | fail before writing if more than this share of rows is rejected |
 # MAGIC | `drift_threshold` | `0.2` | population stability index above which a feature is flagged as drifted |
+# MAGIC | `shadow` | `false` | true: also score the batch with the challenger (when it is another version) into shadow_output (false, true) |
+# MAGIC | `shadow_output` | `` | Delta table of the challenger's predictions with --shadow (default: <output>_shadow) |
+# MAGIC | `shadow_tolerance` | `1.0` | --shadow: predictions differing by more than this count as different |
 # MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
 # MAGIC | `telemetry_backend` | `` | telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus) |
 # MAGIC
@@ -92,6 +95,12 @@ dbutils.widgets.text("experiment", f"/Users/{user}/diabetes-progression" if work
 dbutils.widgets.text("max_reject_fraction", "0.2")
 # population stability index above which a feature is flagged as drifted
 dbutils.widgets.text("drift_threshold", "0.2")
+# true: also score the batch with the challenger (when it is another version) into shadow_output (false, true)
+dbutils.widgets.text("shadow", "false")
+# Delta table of the challenger's predictions with --shadow (default: <output>_shadow)
+dbutils.widgets.text("shadow_output", "")
+# --shadow: predictions differing by more than this count as different
+dbutils.widgets.text("shadow_tolerance", "1.0")
 # folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
 dbutils.widgets.text("dfs_tmpdir", "")
 # telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus)

@@ -7,7 +7,7 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import drift, registry, schemas, scoring, spark_models, storage
+from diabetes_spark import drift, registry, schemas, scoring, shadow, spark_models, storage
 from diabetes_spark.errors import ReconciliationError
 from diabetes_spark.jobs import tables
 from diabetes_spark.jobs.recorder import Recorder, recording
@@ -42,13 +42,20 @@ def run_batch_scoring(
     (:func:`drift.monitor`), and ``rows_in == rows_scored + rows_rejected`` is checked before
     anything is written. Everything is logged to an MLflow run of ``params.experiment``.
 
+    With ``params.shadow`` and a ``challenger`` on another version, the challenger scores the same
+    rows in the same frame; its rows go to ``params.shadow_output`` (default ``<output>_shadow``),
+    replacing the batch there too, after the champion's, and the comparison is logged and returned.
+
     Args: as :func:`~diabetes_spark.jobs.train.run_training`; the telemetry's spans are ``read``,
         ``load_model``, ``validate``, ``score`` and ``write``.
 
     Returns:
         ``{"rows_in", "rows_scored", "rows_rejected", "model_version", "batch_id", "output",
         "rejects_table", "run_id", "unseen_sex", "drift", "drifted_features"}``; ``drift`` maps each
-        feature to its stability index, or says why drift was not judged (too few rows).
+        feature to its stability index, or says why drift was not judged (too few rows). With
+        ``shadow``: ``"shadow"``, the comparison (``shadow_version``, ``output``, ``rows_written``,
+        ``shadow_mean_abs_diff``, ``shadow_max_abs_diff``, ``shadow_corr``, ``shadow_psi``,
+        ``shadow_frac_differing``, ...) or the one line saying why it did not run.
     """
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active():
@@ -58,6 +65,7 @@ def run_batch_scoring(
         record.identify(model_name=params.model_name)
         resolved = registry.resolve_version(params.model_name, version=params.model_version, alias=params.model_alias)
         record.identify(model_version=resolved.version)
+        challenger, shadow_output, not_run = shadow_plan(params, resolved, output, record)
         experiment_id = location.ensure_experiment(params.experiment)
         record.identify(mlflow_experiment_id=experiment_id)
         with record.step("read", source=str(source)):
@@ -71,14 +79,27 @@ def run_batch_scoring(
             with record.step("load_model", model_uri=resolved.uri, about=f"model {resolved.name} v{resolved.version}"):
                 model, compiled, unseen = load_scorer(spark, resolved, params.dfs_tmpdir)
                 record.tag(scoring_path="column_expression" if compiled is not None else "pipeline_transform")
+                if challenger is not None:
+                    shadow_model, shadow_compiled, _ = load_scorer(spark, challenger, params.dfs_tmpdir)
+                    record.tag(shadow_version=challenger.version)
             with record.step("validate"):
                 annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
+            if challenger is not None:  # both models score the same pinned read, one frame
+                annotated = shadow.with_challenger(annotated, shadow_model, compiled=shadow_compiled)
             # Not cached: re-reading the pinned input and scoring it again is cheaper than a cache.
-            scored = scoring.reject_non_finite(scoring.predict(annotated, model, compiled=compiled))
+            both = scoring.reject_non_finite(
+                scoring.predict(annotated, model, compiled=compiled), added=(shadow.SHADOW,)
+            )
+            scored = both.drop(shadow.SHADOW)  # the champion's rows, as without --shadow
             now = datetime.now(timezone.utc).replace(tzinfo=None)
             lineage = scoring.Lineage(resolved.name, resolved.version, batch_id, now, run_id)
             batch = _batch_frames(scored, lineage, source=source, all_valid=False)
-            tables.check_destinations(spark, source, (output, batch[0]), (rejects, batch[1]))
+            destinations = [(output, batch[0]), (rejects, batch[1])]
+            if challenger is not None and shadow_output is not None:
+                shadow_lineage = dataclasses.replace(lineage, model_version=challenger.version)
+                shadow_batch = shadow.shadow_rows(schemas.valid_rows(both), shadow_lineage)
+                destinations.append((shadow_output, shadow_batch))
+            tables.check_destinations(spark, source, *destinations)
             with record.step("score", about=f"input {source}") as log:  # lazy: this one pass validates, scores, counts
                 profile = registry.training_profile(resolved, log)
                 report = drift.monitor(scored, unseen=unseen, profile=profile, threshold=params.drift_threshold)
@@ -91,6 +112,16 @@ def run_batch_scoring(
                 written = write_batch(spark, scored, report, lineage, output=output, rejects=rejects, source=source)
                 record.rows(written + report.rows_rejected)
             record_batch(record, report, written=written, threshold=params.drift_threshold)
+            compared: dict[str, Any] | str = not_run
+            if challenger is not None and shadow_output is not None:
+                with record.step("shadow", output=str(shadow_output)):
+                    compared = write_shadow(
+                        spark, shadow_batch, report, shadow_output, batch_id, params.shadow_tolerance
+                    )
+                    compared["shadow_version"] = challenger.version
+                    record.record(
+                        {k: v for k, v in compared.items() if k.startswith("shadow_") and k != "shadow_version"}
+                    )
     return {
         "rows_in": report.rows_in,
         "rows_scored": report.rows_scored,
@@ -103,7 +134,36 @@ def run_batch_scoring(
         "unseen_sex": report.unseen_sex,
         "drift": report.drift if report.judged else f"not judged: {_not_judged(report)}",
         "drifted_features": report.drifted,
+        **({"shadow": compared} if params.shadow == "true" else {}),
     }
+
+
+def shadow_plan(
+    params: ScoreParams, resolved: registry.ResolvedModel, output: TableRef, record: Recorder
+) -> tuple[registry.ResolvedModel | None, TableRef | None, str]:
+    """``(challenger, shadow table, "")`` when ``--shadow`` has a challenger to run, else
+    ``(None, None, why not)`` with that one line logged."""
+    if params.shadow != "true":
+        return None, None, ""
+    version = registry.alias_version(params.model_name, registry.CHALLENGER)
+    if version is None or version == resolved.version:
+        why = f"shadow scoring not run: model {params.model_name} has no challenger other than v{resolved.version}"
+        record.log().info(why)
+        return None, None, why
+    shadow_output = storage.resolve(params.shadow_output) if params.shadow_output else output.sibling("_shadow")
+    return registry.resolve_version(params.model_name, version=version), shadow_output, ""
+
+
+def write_shadow(
+    spark: SparkSession, rows: DataFrame, report: drift.BatchReport, ref: TableRef, batch_id: str, tolerance: float
+) -> dict[str, Any]:
+    """Replace the batch in the shadow table with the challenger's rows; compare them with the champion's."""
+    replace = f"batch_id = '{batch_id}'"
+    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
+    properties = scoring.PREDICTIONS_TABLE_PROPERTIES
+    written = tables.write(rows, ref, expected=report.rows_scored, table_properties=properties, **layout)
+    written_batch = storage.read_table(spark, ref).where(replace)
+    return {"output": str(ref), "rows_written": written, **shadow.compare(written_batch, tolerance=tolerance)}
 
 
 def _not_judged(report: drift.BatchReport) -> str:

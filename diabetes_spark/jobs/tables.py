@@ -72,8 +72,10 @@ def check_destinations(spark: SparkSession, source: TableRef, *writes: tuple[Tab
     refs = [ref for ref, _ in writes]
     keys = [_key(ref) for ref in refs]
     if len(set(keys)) < len(keys):
+        same = refs[next(i for i, key in enumerate(keys) if keys.count(key) > 1)]
         raise OutputError(
-            f"output and rejects are the same table {refs[0]}: give the rejects a table of their own (--rejects)"
+            f"two tables this job writes (output, rejects, shadow output) are the same table {same}: give each a "
+            "table of its own (--rejects, --shadow-output)"
         )
     for ref in refs:
         if ref.kind == "delta" and source.kind != "table" and (_key(ref) + "/").startswith(_key(source) + "/"):
