@@ -89,6 +89,7 @@ DEPLOYMENT_WIDGETS: dict[str, str | dict[str, str]] = {
     # The bundle's registered model, by reference: development mode prefixes its name with "dev_<you>_".
     "model_name": f"{UC}.${{resources.registered_models.{MODEL_KEY}.name}}",
     "dfs_tmpdir": f"{VOLUME}/mlflow_tmp",
+    "shadow": "${var.shadow_scoring}",
 }
 
 
@@ -685,6 +686,19 @@ def test_prod_experiments_are_in_the_bundles_own_folder_not_shared(config: dict[
     assert "current_user" not in folder, "one folder, whoever deploys"
     levels = {p["level"] for p in prod["permissions"]}
     assert {"CAN_MANAGE", "CAN_RUN", "CAN_VIEW"} == levels, "the folder is managed, run and read by named groups"
+
+
+def test_prod_scores_each_batch_with_the_challenger_in_shadow(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    assert _target_variables(config, "prod")["shadow_scoring"] == "true"
+    assert config["variables"]["shadow_scoring"]["default"] == "false"
+    assert "shadow_scoring" not in _target_variables(config, "dev")
+    scoring = [key for key, task in _tasks(raw) if _notebook(task).name == "diabetes_orchestrator_batch_score.py"]
+    assert len(scoring) == 2, scoring  # classic and serverless
+    for key, task in _tasks(raw):
+        if key in scoring:
+            assert _widgets(task)["shadow"] == "${var.shadow_scoring}", key
 
 
 def _version(text: str) -> tuple[int, ...]:
