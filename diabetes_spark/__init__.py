@@ -15,7 +15,9 @@ where a change goes; dependencies point down this list, never up:
 * the model: ``features`` (Spark ML stages), ``training`` (split, fit, tune), ``evaluation``
   (metrics, report artifacts), ``scoring`` (compiled scoring, lineage), ``drift`` (profile,
   population stability index), ``spark_models`` (the model to and from MLflow), ``registry``
-  (MLflow location, versions, aliases), ``promotion`` (the champion gate);
+  (MLflow location, versions, aliases), ``validation`` (thresholds with MLflow's semantics, the
+  validation modes, the verdict), ``promotion`` (the champion gate), ``shadow`` (the challenger
+  beside the champion on a batch, and their comparison);
 * data: ``schemas`` (validation, rejects with reasons), ``storage`` (table references, reads,
   Delta versions and history), ``delta_writes`` (retried, batch-idempotent Delta writes), ``adls``
   (ADLS Gen2 credentials), ``data`` (the shipped samples);
