@@ -39,9 +39,9 @@ def champion_metrics(params: TrainParams, champion: str, result: TrainResult) ->
 def validate(params: TrainParams, result: TrainResult) -> validation.Verdict:
     """The new version's verdict in ``params.validation_mode``, against the current champion (if any)
     on the same held-out rows."""
-    champion = registry.alias_version(params.model_name, registry.CHAMPION)
     if params.validation_mode == "disabled":
         return validation.validate("disabled", {}, result.metrics)
+    champion = registry.alias_version(params.model_name, registry.CHAMPION)
     baseline = champion_metrics(params, champion, result) if champion else None
     found = validation.rules(
         params.validation_thresholds,

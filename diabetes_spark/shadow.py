@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pyspark.sql import functions as F
 
 from diabetes_spark import scoring
+from diabetes_spark.errors import SchemaError
 from diabetes_spark.schemas import PREDICTION, column, finite
 
 if TYPE_CHECKING:
@@ -27,6 +28,21 @@ CHAMPION_PREDICTION = "champion_prediction"
 PSI_BINS = 10
 _EPSILON = 1e-4  # the floor of an empty bin's share, as in :mod:`drift`
 _QUANTILE_ACCURACY = 10_000
+
+
+def check_input_columns(columns: list[str]) -> None:
+    """Fail when an input column has the name of a column shadow scoring adds: its values would be
+    replaced in the shadow table.
+
+    Raises:
+        SchemaError: Naming the clashing columns.
+    """
+    clashing = [c for c in columns if c.lower() in (SHADOW, CHAMPION_PREDICTION)]
+    if clashing:
+        raise SchemaError(
+            f"input column(s) {clashing} have the name of a column shadow scoring adds ({CHAMPION_PREDICTION}): "
+            "their values would be replaced. Rename or drop them, or score without --shadow."
+        )
 
 
 def with_challenger(annotated: DataFrame, model: PipelineModel | None, *, compiled: Column | None) -> DataFrame:

@@ -153,3 +153,11 @@ def test_shadow_columns_stay_out_of_the_champions_rejects(spark) -> None:
     df = spark.createDataFrame([(1.0, None, None, 2.0, float("inf"))], schema)
     row = scoring.reject_non_finite(df, added=(shadow.SHADOW,)).first()
     assert row[schemas.RECORD] == '{"x":1.0}' and "not a finite number" in row[schemas.REASON]
+
+
+def test_an_input_column_named_like_the_shadow_tables_own_is_refused() -> None:
+    from diabetes_spark.errors import SchemaError
+
+    shadow.check_input_columns(["AGE", "prediction_x"])
+    with pytest.raises(SchemaError, match=r"\['Champion_Prediction'\] have the name of a column shadow scoring adds"):
+        shadow.check_input_columns(["AGE", "Champion_Prediction"])

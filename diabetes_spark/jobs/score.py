@@ -71,6 +71,8 @@ def run_batch_scoring(
         with record.step("read", source=str(source)):
             raw = storage.read_table(spark, source, pinned=True)  # every pass below reads the same rows
             scoring.check_input_columns(raw.columns)
+            if challenger is not None:
+                shadow.check_input_columns(raw.columns)
             batch_id = params.batch_id or storage.default_batch_id(spark, source, raw)
         record.identify(batch_id=batch_id)
         run_params = {**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version}
