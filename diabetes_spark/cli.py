@@ -10,6 +10,7 @@ exits 2 for a problem the user can fix (a :class:`DiabetesSparkError`), 1 for a 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -282,6 +283,16 @@ def entry(argv: Sequence[str] | None = None) -> None:
 
 def _run(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool, out: Any) -> int:
     """One command: its summary printed and 0, or one line on stderr and its exit code."""
+    code = _attempt(args, conf, quiet, out)
+    # A failed job's traceback keeps its objects in reference cycles until a collection. Over Spark Connect
+    # a fitted model's finalizer calls the server, which needs a new thread: left to the interpreter's exit,
+    # where no thread can start, it hangs the process (seen when validation fails after fitting).
+    gc.collect()
+    return code
+
+
+def _attempt(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool, out: Any) -> int:
+    """:func:`_run` without the collection."""
     try:
         summary = _COMMANDS[args.command](args, {**conf, "spark.ui.showConsoleProgress": "false"} if quiet else conf)
     except Exception as e:
