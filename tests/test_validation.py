@@ -192,3 +192,13 @@ def test_each_mode_blocks_records_or_skips(spark, mlflow_home: Path, capsys, mon
     v6 = client.get_model_version(name, "6")
     assert v6.tags["validation_judged_by"] == f"mlflow {mlflow.__version__}"
     assert float(v6.tags["validation_champion_rmse"]) == pytest.approx(float(v6.tags["validation_rmse"]))
+
+
+def test_the_verdict_is_mlflows_where_mlflow_has_the_api_else_ours() -> None:
+    rules = validation.rules("rmse<=60", primary_metric="rmse", min_improvement=0.0, has_baseline=True)
+    failures, judged_by = validation.judge(rules, {"rmse": 61.5}, {"rmse": 62.0})
+    has_api = hasattr(mlflow, "validate_evaluation_results")  # MLflow 2.13 (DBR 15.4) has not
+    assert judged_by == (f"mlflow {mlflow.__version__}" if has_api else "diabetes_spark")
+    assert failures == (
+        "Metric rmse value threshold check failed: candidate model rmse = 61.5, rmse threshold = 60.0.",
+    )
