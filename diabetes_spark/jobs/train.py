@@ -101,7 +101,7 @@ def run_training(
                     record.identify(model_version=version)
                     verdict = promotion.validate(params, result)
                     validation.record(verdict, model_name=params.model_name, version=version)
-                    log.info("model %s v%s: %s", params.model_name, version, verdict.description())
+                    log.info("validation of %s v%s: %s", params.model_name, version, verdict.description())
                     if verdict.blocks:
                         record.record({"promoted": 0})
                         record.tag(champion_decision="kept", champion_reason="failed validation")
