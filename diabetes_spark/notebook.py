@@ -141,10 +141,16 @@ class NotebookContext:
         return cls(spark, dbutils, settings, tel, root, secret_values)
 
     def params(self, cls: type[P]) -> P:
-        """The job's params from the widgets, table references resolved against the container root."""
+        """The job's params from the widgets, table references resolved against the container root.
+        A bad value is logged to telemetry, which is then closed (the notebook fails on it)."""
         names = job_params.widget_defaults(cls)
         values = {n: self.dbutils.widgets.get(n) for n in names}
-        built = job_params.from_strings(cls, values)
+        try:
+            built = job_params.from_strings(cls, values)
+        except ParamError as error:
+            self.telemetry.logger().error("bad job parameter: %s", error)
+            self.close()
+            raise
         changes = {}
         for name in TABLE_FIELDS:
             value = getattr(built, name, "")

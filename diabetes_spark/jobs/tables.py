@@ -93,7 +93,7 @@ def _key(ref: TableRef) -> str:
 
 def check_destination(spark: SparkSession, ref: TableRef, schema: StructType) -> None:
     """Fail before anything is written when ``ref`` cannot take a table of ``schema``: an existing
-    table with other columns (no write widens or narrows a table), a schema that does not exist, a
+    table without the columns written, or with other types (no write widens or retypes a table), a schema that does not exist, a
     place that cannot be created (under a file, unwritable) or a folder of other files.
 
     Raises:
@@ -116,23 +116,23 @@ def check_destination(spark: SparkSession, ref: TableRef, schema: StructType) ->
 
 
 def _check_columns(subject: str, existing: StructType, writing: StructType) -> None:
+    """The write's columns are the table's, or some of them (a pass-through column another batch
+    had is left empty), each of the table's type: no write adds or retypes a column."""
+
     def columns(schema: StructType) -> dict[str, str]:
         return {f.name.lower(): f.dataType.simpleString() for f in schema.fields}
 
     have, want = columns(existing), columns(writing)
-    if have == want:
-        return
     missing = sorted(set(want) - set(have))
-    extra = sorted(set(have) - set(want))
     retyped = sorted(name for name in set(have) & set(want) if have[name] != want[name])
+    if not missing and not retyped:
+        return
     found = "; ".join(
-        f"{what}: {', '.join(names)}"
-        for what, names in (("it lacks", missing), ("it has besides", extra), ("of another type", retyped))
-        if names
+        f"{what}: {', '.join(names)}" for what, names in (("it lacks", missing), ("of another type", retyped)) if names
     )
     raise OutputError(
         f"{subject} exists with other columns than this job writes ({found}): it is another kind of table. Give a new "
-        "table, or the one an earlier run of this job wrote (no write changes a table's columns)"
+        "table, or the one an earlier run of this job wrote (no write adds or changes a table's columns)"
     )
 
 
