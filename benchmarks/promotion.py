@@ -6,8 +6,9 @@ over a large held-out set with a small driver.
    with a fixed batch id (so every repetition replaces its batch); the ratio is of the medians, in
    one session.
 2. Validation: N held-out rows (synthetic, written once as Delta) evaluated for the candidate and the
-   champion, one Spark pass each, and judged (:func:`promotion.validate`), in this process with
-   ``spark.driver.memory`` as given; the peak resident memory of this process and of the JVM is sampled.
+   champion, one Spark pass each, and judged (:func:`promotion.validate`), in a fresh process with
+   ``spark.driver.memory`` as given, so that nothing the scoring runs held counts; the peak resident
+   memory of that process and of its JVM is sampled from before the session starts.
 
     python -m benchmarks.promotion --rows 1000000 --validation-rows 10000000 --driver-memory 1g
 """
@@ -20,6 +21,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,13 +78,25 @@ def shadow_ratio(spark: Any, rows: int, reps: int, home: Path) -> dict[str, Any]
     }
 
 
-def validation_memory(spark: Any, rows: int, home: Path) -> dict[str, Any]:
-    """Seconds and peak memory of validating a candidate against the champion on ``rows`` held-out rows."""
-    test = storage.read_table(spark, storage.resolve(_holdout(spark, rows, OUT / "data")))
-    params = TrainParams(training_data="-", model_name=MODEL, validation_thresholds="rmse<=1000,r2>=-100")
-    candidate = registry.resolve_version(MODEL, version="2")
-    spec = registry.model_metadata(candidate)[scoring.LINEAR_SPEC]
-    with PeakMemory() as peak:
+def validation_memory(rows: int, home: Path, driver_memory: str) -> dict[str, Any]:
+    """Seconds and peak memory of validating a candidate against the champion on ``rows`` held-out
+    rows, in a fresh process of its own (:func:`_validate_here`)."""
+    argv = [sys.executable, "-m", "benchmarks.promotion", "--part", "validation", "--home", str(home)]
+    argv += ["--validation-rows", str(rows), "--driver-memory", driver_memory]
+    done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _validate_here(rows: int, home: Path) -> dict[str, Any]:
+    """:func:`validation_memory`'s own process: session start, then the validation, sampled."""
+    from diabetes_spark.session import get_spark
+
+    with PeakMemory() as peak, MlflowLocation.local(home).active():
+        spark = get_spark("bench-validation")
+        test = storage.read_table(spark, storage.resolve(_holdout(spark, rows, OUT / "data")))
+        params = TrainParams(training_data="-", model_name=MODEL, validation_thresholds="rmse<=1000,r2>=-100")
+        candidate = registry.resolve_version(MODEL, version="2")
+        spec = registry.model_metadata(candidate)[scoring.LINEAR_SPEC]
         start = time.perf_counter()
         predictions = scoring.predict(test, None, compiled=scoring.spec_column(spec))
         metrics = evaluation.regression_metrics(predictions, label=schemas.LABEL, prediction=schemas.PREDICTION)
@@ -105,23 +119,28 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the scored batch")
     parser.add_argument("--validation-rows", type=int, default=10_000_000, help="held-out rows validated")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--driver-memory", default="1g", help="spark.driver.memory of this run's local driver")
+    parser.add_argument("--driver-memory", default="1g", help="spark.driver.memory of the validation's driver")
+    parser.add_argument("--part", choices=("all", "validation"), default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, default=OUT / "promotion-home", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ["DIABETES_SPARK_DRIVER_MEMORY"] = args.driver_memory
+    if args.part == "validation":  # the fresh process of validation_memory
+        os.environ["DIABETES_SPARK_DRIVER_MEMORY"] = args.driver_memory
+        print(json.dumps(_validate_here(args.validation_rows, args.home)))
+        return 0
     from diabetes_spark.session import get_spark
 
     spark = get_spark("bench-promotion")
-    home = OUT / "promotion-home"
+    home = args.home
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     with MlflowLocation.local(home).active():
         base = TrainParams(training_data="sample:diabetes.csv", experiment="bench-promotion", model_name=MODEL)
         jobs.run_training(spark, base, home=home)
         jobs.run_training(spark, dataclasses.replace(base, reg_param=1.0), home=home)  # loses: the challenger
-        results = {
-            "shadow": shadow_ratio(spark, args.rows, args.reps, home),
-            "validation": validation_memory(spark, args.validation_rows, home),
-        }
+        _holdout(spark, args.validation_rows, OUT / "data")  # written here, read by the fresh process
+        shadow = shadow_ratio(spark, args.rows, args.reps, home)
+    spark.stop()  # the validation's process has the machine's memory to itself
+    results = {"shadow": shadow, "validation": validation_memory(args.validation_rows, home, args.driver_memory)}
     (OUT / "promotion.json").write_text(json.dumps(results, indent=2, default=str))
     print(json.dumps(results, default=str))
     return 0

@@ -213,7 +213,8 @@ class BatchReport:
 
     ``statistics`` holds the prediction mean, std, min and max of the scored rows (``None`` when
     none was scored); ``drift`` the index per profiled feature; ``drifted`` the features above the
-    threshold, judged only from :data:`DRIFT_MIN_ROWS` scored rows on.
+    threshold, judged only from :data:`DRIFT_MIN_ROWS` scored rows on; ``extra`` the caller's own
+    aggregates over the scored rows (:func:`monitor`'s ``extra``), empty when none was scored.
     """
 
     rows_in: int
@@ -223,6 +224,7 @@ class BatchReport:
     statistics: dict[str, float | None]
     drift: dict[str, float] = field(default_factory=dict)
     drifted: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def judged(self) -> bool:
@@ -240,7 +242,15 @@ _PREDICTION_STATS = {
 }
 
 
-def monitor(scored: DataFrame, *, unseen: Column, profile: dict[str, Any] | None, threshold: float) -> BatchReport:
+def monitor(
+    scored: DataFrame,
+    *,
+    unseen: Column,
+    profile: dict[str, Any] | None,
+    threshold: float,
+    carried: Sequence[str] = (),
+    extra: Sequence[Column] = (),
+) -> BatchReport:
     """Everything a scoring run reports about its rows, from one grouped aggregate over ``scored``.
 
     Each row gets the codes it counts in (:data:`_STATUS`, then, when scored, the joint drift bin
@@ -252,24 +262,30 @@ def monitor(scored: DataFrame, *, unseen: Column, profile: dict[str, Any] | None
         unseen: Boolean Column: the row's SEX is unknown to the model.
         profile: The training run's :func:`profile_and_statistics` profile; ``None``: drift is not scored.
         threshold: Population stability index above which a feature counts as drifted.
+        carried: Further columns of ``scored`` that ``extra`` reads.
+        extra: Named aggregates over ``prediction`` and ``carried`` of the scored rows, taken in the
+            same pass (into :attr:`BatchReport.extra`), so a caller's summary costs no scan of its own.
     """
     valid = F.col(REASON).isNull()
     bins = BinCodes(profile or {"bins": {}}, offset=len(_STATUS))
     codes = F.when(valid, F.array(F.lit(0), F.when(unseen, F.lit(1)), *bins.columns)).otherwise(F.array(F.lit(2)))
     code = F.col("code")
-    prediction = F.when(code == 0, F.col(PREDICTION))
-    summaries = [fn(prediction).alias(name) for name, fn in _PREDICTION_STATS.items()]
-    coded = scored.select(F.explode(codes).alias("code"), PREDICTION).where(code.isNotNull())
+    exploded = scored.select(F.explode(codes).alias("code"), PREDICTION, *carried).where(code.isNotNull())
+    # Only a scored row's own code (0) carries its values: the other codes' rows only count.
+    coded = exploded.select(code, *[F.when(code == 0, F.col(c)).alias(c) for c in (PREDICTION, *carried)])
+    summaries = [fn(F.col(PREDICTION)).alias(name) for name, fn in _PREDICTION_STATS.items()]
     counted = list(dict.fromkeys(name for names in _STATUS for name in names))
     counts = dict.fromkeys([*counted, *(bin_names(profile) if profile else [])], 0)
     stats: dict[str, Any] = dict.fromkeys(_PREDICTION_STATS)
-    for row in coded.groupBy("code").agg(F.count(F.lit(1)).alias("rows"), *summaries).collect():
+    extras: dict[str, Any] = {}
+    for row in coded.groupBy("code").agg(F.count(F.lit(1)).alias("rows"), *summaries, *extra).collect():
         for name in _STATUS[row["code"]] if row["code"] < len(_STATUS) else bins.bins_of(row["code"]):
             counts[name] += row["rows"]
         if row["code"] == 0:
             stats.update({name: row[name] for name in _PREDICTION_STATS})
+            extras = {k: v for k, v in row.asDict().items() if k not in stats and k not in ("code", "rows")}
     totals = {name: counts.pop(name) for name in counted}
     drift = psi_from_counts(profile, {"__rows": totals["rows_scored"], **counts}) if profile else {}
     judged = totals["rows_scored"] >= DRIFT_MIN_ROWS
     drifted = sorted(f for f, v in drift.items() if v > threshold) if judged else []
-    return BatchReport(**totals, statistics=stats, drift=drift, drifted=drifted)
+    return BatchReport(**totals, statistics=stats, drift=drift, drifted=drifted, extra=extras)

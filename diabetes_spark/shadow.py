@@ -7,18 +7,20 @@ both models score the same pinned read of the input; the champion's rows are wri
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
 from diabetes_spark import scoring
 from diabetes_spark.errors import SchemaError
-from diabetes_spark.schemas import PREDICTION, column, finite
+from diabetes_spark.schemas import PREDICTION, column, finite, load_schema
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
-    from pyspark.sql import Column, DataFrame, Row
+    from pyspark.sql import Column, DataFrame
 
 #: The challenger's prediction while both models' rows are one frame (never written under this name).
 SHADOW = "__shadow_prediction"
@@ -28,6 +30,8 @@ CHAMPION_PREDICTION = "champion_prediction"
 PSI_BINS = 10
 _EPSILON = 1e-4  # the floor of an empty bin's share, as in :mod:`drift`
 _QUANTILE_ACCURACY = 10_000
+#: Quantiles per model the stability index is read from: shares are exact to one in this many.
+_GRID = 1000
 
 
 def check_input_columns(columns: list[str]) -> None:
@@ -53,77 +57,79 @@ def with_challenger(annotated: DataFrame, model: PipelineModel | None, *, compil
 
 
 def shadow_rows(valid: DataFrame, lineage: scoring.Lineage) -> DataFrame:
-    """The shadow table's rows of the champion's valid scored rows: the challenger's prediction and
-    lineage in the predictions table's layout, then the champion's prediction in
-    :data:`CHAMPION_PREDICTION`, last."""
+    """The shadow table's rows of the champion's valid scored rows: the input's own columns (those
+    not among the model's features, such as a patient id, to join the predictions table on), the
+    challenger's prediction, the champion's in :data:`CHAMPION_PREDICTION`, then the lineage naming the
+    challenger. The features stay in the predictions table: a second copy would double the write."""
     swapped = valid.withColumns({CHAMPION_PREDICTION: F.col(PREDICTION), PREDICTION: F.col(SHADOW)}).drop(SHADOW)
     ordered = scoring.with_lineage(swapped, lineage)
-    rest = [column(c) for c in ordered.columns if c != CHAMPION_PREDICTION]
-    return ordered.select(*rest, F.col(CHAMPION_PREDICTION))
+    layout = set(load_schema("predictions").fieldNames())
+    own = [column(c) for c in ordered.columns if c not in layout and c != CHAMPION_PREDICTION]
+    return ordered.select(*own, F.col(PREDICTION), F.col(CHAMPION_PREDICTION), *scoring.LINEAGE_COLUMNS)
 
 
-def compare(batch: DataFrame, *, tolerance: float) -> dict[str, float]:
-    """How the challenger's predictions (``prediction``) differ from the champion's
-    (:data:`CHAMPION_PREDICTION`) over the rows of ``batch`` where both are numbers, in two passes.
+def aggregates(*, tolerance: float) -> list[Column]:
+    """The comparison's aggregates over a scored frame's ``prediction`` (the champion's) and
+    :data:`SHADOW` (the challenger's), for :func:`drift.monitor`'s pass: both models' predictions
+    are compared where both are numbers, without a scan of their own."""
+    champion, challenger = F.col(PREDICTION), F.col(SHADOW)
+    pair = champion.isNotNull() & challenger.isNotNull()
+    diff = F.abs(challenger - champion)  # null where either is
+    grid = [i / _GRID for i in range(1, _GRID)]
+    return [
+        F.count(F.when(pair, 1)).alias("shadow_rows_compared"),
+        F.avg(diff).alias("shadow_mean_abs_diff"),
+        F.max(diff).alias("shadow_max_abs_diff"),
+        F.corr(challenger, champion).alias("shadow_corr"),
+        F.avg(F.when(diff > F.lit(tolerance), 1.0).when(pair, 0.0)).alias("shadow_frac_differing"),
+        F.percentile_approx(F.when(pair, champion), grid, _QUANTILE_ACCURACY).alias("__champion_grid"),
+        F.percentile_approx(F.when(pair, challenger), grid, _QUANTILE_ACCURACY).alias("__challenger_grid"),
+    ]
+
+
+def comparison(extra: dict[str, Any]) -> dict[str, float]:
+    """The comparison from :func:`aggregates`' values (empty ``extra``: no row was scored).
 
     Returns:
         ``shadow_mean_abs_diff``, ``shadow_max_abs_diff``, ``shadow_corr`` (Pearson),
-        ``shadow_frac_differing`` (share of rows differing by more than ``tolerance``),
+        ``shadow_frac_differing`` (share of rows differing by more than the tolerance),
         ``shadow_psi`` (challenger against champion, over the champion's deciles) and
         ``shadow_rows_compared``.
     """
-    champion, challenger = F.col(CHAMPION_PREDICTION), F.col(PREDICTION)
-    both = batch.where(champion.isNotNull() & challenger.isNotNull()).select(champion, challenger)
-    diff = F.abs(challenger - champion)
-    probabilities = [i / PSI_BINS for i in range(1, PSI_BINS)]
-    row = cast(
-        "Row",
-        both.agg(
-            F.count(F.lit(1)).alias("n"),
-            F.avg(diff).alias("mean"),
-            F.max(diff).alias("max"),
-            F.corr(challenger, champion).alias("corr"),
-            F.avg(F.when(diff > F.lit(tolerance), 1.0).otherwise(0.0)).alias("differing"),
-            F.percentile_approx(champion, probabilities, _QUANTILE_ACCURACY).alias("edges"),
-        ).first(),  # an aggregate without grouping: always one row
-    )
-    rows = int(row["n"])
-    out = {
-        "shadow_rows_compared": float(rows),
-        "shadow_mean_abs_diff": _number(row["mean"]),
-        "shadow_max_abs_diff": _number(row["max"]),
-        "shadow_corr": _number(row["corr"]),
-        "shadow_frac_differing": _number(row["differing"]),
-        "shadow_psi": math.nan,
-    }
-    if rows:
-        out["shadow_psi"] = _psi(both, sorted(set(row["edges"] or [])))
+    names = ("shadow_mean_abs_diff", "shadow_max_abs_diff", "shadow_corr", "shadow_frac_differing")
+    out = {"shadow_rows_compared": float(extra.get("shadow_rows_compared") or 0)}
+    out.update({name: _number(extra.get(name)) for name in names})
+    out["shadow_psi"] = psi(extra.get("__champion_grid") or [], extra.get("__challenger_grid") or [])
     return out
+
+
+def psi(champion_grid: list[float], challenger_grid: list[float]) -> float:
+    """Population stability index of the challenger's predictions against the champion's, over the
+    champion's deciles (:data:`PSI_BINS` bins), from each model's quantiles on the same fine grid.
+
+    A bin's share of a model's predictions is read off that model's quantiles: the share below an
+    edge is the share of the grid's quantiles below it, within one grid step (``1/_GRID``) of the
+    exact count; the edges come from the same pass, so no second scan bins the rows.
+    """
+    if not champion_grid or not challenger_grid:
+        return math.nan
+    step = _GRID // PSI_BINS
+    edges = sorted({champion_grid[i * step - 1] for i in range(1, PSI_BINS)})
+    expected, actual = _shares(champion_grid, edges), _shares(challenger_grid, edges)
+    value = 0.0
+    for e, a in zip(expected, actual):
+        e, a = max(e, _EPSILON), max(a, _EPSILON)
+        value += (a - e) * math.log(a / e)
+    return value
+
+
+def _shares(grid: list[float], edges: list[float]) -> list[float]:
+    """Each bin's share of the predictions whose quantiles are ``grid``; a bin holds the values from
+    its lower edge up to (not including) its upper one."""
+    below = [bisect.bisect_left(grid, edge) / (len(grid) + 1) for edge in edges]
+    bounds = [0.0, *below, 1.0]
+    return [hi - lo for lo, hi in itertools.pairwise(bounds)]
 
 
 def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
-
-
-def _bin(value: Column, edges: list[float]) -> Column:
-    """The bin of ``value``: how many ``edges`` it reaches (0 .. len(edges))."""
-    index: Column = F.lit(0)
-    for edge in edges:
-        index = index + (value >= F.lit(edge)).cast("int")
-    return index
-
-
-def _psi(both: DataFrame, edges: list[float]) -> float:
-    """Population stability index of the challenger's predictions against the champion's."""
-    champion, challenger = _bin(F.col(CHAMPION_PREDICTION), edges), _bin(F.col(PREDICTION), edges)
-    bins = range(len(edges) + 1)
-    counts = [F.count(F.when(champion == i, 1)).alias(f"e{i}") for i in bins]
-    counts += [F.count(F.when(challenger == i, 1)).alias(f"a{i}") for i in bins]
-    row = cast("Row", both.agg(F.count(F.lit(1)).alias("n"), *counts).first())
-    total = max(int(row["n"]), 1)
-    value = 0.0
-    for i in bins:
-        expected = max(row[f"e{i}"] / total, _EPSILON)
-        actual = max(row[f"a{i}"] / total, _EPSILON)
-        value += (actual - expected) * math.log(actual / expected)
-    return value

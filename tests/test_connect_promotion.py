@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from diabetes_spark import registry, schemas, shadow, spark_models, storage
 from diabetes_spark.registry import MlflowLocation
+from diabetes_spark.scoring import LINEAGE_COLUMNS
 from tests.mlflow_server import mlflow_server
 from tests.test_connect import PER_RUN, _classic, _over_connect, _summary, connect_url  # noqa: F401 (a fixture)
 
@@ -72,13 +73,12 @@ def test_validation_and_shadow_over_connect_with_a_remote_mlflow(
     table = storage.read_table(spark, storage.resolve(str(tmp_path / "p_shadow")))
     raw = storage.read_table(spark, storage.resolve(INPUT))
     valid, _ = schemas.split_valid(raw, schemas.load_schema("scoring_input"), source="s", batch_id="b")
-    features = schemas.feature_names()
-    plain_columns = [F.col(c).alias(c, metadata={"compared": True}) for c in (*features, schemas.PREDICTION)]
+    plain_columns = [F.col(c).alias(c, metadata={"compared": True}) for c in ("patient_id", schemas.PREDICTION)]
     assert_approx_df_equality(
-        table.select(*plain_columns).orderBy(*features),
-        challenger.transform(valid).select(*plain_columns).orderBy(*features),
+        table.select(*plain_columns).orderBy("patient_id"),
+        challenger.transform(valid).select(*plain_columns).orderBy("patient_id"),
         precision=1e-9,
         ignore_nullable=True,
     )
     assert {tuple(r) for r in table.select("model_version", "batch_id").distinct().collect()} == {("3", "c1")}
-    assert table.columns[-1] == shadow.CHAMPION_PREDICTION
+    assert table.columns == ["patient_id", schemas.PREDICTION, shadow.CHAMPION_PREDICTION, *LINEAGE_COLUMNS]

@@ -66,25 +66,25 @@ def test_shadow_writes_the_champion_unchanged_and_the_challenger_beside_it(
     assert_df_equality(_stable(read(plain_out)), _stable(read(shadow_out)))
     assert_df_equality(_stable(read(f"{plain_out}_rejects")), _stable(read(f"{shadow_out}_rejects")))
 
-    # The shadow table: the challenger's own transform of the valid rows, with lineage naming it.
+    # The shadow table: the challenger's own transform of the valid rows, keyed by the input's own
+    # column (patient_id), with lineage naming it and the champion's prediction of the same row.
     table = read(f"{shadow_out}_shadow")
-    assert table.columns == [*read(shadow_out).columns, shadow.CHAMPION_PREDICTION]
+    assert table.columns == ["patient_id", schemas.PREDICTION, shadow.CHAMPION_PREDICTION, *scoring.LINEAGE_COLUMNS]
     assert {tuple(r) for r in table.select("model_version", "batch_id").distinct().collect()} == {(challenger, "b1")}
     raw = storage.read_table(spark, storage.resolve(INPUT))
     valid, _ = schemas.split_valid(raw, schemas.load_schema("scoring_input"), source="s", batch_id="b")
     model = spark_models.load_model(spark, registry.resolve_version(NAME, version=challenger))
-    features = schemas.feature_names()
-    expected = model.transform(valid).select(*features, schemas.PREDICTION)
+    expected = model.transform(valid).select("patient_id", schemas.PREDICTION)
     assert_approx_df_equality(
-        _plain(table.select(*features, schemas.PREDICTION).orderBy(*features)),
-        _plain(expected.orderBy(*features)),
+        _plain(table.select("patient_id", schemas.PREDICTION).orderBy("patient_id")),
+        _plain(expected.orderBy("patient_id")),
         precision=1e-9,
         ignore_nullable=True,
     )
-    champion_rows = read(shadow_out).select(*features, F.col(schemas.PREDICTION).alias(shadow.CHAMPION_PREDICTION))
+    champion_rows = read(shadow_out).select("patient_id", F.col(schemas.PREDICTION).alias(shadow.CHAMPION_PREDICTION))
     assert_df_equality(
-        table.select(*features, shadow.CHAMPION_PREDICTION).orderBy(*features),
-        champion_rows.orderBy(*features),
+        table.select("patient_id", shadow.CHAMPION_PREDICTION).orderBy("patient_id"),
+        champion_rows.orderBy("patient_id"),
         ignore_metadata=True,
     )
 
@@ -161,3 +161,46 @@ def test_an_input_column_named_like_the_shadow_tables_own_is_refused() -> None:
     shadow.check_input_columns(["AGE", "prediction_x"])
     with pytest.raises(SchemaError, match=r"\['Champion_Prediction'\] have the name of a column shadow scoring adds"):
         shadow.check_input_columns(["AGE", "Champion_Prediction"])
+
+
+def test_the_comparison_taken_in_the_monitors_pass_equals_one_computed_from_all_rows(spark) -> None:
+    """The fused comparison (:func:`shadow.aggregates` in :func:`drift.monitor`'s one pass) against
+    the same figures computed from every row: exact for the differences and the correlation, and for
+    the stability index within what its quantile grid allows."""
+    from diabetes_spark import drift
+
+    rng = np.random.default_rng(5)
+    champion = rng.normal(150, 50, 20_000)
+    challenger = champion * 0.7 + rng.normal(60, 15, champion.size)
+    challenger[:50] = np.nan  # not a number: compared nowhere
+    rows = [(float(a), None if np.isnan(b) else float(b), None) for a, b in zip(champion, challenger)]
+    frame = spark.createDataFrame(rows, f"{schemas.PREDICTION} double, {shadow.SHADOW} double, {schemas.REASON} string")
+    report = drift.monitor(
+        frame,
+        unseen=F.lit(False),
+        profile=None,
+        threshold=0.2,
+        carried=[shadow.SHADOW],
+        extra=shadow.aggregates(tolerance=10.0),
+    )
+    got = shadow.comparison(report.extra)
+
+    a, b = champion[50:], challenger[50:]
+    diff = np.abs(b - a)
+    assert report.rows_scored == champion.size and got["shadow_rows_compared"] == a.size
+    assert got["shadow_mean_abs_diff"] == pytest.approx(diff.mean(), rel=1e-9)
+    assert got["shadow_max_abs_diff"] == pytest.approx(diff.max(), rel=1e-9)
+    assert got["shadow_corr"] == pytest.approx(np.corrcoef(a, b)[0, 1], rel=1e-9)
+    assert got["shadow_frac_differing"] == pytest.approx((diff > 10.0).mean(), rel=1e-9)
+    # The stability index over the champion's exact deciles, binned row by row.
+    edges = np.quantile(a, np.arange(1, shadow.PSI_BINS) / shadow.PSI_BINS)
+    expected = np.bincount(np.searchsorted(edges, a, side="right"), minlength=shadow.PSI_BINS) / a.size
+    actual = np.bincount(np.searchsorted(edges, b, side="right"), minlength=shadow.PSI_BINS) / a.size
+    exact = float(np.sum((actual - expected) * np.log(actual / expected)))
+    assert exact > 0.05 and got["shadow_psi"] == pytest.approx(exact, abs=0.002), (got["shadow_psi"], exact)
+
+
+def test_a_batch_without_scored_rows_compares_nothing() -> None:
+    got = shadow.comparison({})
+    assert got["shadow_rows_compared"] == 0.0
+    assert all(np.isnan(got[k]) for k in ("shadow_mean_abs_diff", "shadow_corr", "shadow_psi"))

@@ -104,7 +104,19 @@ def run_batch_scoring(
             tables.check_destinations(spark, source, *destinations)
             with record.step("score", about=f"input {source}") as log:  # lazy: this one pass validates, scores, counts
                 profile = registry.training_profile(resolved, log)
-                report = drift.monitor(scored, unseen=unseen, profile=profile, threshold=params.drift_threshold)
+                # With a challenger, the same pass also compares the two models' predictions.
+                monitored, carried, compare = scored, [], []
+                if challenger is not None:
+                    monitored, carried = both, [shadow.SHADOW]
+                    compare = shadow.aggregates(tolerance=params.shadow_tolerance)
+                report = drift.monitor(
+                    monitored,
+                    unseen=unseen,
+                    profile=profile,
+                    threshold=params.drift_threshold,
+                    carried=carried,
+                    extra=compare,
+                )
                 counts = {"rows_in": report.rows_in, "rows_scored": report.rows_scored}
                 record.record({**counts, "rows_rejected": report.rows_rejected}, rows=report.rows_in)
                 check_counts(scored, report, limit=params.max_reject_fraction, source=source)
@@ -117,9 +129,7 @@ def run_batch_scoring(
             compared: dict[str, Any] | str = not_run
             if challenger is not None and shadow_output is not None:
                 with record.step("shadow", output=str(shadow_output)):
-                    compared = write_shadow(
-                        spark, shadow_batch, report, shadow_output, batch_id, params.shadow_tolerance
-                    )
+                    compared = write_shadow(shadow_batch, report, shadow_output, batch_id)
                     compared["shadow_version"] = challenger.version
                     record.record(
                         {k: v for k, v in compared.items() if k.startswith("shadow_") and k != "shadow_version"}
@@ -156,16 +166,14 @@ def shadow_plan(
     return registry.resolve_version(params.model_name, version=version), shadow_output, ""
 
 
-def write_shadow(
-    spark: SparkSession, rows: DataFrame, report: drift.BatchReport, ref: TableRef, batch_id: str, tolerance: float
-) -> dict[str, Any]:
-    """Replace the batch in the shadow table with the challenger's rows; compare them with the champion's."""
+def write_shadow(rows: DataFrame, report: drift.BatchReport, ref: TableRef, batch_id: str) -> dict[str, Any]:
+    """Replace the batch in the shadow table with the challenger's rows; the comparison of the two
+    models' predictions was taken in the monitor's pass (:func:`shadow.aggregates`)."""
     replace = f"batch_id = '{batch_id}'"
     layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
     properties = scoring.PREDICTIONS_TABLE_PROPERTIES
     written = tables.write(rows, ref, expected=report.rows_scored, table_properties=properties, **layout)
-    written_batch = storage.read_table(spark, ref).where(replace)
-    return {"output": str(ref), "rows_written": written, **shadow.compare(written_batch, tolerance=tolerance)}
+    return {"output": str(ref), "rows_written": written, **shadow.comparison(report.extra)}
 
 
 def _not_judged(report: drift.BatchReport) -> str:
