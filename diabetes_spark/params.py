@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from diabetes_spark.errors import ParamError
+from diabetes_spark.thresholds import THRESHOLD_FORM, parse_thresholds
 
 ESTIMATORS = ("linear", "gbt", "random_forest")
 TUNING_MODES = ("none", "train_validation_split", "cross_validation")
@@ -22,10 +23,6 @@ IMPUTER_STRATEGIES = ("mean", "median")
 WRITE_MODES = ("append", "overwrite")
 #: The metrics the champion/challenger gate compares (``TrainParams.primary_metric`` spells them as its type).
 PRIMARY_METRICS = ("rmse", "mae", "r2")
-#: What ``validation_thresholds`` may hold: each metric with the one comparison that MLflow's
-#: ``MetricThreshold`` gives it (lower is better for the errors, higher for r2).
-THRESHOLD_DIRECTIONS = {"rmse": "<=", "mae": "<=", "mse": "<=", "r2": ">="}
-THRESHOLD_FORM = "comma-separated METRIC<=NUMBER for rmse, mae, mse and METRIC>=NUMBER for r2, e.g. rmse<=60,r2>=0.35"
 #: An on/off parameter: a widget holds the string; ``--flag`` alone on the command line means true.
 SWITCH = ("false", "true")
 #: ``validation_mode``: judge and block, judge and record only, or do not judge.
@@ -95,40 +92,6 @@ def _check_model_name(name: str) -> None:
     """MLflow's rule for registered model names, checked before any work is done."""
     if "/" in name or ":" in name:
         raise ParamError(f"model_name may not hold '/' or ':' (MLflow's rule for model names); got {name!r}")
-
-
-def parse_thresholds(text: str) -> dict[str, float]:
-    """``validation_thresholds`` (``rmse<=60,r2>=0.35``) as metric -> bound; empty text: none.
-
-    Raises:
-        ParamError: An unknown metric, an operator other than the metric's, a bound that is not a
-            finite number, or a metric given twice; the message gives the accepted form.
-    """
-    bounds: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        match = re.fullmatch(r"([A-Za-z0-9_]+)\s*([<>=!]+)\s*(\S+)", item)
-        if match is None:
-            raise ParamError(f"validation_thresholds: cannot read {item!r}; expected {THRESHOLD_FORM}")
-        metric, operator, number = match.group(1).lower(), match.group(2), match.group(3)
-        if metric not in THRESHOLD_DIRECTIONS:
-            raise ParamError(f"validation_thresholds: unknown metric {metric!r} in {item!r}; expected {THRESHOLD_FORM}")
-        if operator != THRESHOLD_DIRECTIONS[metric]:
-            raise ParamError(
-                f"validation_thresholds: {metric} takes {THRESHOLD_DIRECTIONS[metric]}, not {operator!r}, "
-                f"in {item!r}; expected {THRESHOLD_FORM}"
-            )
-        try:
-            bound = float(number)
-        except ValueError:
-            bound = math.nan
-        if not math.isfinite(bound):
-            raise ParamError(
-                f"validation_thresholds: {number!r} is not a number in {item!r}; expected {THRESHOLD_FORM}"
-            )
-        if metric in bounds:
-            raise ParamError(f"validation_thresholds: {metric} is given twice in {text!r}; expected {THRESHOLD_FORM}")
-        bounds[metric] = bound
-    return bounds
 
 
 def _check_positive(name: str, value: float) -> None:

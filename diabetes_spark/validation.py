@@ -3,18 +3,21 @@ recorded on the training run and the model version.
 
 The metrics are computed in Spark over every held-out row (:func:`evaluation.regression_metrics`),
 never through ``mlflow.evaluate``, which keeps only the first 10,000 rows of a Spark DataFrame. They
-are judged by ``mlflow.validate_evaluation_results`` where the installed MLflow has it (2.18+), and
-by :func:`_validate_own`, the same rules and the same messages, where it does not (DBR 15.4's 2.13).
+are judged by ``mlflow.validate_evaluation_results`` where the installed MLflow has it in its current
+form (:func:`mlflow_judges`), and by :func:`_validate_own`, the same rules and the same messages,
+where it does not (DBR 15.4's 2.13, and the runtimes whose MLflow predates the negative-baseline fix).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from diabetes_spark.evaluation import METRICS, greater_is_better
-from diabetes_spark.params import VALIDATION_MODES, parse_thresholds
+from diabetes_spark.params import VALIDATION_MODES
+from diabetes_spark.thresholds import parse_thresholds
 
 #: The verdicts recorded in tag ``validation_verdict``.
 PASSED, FAILED, DISABLED = "passed", "failed", "disabled"
@@ -112,12 +115,29 @@ def validate(
 def judge(
     found: dict[str, Rule], candidate: dict[str, float], baseline: dict[str, float]
 ) -> tuple[tuple[str, ...], str]:
-    """``(failure lines, what judged)``: MLflow's ``validate_evaluation_results`` where it exists."""
+    """``(failure lines, what judged)``: MLflow's ``validate_evaluation_results`` where it exists
+    and keeps the sign of a change over a negative baseline (:func:`mlflow_judges`), else ours."""
+    import mlflow
+
+    if not mlflow_judges():
+        return tuple(_validate_own(found, candidate, baseline)), "diabetes_spark"
+    return tuple(_validate_mlflow(found, candidate, baseline)), f"mlflow {mlflow.__version__}"
+
+
+@functools.cache
+def mlflow_judges() -> bool:
+    """Whether the installed MLflow judges thresholds as MLflow does today: it has
+    ``validate_evaluation_results``, and a relative change over a negative baseline (an r2 below 0)
+    is measured against the baseline's magnitude. Before that fix (the 2.21 and 3.0-3.8 of DBR
+    16.4-18 and serverless 5) a candidate r2 of 0 against a champion's -0.5 failed a relative
+    improvement, blocking the better model; such a runtime gets our rules, the same on every runtime.
+    Asked of MLflow's public function with that one case, not of its version number."""
     import mlflow
 
     if not hasattr(mlflow, "validate_evaluation_results"):
-        return tuple(_validate_own(found, candidate, baseline)), "diabetes_spark"
-    return tuple(_validate_mlflow(found, candidate, baseline)), f"mlflow {mlflow.__version__}"
+        return False
+    rule = {"r2": Rule(greater_is_better=True, min_relative_change=0.1)}
+    return not _validate_mlflow(rule, {"r2": 0.0}, {"r2": -0.5})
 
 
 def _validate_mlflow(found: dict[str, Rule], candidate: dict[str, float], baseline: dict[str, float]) -> list[str]:

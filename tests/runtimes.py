@@ -41,13 +41,15 @@ RUNTIMES = ("15.4", "16.4", "17.3", "18", "serverless-5")
 #: DBR 16.4 to 18 have Python 3.12 too, but pandas 1.5.3 (16.4) has no 3.12 wheel; see docs/runtimes.md.
 PYTHONS = {"serverless-5": "3.12"}
 
-#: The core tests: ingest, train and registry (train job: register, aliases, promotion), score, notebooks.
+#: The core tests: ingest, train and registry (train job: register, aliases, promotion), score, notebooks,
+#: and the validation's verdicts against the runtime's own MLflow.
 CORE_TESTS = (
     "tests/test_ingest.py",
     "tests/test_features_training.py",
     "tests/test_train_job.py",
     "tests/test_scoring.py",
     "tests/test_notebooks.py",
+    "tests/test_thresholds.py",
 )
 #: Not on a runtime: it installs the wheel with the ``local`` extra (Spark 4.1) into a virtualenv of its own.
 DESELECTED = ("tests/test_notebooks.py::test_training_notebook_runs_against_the_installed_wheel",)
