@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from diabetes_spark import cli, evaluation, jobs, registry
+from diabetes_spark import cli, evaluation, jobs, registry, validation
 from diabetes_spark.params import TrainParams
 from diabetes_spark.thresholds import THRESHOLD_FORM
 
@@ -113,5 +113,7 @@ def test_each_mode_blocks_records_or_skips(spark, mlflow_home: Path, capsys, mon
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["promoted"], summary["validation"]) == (False, "passed")
     v6 = client.get_model_version(name, "6")
-    assert v6.tags["validation_judged_by"] == (f"mlflow {mlflow.__version__}" if validation.mlflow_judges() else "diabetes_spark")
+    assert v6.tags["validation_judged_by"] == (
+        f"mlflow {mlflow.__version__}" if validation.mlflow_judges() else "diabetes_spark"
+    )
     assert float(v6.tags["validation_champion_rmse"]) == pytest.approx(float(v6.tags["validation_rmse"]))
