@@ -214,7 +214,8 @@ class BatchReport:
     ``statistics`` holds the prediction mean, std, min and max of the scored rows (``None`` when
     none was scored); ``drift`` the index per profiled feature; ``drifted`` the features above the
     threshold, judged only from :data:`DRIFT_MIN_ROWS` scored rows on; ``extra`` the caller's own
-    aggregates over the scored rows (:func:`monitor`'s ``extra``), empty when none was scored.
+    aggregates over the scored rows (:func:`monitor`'s ``extra``), empty when none was scored, and
+    ``caller_codes`` the rows counted in each of the caller's own codes (``codes``).
     """
 
     rows_in: int
@@ -225,6 +226,7 @@ class BatchReport:
     drift: dict[str, float] = field(default_factory=dict)
     drifted: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    caller_codes: dict[int, int] = field(default_factory=dict)
 
     @property
     def judged(self) -> bool:
@@ -232,6 +234,8 @@ class BatchReport:
         return self.rows_scored >= DRIFT_MIN_ROWS
 
 
+#: The first of the codes a caller of :func:`monitor` may count rows in; the bins' codes stay below.
+CALLER_CODES = 1 << 24
 #: What the monitor's own codes count: a scored row, a scored row of unseen SEX, a rejected row.
 _STATUS = (("rows_in", "rows_scored"), ("unseen_sex",), ("rows_in", "rows_rejected"))
 _PREDICTION_STATS = {
@@ -250,6 +254,7 @@ def monitor(
     threshold: float,
     carried: Sequence[str] = (),
     extra: Sequence[Column] = (),
+    codes: Sequence[Column] = (),
 ) -> BatchReport:
     """Everything a scoring run reports about its rows, from one grouped aggregate over ``scored``.
 
@@ -265,12 +270,17 @@ def monitor(
         carried: Further columns of ``scored`` that ``extra`` reads.
         extra: Named aggregates over ``prediction`` and ``carried`` of the scored rows, taken in the
             same pass (into :attr:`BatchReport.extra`), so a caller's summary costs no scan of its own.
+        codes: The caller's own integer codes of a scored row (null: none), from :data:`CALLER_CODES`
+            on; the rows of each are counted (into :attr:`BatchReport.caller_codes`), as the bins are.
     """
     valid = F.col(REASON).isNull()
     bins = BinCodes(profile or {"bins": {}}, offset=len(_STATUS))
-    codes = F.when(valid, F.array(F.lit(0), F.when(unseen, F.lit(1)), *bins.columns)).otherwise(F.array(F.lit(2)))
+    if bins.end > CALLER_CODES:
+        raise ValueError(f"{bins.end} bin codes reach the caller's codes ({CALLER_CODES} on)")
+    row_codes = [F.lit(0), F.when(unseen, F.lit(1)), *bins.columns, *codes]
+    codes_of = F.when(valid, F.array(*row_codes)).otherwise(F.array(F.lit(2)))
     code = F.col("code")
-    exploded = scored.select(F.explode(codes).alias("code"), PREDICTION, *carried).where(code.isNotNull())
+    exploded = scored.select(F.explode(codes_of).alias("code"), PREDICTION, *carried).where(code.isNotNull())
     # Only a scored row's own code (0) carries its values: the other codes' rows only count.
     coded = exploded.select(code, *[F.when(code == 0, F.col(c)).alias(c) for c in (PREDICTION, *carried)])
     summaries = [fn(F.col(PREDICTION)).alias(name) for name, fn in _PREDICTION_STATS.items()]
@@ -278,7 +288,11 @@ def monitor(
     counts = dict.fromkeys([*counted, *(bin_names(profile) if profile else [])], 0)
     stats: dict[str, Any] = dict.fromkeys(_PREDICTION_STATS)
     extras: dict[str, Any] = {}
+    callers: dict[int, int] = {}
     for row in coded.groupBy("code").agg(F.count(F.lit(1)).alias("rows"), *summaries, *extra).collect():
+        if row["code"] >= CALLER_CODES:
+            callers[row["code"]] = row["rows"]
+            continue
         for name in _STATUS[row["code"]] if row["code"] < len(_STATUS) else bins.bins_of(row["code"]):
             counts[name] += row["rows"]
         if row["code"] == 0:
@@ -288,4 +302,4 @@ def monitor(
     drift = psi_from_counts(profile, {"__rows": totals["rows_scored"], **counts}) if profile else {}
     judged = totals["rows_scored"] >= DRIFT_MIN_ROWS
     drifted = sorted(f for f, v in drift.items() if v > threshold) if judged else []
-    return BatchReport(**totals, statistics=stats, drift=drift, drifted=drifted, extra=extras)
+    return BatchReport(**totals, statistics=stats, drift=drift, drifted=drifted, extra=extras, caller_codes=callers)

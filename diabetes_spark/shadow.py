@@ -8,13 +8,12 @@ both models score the same pinned read of the input; the champion's rows are wri
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
-from diabetes_spark import scoring
+from diabetes_spark import drift, scoring
 from diabetes_spark.errors import SchemaError
 from diabetes_spark.schemas import PREDICTION, column, finite, load_schema
 
@@ -29,9 +28,13 @@ CHAMPION_PREDICTION = "champion_prediction"
 #: Bins (deciles of the champion's predictions) of the challenger-against-champion stability index.
 PSI_BINS = 10
 _EPSILON = 1e-4  # the floor of an empty bin's share, as in :mod:`drift`
-_QUANTILE_ACCURACY = 10_000
-#: Quantiles per model the stability index is read from: shares are exact to one in this many.
-_GRID = 1000
+#: Buckets per power of two of the predictions' histograms (:func:`bucket`): each under 0.07% wide.
+_STEPS = 1024
+_EXPONENTS = 1100  # added to a binary exponent: every bucket of a positive number is above 0
+_SPAN = 2 * (2 * _EXPONENTS + 1) * _STEPS  # more than the buckets' range, either side of 0
+#: Where the monitor's codes of the champion's buckets and of the challenger's sit (bucket 0 at each).
+_CHAMPION_CODES = drift.CALLER_CODES + _SPAN
+_CHALLENGER_CODES = drift.CALLER_CODES + 3 * _SPAN
 
 
 def check_input_columns(columns: list[str]) -> None:
@@ -75,20 +78,38 @@ def aggregates(*, tolerance: float) -> list[Column]:
     champion, challenger = F.col(PREDICTION), F.col(SHADOW)
     pair = champion.isNotNull() & challenger.isNotNull()
     diff = F.abs(challenger - champion)  # null where either is
-    grid = [i / _GRID for i in range(1, _GRID)]
     return [
         F.count(F.when(pair, 1)).alias("shadow_rows_compared"),
         F.avg(diff).alias("shadow_mean_abs_diff"),
         F.max(diff).alias("shadow_max_abs_diff"),
         F.corr(challenger, champion).alias("shadow_corr"),
         F.avg(F.when(diff > F.lit(tolerance), 1.0).when(pair, 0.0)).alias("shadow_frac_differing"),
-        F.percentile_approx(F.when(pair, champion), grid, _QUANTILE_ACCURACY).alias("__champion_grid"),
-        F.percentile_approx(F.when(pair, challenger), grid, _QUANTILE_ACCURACY).alias("__challenger_grid"),
     ]
 
 
-def comparison(extra: dict[str, Any]) -> dict[str, float]:
-    """The comparison from :func:`aggregates`' values (empty ``extra``: no row was scored).
+def codes() -> list[Column]:
+    """Each compared row's histogram codes for :func:`drift.monitor`: the bucket of the champion's
+    prediction and of the challenger's (:func:`bucket`), so the monitor's pass counts both
+    histograms, from which :func:`psi` reads the champion's deciles and both models' shares."""
+    champion, challenger = F.col(PREDICTION), F.col(SHADOW)
+    pair = champion.isNotNull() & challenger.isNotNull()
+    return [
+        F.when(pair, bucket(champion) + F.lit(_CHAMPION_CODES)).cast("int"),
+        F.when(pair, bucket(challenger) + F.lit(_CHALLENGER_CODES)).cast("int"),
+    ]
+
+
+def bucket(value: Column) -> Column:
+    """An integer in the order of ``value``: ``log2(|value|)`` in steps of ``1/_STEPS``, so a bucket
+    spans the same small relative width whatever the predictions' scale, signed as ``value``, 0 its
+    own bucket. One logarithm a row: the monitor's pass stays about as cheap as without it."""
+    key = F.floor(F.log2(F.abs(value)) * _STEPS) + _EXPONENTS * _STEPS  # log2 of a finite double: -1075 on
+    return F.when(value > 0, key).when(value < 0, -key).when(value == 0, 0)
+
+
+def comparison(extra: dict[str, Any], counted: dict[int, int]) -> dict[str, float]:
+    """The comparison from :func:`aggregates`' values and the rows counted in :func:`codes`
+    (empty: no row was scored).
 
     Returns:
         ``shadow_mean_abs_diff``, ``shadow_max_abs_diff``, ``shadow_corr`` (Pearson),
@@ -99,23 +120,39 @@ def comparison(extra: dict[str, Any]) -> dict[str, float]:
     names = ("shadow_mean_abs_diff", "shadow_max_abs_diff", "shadow_corr", "shadow_frac_differing")
     out = {"shadow_rows_compared": float(extra.get("shadow_rows_compared") or 0)}
     out.update({name: _number(extra.get(name)) for name in names})
-    out["shadow_psi"] = psi(extra.get("__champion_grid") or [], extra.get("__challenger_grid") or [])
+    champion, challenger = _histogram(counted, _CHAMPION_CODES), _histogram(counted, _CHALLENGER_CODES)
+    out["shadow_psi"] = psi(champion, challenger)
     return out
 
 
-def psi(champion_grid: list[float], challenger_grid: list[float]) -> float:
-    """Population stability index of the challenger's predictions against the champion's, over the
-    champion's deciles (:data:`PSI_BINS` bins), from each model's quantiles on the same fine grid.
+def _histogram(counted: dict[int, int], zero: int) -> dict[int, int]:
+    """Bucket -> rows of the codes around ``zero`` (the code of bucket 0)."""
+    return {code - zero: n for code, n in counted.items() if abs(code - zero) < _SPAN}
 
-    A bin's share of a model's predictions is read off that model's quantiles: the share below an
-    edge is the share of the grid's quantiles below it, within one grid step (``1/_GRID``) of the
-    exact count; the edges come from the same pass, so no second scan bins the rows.
+
+def psi(champion: dict[int, int], challenger: dict[int, int]) -> float:
+    """Population stability index of the challenger's predictions against the champion's, over the
+    champion's deciles (:data:`PSI_BINS` bins), from each model's histogram (bucket -> rows).
+
+    A decile's edge is the bucket boundary nearest the champion's quantile; the bins hold whole
+    buckets, so each model's share of a bin is an exact count, and the edges sit within half a
+    bucket's rows of the exact deciles.
     """
-    if not champion_grid or not challenger_grid:
+    total = sum(champion.values())
+    if not total or not challenger:
         return math.nan
-    step = _GRID // PSI_BINS
-    edges = sorted({champion_grid[i * step - 1] for i in range(1, PSI_BINS)})
-    expected, actual = _shares(champion_grid, edges), _shares(challenger_grid, edges)
+    targets = [total * i / PSI_BINS for i in range(1, PSI_BINS)]
+    edges: list[int] = []
+    cumulative = 0
+    keys = sorted(champion)
+    for i, key in enumerate(keys):
+        before, cumulative = cumulative, cumulative + champion[key]
+        while targets and cumulative >= targets[0]:
+            target = targets.pop(0)  # the bucket boundary nearer the decile is its edge
+            below_is_nearer = target - before <= cumulative - target or i + 1 == len(keys)
+            edges.append(key if below_is_nearer else keys[i + 1])
+    edges = sorted(set(edges))
+    expected, actual = _shares(champion, edges), _shares(challenger, edges)
     value = 0.0
     for e, a in zip(expected, actual):
         e, a = max(e, _EPSILON), max(a, _EPSILON)
@@ -123,12 +160,13 @@ def psi(champion_grid: list[float], challenger_grid: list[float]) -> float:
     return value
 
 
-def _shares(grid: list[float], edges: list[float]) -> list[float]:
-    """Each bin's share of the predictions whose quantiles are ``grid``; a bin holds the values from
-    its lower edge up to (not including) its upper one."""
-    below = [bisect.bisect_left(grid, edge) / (len(grid) + 1) for edge in edges]
-    bounds = [0.0, *below, 1.0]
-    return [hi - lo for lo, hi in itertools.pairwise(bounds)]
+def _shares(histogram: dict[int, int], edges: list[int]) -> list[float]:
+    """Each bin's share of ``histogram``'s rows; a bucket at or past an edge lies above it."""
+    rows = [0] * (len(edges) + 1)
+    for key, n in histogram.items():
+        rows[bisect.bisect_right(edges, key)] += n
+    total = sum(rows)
+    return [n / total for n in rows]
 
 
 def _number(value: Any) -> float:

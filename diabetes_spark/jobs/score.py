@@ -105,10 +105,10 @@ def run_batch_scoring(
             with record.step("score", about=f"input {source}") as log:  # lazy: this one pass validates, scores, counts
                 profile = registry.training_profile(resolved, log)
                 # With a challenger, the same pass also compares the two models' predictions.
-                monitored, carried, compare = scored, [], []
+                monitored, carried, compare, codes = scored, [], [], []
                 if challenger is not None:
                     monitored, carried = both, [shadow.SHADOW]
-                    compare = shadow.aggregates(tolerance=params.shadow_tolerance)
+                    compare, codes = shadow.aggregates(tolerance=params.shadow_tolerance), shadow.codes()
                 report = drift.monitor(
                     monitored,
                     unseen=unseen,
@@ -116,6 +116,7 @@ def run_batch_scoring(
                     threshold=params.drift_threshold,
                     carried=carried,
                     extra=compare,
+                    codes=codes,
                 )
                 counts = {"rows_in": report.rows_in, "rows_scored": report.rows_scored}
                 record.record({**counts, "rows_rejected": report.rows_rejected}, rows=report.rows_in)
@@ -173,7 +174,7 @@ def write_shadow(rows: DataFrame, report: drift.BatchReport, ref: TableRef, batc
     layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
     properties = scoring.PREDICTIONS_TABLE_PROPERTIES
     written = tables.write(rows, ref, expected=report.rows_scored, table_properties=properties, **layout)
-    return {"output": str(ref), "rows_written": written, **shadow.comparison(report.extra)}
+    return {"output": str(ref), "rows_written": written, **shadow.comparison(report.extra, report.caller_codes)}
 
 
 def _not_judged(report: drift.BatchReport) -> str:
