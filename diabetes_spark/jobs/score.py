@@ -95,7 +95,7 @@ def run_batch_scoring(
             scored = both.drop(shadow.SHADOW)  # the champion's rows, as without --shadow
             now = datetime.now(timezone.utc).replace(tzinfo=None)
             lineage = scoring.Lineage(resolved.name, resolved.version, batch_id, now, run_id)
-            batch = _batch_frames(scored, lineage, source=source, all_valid=False)
+            batch = batch_frames(scored, lineage, source=source, all_valid=False)
             destinations = [(output, batch[0]), (rejects, batch[1])]
             if challenger is not None and shadow_output is not None:
                 shadow_lineage = dataclasses.replace(lineage, model_version=challenger.version)
@@ -157,11 +157,18 @@ def shadow_plan(
 
 
 def write_shadow(
-    spark: SparkSession, rows: DataFrame, report: drift.BatchReport, ref: TableRef, batch_id: str, tolerance: float
+    spark: SparkSession,
+    rows: DataFrame,
+    report: drift.BatchReport,
+    ref: TableRef,
+    batch_id: str,
+    tolerance: float,
+    **once: Any,
 ) -> dict[str, Any]:
-    """Replace the batch in the shadow table with the challenger's rows; compare them with the champion's."""
+    """Replace the batch in the shadow table with the challenger's rows; compare them with the champion's.
+    ``once`` (``once_as``, ``once_version``) makes the write idempotent (:func:`delta_writes.write_delta`)."""
     replace = f"batch_id = '{batch_id}'"
-    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
+    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING, **once}
     properties = scoring.PREDICTIONS_TABLE_PROPERTIES
     written = tables.write(rows, ref, expected=report.rows_scored, table_properties=properties, **layout)
     written_batch = storage.read_table(spark, ref).where(replace)
@@ -205,14 +212,16 @@ def write_batch(
     output: TableRef,
     rejects: TableRef,
     source: TableRef,
+    **once: Any,
 ) -> int:
     """Replace the batch's predictions, then its rejects; returns the predictions written. A failure
     between the two leaves the predictions of the batch; its rerun (the same ``batch_id``) replaces
-    both, so it repairs the batch exactly."""
+    both, so it repairs the batch exactly. ``once`` (``once_as``, ``once_version``) makes both writes
+    idempotent as well (:func:`delta_writes.write_delta`)."""
     replace = f"batch_id = '{lineage.batch_id}'"
-    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
+    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING, **once}
     # With no rejects counted in the pinned input, every row is written: validity is not evaluated again.
-    predictions, rejected = _batch_frames(scored, lineage, source=source, all_valid=report.rows_rejected == 0)
+    predictions, rejected = batch_frames(scored, lineage, source=source, all_valid=report.rows_rejected == 0)
     properties = scoring.PREDICTIONS_TABLE_PROPERTIES
     written = tables.write(predictions, output, expected=report.rows_scored, table_properties=properties, **layout)
     if (
@@ -227,7 +236,7 @@ def write_batch(
     return written
 
 
-def _batch_frames(
+def batch_frames(
     scored: DataFrame, lineage: scoring.Lineage, *, source: TableRef, all_valid: bool
 ) -> tuple[DataFrame, DataFrame]:
     """The batch's predictions (with lineage) and rejects (with reasons), as they are written."""
