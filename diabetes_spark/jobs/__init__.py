@@ -2,7 +2,7 @@
 named steps: read, validate, act (fit or score), write, record.
 
 :mod:`.ingest`, :mod:`.train` and :mod:`.score` are the jobs, :mod:`.incremental` scoring's
-``incremental`` mode (with :mod:`.checkpoint`, its streaming position); :mod:`.tables` holds the steps
+``incremental`` mode (with :mod:`.stream`, its streaming query); :mod:`.tables` holds the steps
 they share (read and validate an input, write and reconcile); :mod:`.recorder` sends a step's numbers
 to MLflow and telemetry in one call.
 """

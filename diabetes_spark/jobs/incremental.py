@@ -2,7 +2,7 @@
 the last incremental run into the output, each scored exactly once.
 
 Structured Streaming keeps the position: the Delta source with ``trigger(availableNow=True)`` and a
-checkpoint (:mod:`.checkpoint`) reads what arrived since the last run, in one or more micro-batches,
+checkpoint (:mod:`.stream`) reads what arrived since the last run, in one or more micro-batches,
 and stops. Each micro-batch is scored as a whole-table batch is (validation, rejects, lineage, drift,
 shadow), through :mod:`.score`'s steps, in an MLflow run of its own; its writes carry Delta's
 ``txnAppId`` (the query id) and ``txnVersion`` (the epoch), so a micro-batch replayed after a kill
@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from diabetes_spark import drift, registry, schemas, scoring, shadow, storage
-from diabetes_spark.errors import InputError, ParamError, WriteConflictError, one_line
-from diabetes_spark.jobs import checkpoint, score, tables
+from diabetes_spark.errors import ParamError
+from diabetes_spark.jobs import score, stream, tables
 from diabetes_spark.jobs.recorder import Recorder, recording
 from diabetes_spark.registry import MlflowLocation
 from diabetes_spark.runtime import is_connect, local_home
@@ -42,10 +42,6 @@ _log = logging.getLogger(__name__)
 #: The change data feed's columns; of its change types, the rows to score.
 _CHANGE_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 _SCORED_CHANGES = ("insert", "update_postimage")
-#: Delta's refusals of a streamed commit that changed or deleted rows.
-_CHANGED_ROWS = ("DELTA_SOURCE_TABLE_IGNORE_CHANGES", "DELTA_SOURCE_IGNORE_DELETE")
-#: Spark's refusals of a second run of the same query (same process, or the checkpoint's offset log).
-_CONCURRENT = ("already active", "concurrently using", "CONCURRENT_STREAM_LOG_UPDATE", "CONCURRENT_QUERY")
 
 
 @dataclass(frozen=True)
@@ -93,12 +89,12 @@ def run_incremental_scoring(
     with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active():
         plan = _plan(spark, params, location, record)
         with record.step("stream", about=f"input {plan.source}") as log:
-            _check_workers(spark)
+            stream.check_workers(spark)
             log.info("incremental: checkpoint %s", plan.checkpoint)
             own = None if is_connect(spark) else record  # over Connect the batches run on the server
             failures: list[BaseException] = []
-            query = _start(spark, plan, lambda batch, epoch: _guarded(plan, own, failures, batch, epoch))
-            _await(query, plan, failures)
+            with stream.one_run_at_a_time(spark):
+                _stream(spark, plan, lambda batch, epoch: _guarded(plan, own, failures, batch, epoch), failures)
         summary = _summary(plan)
         if not summary["batches"]:
             log.info(summary["incremental"])
@@ -125,7 +121,7 @@ def _plan(spark: SparkSession, params: ScoreParams, location: MlflowLocation, re
         scoring.check_input_columns(raw.columns)
         if challenger is not None:
             shadow.check_input_columns(raw.columns)
-        change_feed = _change_feed(spark, source)
+        change_feed = stream.change_feed(spark, source)
     plan = Plan(
         params=params,
         source=source,
@@ -136,19 +132,13 @@ def _plan(spark: SparkSession, params: ScoreParams, location: MlflowLocation, re
         shadow_output=shadow_output,
         experiment_id=experiment_id,
         location=location,
-        checkpoint=checkpoint.location(spark, params.checkpoint_location, output),
+        checkpoint=stream.location(spark, params.checkpoint_location, output),
         run_tag=uuid.uuid4().hex,
         change_feed=change_feed,
     )
     with record.step("load_model", about=f"model {resolved.name} v{resolved.version}"):
         _check_destinations(spark, plan, raw.limit(0))
     return plan
-
-
-def _change_feed(spark: SparkSession, source: TableRef) -> bool:
-    """Whether the input's change data feed is on (``delta.enableChangeDataFeed``)."""
-    rows = spark.sql(f"SHOW TBLPROPERTIES {source.identifier}").collect()
-    return any(r[0] == "delta.enableChangeDataFeed" and str(r[1]).lower() == "true" for r in rows)
 
 
 def _check_destinations(spark: SparkSession, plan: Plan, empty: DataFrame) -> None:
@@ -178,84 +168,26 @@ def _scored(
     return both, (schemas.valid_rows(both) if plan.challenger is not None else None), unseen
 
 
-def _check_workers(spark: SparkSession) -> None:
-    """Over Spark Connect the micro-batches run in the server's Python workers: fail at the start,
-    naming it, where those cannot import this package."""
-    if not is_connect(spark):
-        return
-    from pyspark.sql import functions as F
-
-    def version() -> str:  # no hints: PySpark would read them as a pandas UDF signature
-        try:
-            from diabetes_spark import __version__
-        except ImportError as e:
-            return f"missing: {e}"
-        return str(__version__)
-
-    from diabetes_spark import __version__
-
-    (found,) = spark.range(1).select(F.udf(version, "string")()).first() or ("",)
-    if found != __version__:
-        raise InputError(
-            f"incremental scoring over Spark Connect runs each micro-batch (foreachBatch) in the server's Python "
-            f"workers, which have diabetes_spark {found!r}, not {__version__}: install this wheel where the server "
-            "runs Python (a serverless job's environment, a cluster library), or score without incremental"
+def _stream(
+    spark: SparkSession, plan: Plan, function: Callable[[DataFrame, int], None], failures: list[BaseException]
+) -> None:
+    """Start the query and wait for it to end; a failure raised as what caused it (a micro-batch of
+    this process: its own error)."""
+    try:
+        query = stream.start(
+            spark,
+            plan.source,
+            checkpoint=plan.checkpoint,
+            change_feed=plan.change_feed,
+            name=f"diabetes-spark-{plan.run_tag}",
+            function=function,
         )
-
-
-def _start(spark: SparkSession, plan: Plan, function: Callable[[DataFrame, int], None]) -> Any:
-    """The streaming query over the input, started: every micro-batch to ``function``, until what
-    is available now has been processed."""
-    # A second run of this checkpoint in the same Spark fails instead of stopping the first.
-    try:
-        spark.conf.set("spark.sql.streaming.stopActiveRunOnRestart", "false")
-    except Exception as e:  # compute that refuses the setting (serverless) runs one query per job run
-        _log.debug("stopActiveRunOnRestart not set: %s", one_line(e, 200))
-    reader = spark.readStream.format("delta")
-    if plan.change_feed:
-        reader = reader.option("readChangeFeed", "true")
-    stream = reader.table(plan.source.location) if plan.source.kind == "table" else reader.load(plan.source.location)
-    writer = stream.writeStream.foreachBatch(function).option("checkpointLocation", plan.checkpoint)
-    try:
-        return writer.trigger(availableNow=True).queryName(f"diabetes-spark-{plan.run_tag}").start()
-    except Exception as e:
-        _raise_known(e, plan)
-        raise
-
-
-def _await(query: Any, plan: Plan, failures: list[BaseException]) -> None:
-    """Wait for the query to end; its failure raised as what caused it."""
-    try:
         query.awaitTermination()
     except Exception as e:
-        if failures:  # this process's own micro-batch failed: its error, as raised
+        if failures:
             raise failures[0] from e
-        _raise_known(e, plan)
+        stream.raise_known(e, plan.source, plan.output, plan.checkpoint)
         raise
-
-
-def _raise_known(error: Exception, plan: Plan) -> None:
-    """Raise the error a user can act on for a failed start or stream; return for any other."""
-    text = str(error)
-    if any(mark in text for mark in _CHANGED_ROWS):
-        raise InputError(
-            f"input {plan.source} has a commit that updated or deleted rows, and its change data feed is off, so "
-            "incremental scoring cannot tell which rows changed: turn it on (ALTER TABLE ... SET TBLPROPERTIES "
-            "(delta.enableChangeDataFeed = true)) to score updated rows again, or score the whole table without "
-            "incremental. (Delta's skipChangeCommits would skip such rows silently; this job does not use it.) "
-            "Nothing of that commit was scored"
-        ) from error
-    if any(mark in text for mark in _CONCURRENT):
-        raise WriteConflictError(
-            f"another incremental run into {plan.output} is active (checkpoint {plan.checkpoint}): this run scored "
-            "nothing; run it again after that one ends, and it scores what that one left"
-        ) from error
-    for name in ("RejectThresholdError", "ReconciliationError", "SchemaError", "OutputError", "RegistryError"):
-        marker = f"diabetes_spark.errors.{name}: "
-        if marker in text:  # a micro-batch over Spark Connect raised one of ours, in the server's worker
-            from diabetes_spark import errors
-
-            raise getattr(errors, name)(text.split(marker, 1)[1].splitlines()[0]) from error
 
 
 def _guarded(plan: Plan, own: Recorder | None, failures: list[BaseException], batch: DataFrame, epoch: int) -> None:
@@ -278,8 +210,8 @@ def score_micro_batch(plan: Plan, own: Recorder | None, batch: DataFrame, epoch:
     if rows.isEmpty():  # a batch of deletes only: nothing to score, nothing to commit
         return
     spark = rows.sparkSession
-    once = {"once_as": checkpoint.query_id(spark, plan.checkpoint), "once_version": epoch}
-    batch_id = checkpoint.batch_id(spark, plan.checkpoint, plan.source, epoch)
+    once = {"once_as": stream.query_id(spark, plan.checkpoint), "once_version": epoch}
+    batch_id = stream.batch_id(spark, plan.checkpoint, plan.source, epoch)
     if own is not None:
         _score_batch(plan, own, rows, batch_id, once)
         return
