@@ -4,6 +4,7 @@ too (tests/test_connect.py's server)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -309,3 +310,31 @@ def test_over_spark_connect_five_appends_each_scored_once(
     nothing = _over_connect(connect_url, argv, env={"DIABETES_SPARK_HOME": str(mlflow_home)})
     assert _summary(nothing)["incremental"] == f"nothing new in {table} since the last incremental run into {output}"
     assert _version(spark, output) == 4
+
+
+@pytest.mark.slow
+def test_shadow_scores_each_new_batch_with_the_challenger_too(spark, mlflow_home: Path, tmp_path: Path) -> None:
+    from diabetes_spark.params import TrainParams
+
+    name = "incremental_shadow_model"
+    common = {"training_data": "sample:diabetes.csv", "experiment": EXPERIMENT, "model_name": name}
+    jobs.run_training(spark, TrainParams(**common), home=mlflow_home)
+    challenger = jobs.run_training(spark, TrainParams(**common, reg_param=1.0), home=mlflow_home)
+    assert challenger["promoted"] is False  # v2 stays the challenger
+    table, output = tmp_path / "input", tmp_path / "preds"
+    params = dataclasses.replace(_params(table, output, shadow="true"), model_name=name)
+    summaries = []
+    for n in range(2):
+        _append(spark, table, n * 100)
+        summaries.append(jobs.run_batch_scoring(spark, params, home=mlflow_home))
+    _assert_each_row_once(spark, output, 200)
+    shadow_rows = _read(spark, Path(f"{output}_shadow"))
+    assert_df_equality(
+        shadow_rows.select("patient_id", "batch_id", "champion_prediction"),
+        _read(spark, output).select("patient_id", "batch_id", F.col("prediction").alias("champion_prediction")),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    assert shadow_rows.where("prediction != champion_prediction").count() == 190  # the challenger's own
+    assert {r["model_version"] for r in shadow_rows.select("model_version").distinct().collect()} == {"2"}
+    assert [s["batch_id"] for s in summaries] == ["input-v0-v0.0", "input-v1-v1.1"]
