@@ -338,3 +338,49 @@ def test_shadow_scores_each_new_batch_with_the_challenger_too(spark, mlflow_home
     assert shadow_rows.where("prediction != champion_prediction").count() == 190  # the challenger's own
     assert {r["model_version"] for r in shadow_rows.select("model_version").distinct().collect()} == {"2"}
     assert [s["batch_id"] for s in summaries] == ["input-v0-v0.0", "input-v1-v1.1"]
+
+
+def test_the_checkpoint_lives_beside_the_output_or_in_a_named_volume(spark, monkeypatch) -> None:
+    from diabetes_spark.jobs import stream
+
+    path, table = storage.resolve("/data/preds"), storage.resolve("main.diabetes.preds")
+    assert stream.location(spark, "", path) == "/data/preds_checkpoint"
+    assert stream.location(spark, " /Volumes/main/diabetes/files/cp ", table) == "/Volumes/main/diabetes/files/cp"
+    warehouse = spark.conf.get("spark.sql.warehouse.dir").rstrip("/")
+    assert stream.location(spark, "", table) == f"{warehouse}/main_diabetes_preds_checkpoint"
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "18.0")
+    with pytest.raises(ParamError, match="needs checkpoint_location: a folder in a Unity Catalog volume"):
+        stream.location(spark, "", table)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "versions"),
+    [
+        pytest.param(None, {"reservoirVersion": 4, "index": 7, "isStartingVersion": True}, (0, 4), id="first-snapshot"),
+        pytest.param(
+            None, {"reservoirVersion": 5, "index": -1, "isStartingVersion": False}, (0, 4), id="whole-snapshot"
+        ),
+        pytest.param(
+            {"reservoirVersion": 5, "index": -1, "isStartingVersion": False},
+            {"reservoirVersion": 8, "index": -1, "isStartingVersion": False},
+            (5, 7),
+            id="whole-versions",
+        ),
+        pytest.param(
+            {"reservoirVersion": 5, "index": 3, "isStartingVersion": False},
+            {"reservoirVersion": 5, "index": 9, "isStartingVersion": False},
+            (5, 5),
+            id="part-of-one-version",
+        ),
+        pytest.param(
+            {"reservoirVersion": 5, "index": 2**63 - 100, "isStartingVersion": False},
+            {"reservoirVersion": 6, "index": 4, "isStartingVersion": False},
+            (6, 6),
+            id="after-the-end-of-a-version",
+        ),
+    ],
+)
+def test_a_micro_batch_covers_the_versions_between_its_offsets(start, end, versions) -> None:
+    from diabetes_spark.jobs import stream
+
+    assert stream.covered_versions(start, end) == versions
