@@ -10,7 +10,8 @@ where a change goes; dependencies point down this list, never up:
 * the Spark session: ``session`` (Databricks', a Spark Connect server's, or local Spark with Delta),
   ``jvm_cache`` (the local JVM's start-up cache); only faces and jobs import them;
 * jobs: ``jobs.ingest``, ``jobs.train``, ``jobs.score``, each read -> validate -> act -> write ->
-  record; ``jobs.tables`` (the steps they share), ``jobs.recorder`` (a step's numbers to MLflow and
+  record; ``jobs.incremental`` (scoring only what is new, through Structured Streaming) with
+  ``jobs.stream`` (its streaming query: position, start, what a micro-batch covers, failures); ``jobs.tables`` (the steps they share), ``jobs.recorder`` (a step's numbers to MLflow and
   telemetry in one call);
 * the model: ``features`` (Spark ML stages), ``training`` (split, fit, tune), ``evaluation``
   (metrics, report artifacts), ``scoring`` (compiled scoring, lineage), ``drift`` (profile,

@@ -149,6 +149,7 @@ def write_delta(
     partition_by: Sequence[str] = (),
     attempts: int = WRITE_ATTEMPTS,
     once_as: str = "",
+    once_version: int = 1,
 ) -> int:
     """Write ``df`` to a Delta table in one commit and return the rows that commit wrote.
 
@@ -165,7 +166,9 @@ def write_delta(
     ``once_as`` (an application id) makes the write idempotent with Delta's own ``txnAppId`` and
     ``txnVersion``: a second write of that id to the table commits nothing, and the rows the first
     one wrote are returned. A rerun of a job that failed between two tables then completes the
-    second one without doubling the first.
+    second one without doubling the first. ``once_version`` is the ``txnVersion``: a writer that
+    keeps one application id over many writes (a streaming query, one version per micro-batch)
+    gives each its own; Delta skips any write whose version is not above the last one committed.
 
     Concurrent writers: Delta commits optimistically and refuses a commit that conflicts with one
     made since the write began (two first writers to an empty location, a ``replaceWhere`` whose
@@ -184,11 +187,12 @@ def write_delta(
     """
     if ref.kind in ("csv", "parquet"):
         raise InputError(f"cannot write Delta to the {ref.kind} file {ref.location}; give a Delta path or table name")
-    prefix = f"diabetes-spark:{once_as}:" if once_as else "diabetes-spark:"
+    ident = once_as if once_version == 1 else f"{once_as}@{once_version}"
+    prefix = f"diabetes-spark:{ident}:" if once_as else "diabetes-spark:"
     tag = f"{prefix}{uuid.uuid4()}"
     options = {"userMetadata": tag}
     if once_as:
-        options.update({"txnAppId": once_as, "txnVersion": "1"})
+        options.update({"txnAppId": once_as, "txnVersion": str(once_version)})
     if replace_where is not None:
         options["replaceWhere"] = replace_where
     if merge_schema:

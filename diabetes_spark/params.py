@@ -218,6 +218,17 @@ class ScoreParams(_Common):
         "", "Delta table of the challenger's predictions with --shadow (default: <output>_shadow)"
     )
     shadow_tolerance: float = _param(1.0, "--shadow: predictions differing by more than this count as different")
+    incremental: str = _param(
+        "false",
+        "true: score only the rows of a Delta input committed since the last incremental run into output, exactly "
+        "once (Structured Streaming, availableNow, a checkpoint)",
+        choices=SWITCH,
+    )
+    checkpoint_location: str = _param(
+        "",
+        "--incremental: the folder of its streaming checkpoint (default: <output>_checkpoint beside a Delta path; "
+        "a /Volumes/... folder for a catalog table on Databricks)",
+    )
     dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
     telemetry_backend: str = _telemetry_backend()
 
@@ -235,6 +246,11 @@ class ScoreParams(_Common):
         _check_positive("shadow_tolerance", self.shadow_tolerance)
         if self.batch_id and not BATCH_ID_PATTERN.fullmatch(self.batch_id):
             raise ParamError(f"batch_id may hold letters, digits and . _ : @ - (at most 128); got {self.batch_id!r}")
+        if self.incremental == "true" and self.batch_id:
+            raise ParamError(
+                f"batch_id {self.batch_id!r} cannot be given with incremental: each incremental batch is named after "
+                "the input versions it covers. Leave batch_id empty, or score without incremental"
+            )
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@
 # MAGIC | `shadow` | `false` | true: also score the batch with the challenger (when it is another version) into shadow_output (false, true) |
 # MAGIC | `shadow_output` | `` | Delta table of the challenger's predictions with --shadow (default: <output>_shadow) |
 # MAGIC | `shadow_tolerance` | `1.0` | --shadow: predictions differing by more than this count as different |
+# MAGIC | `incremental` | `false` | true: score only the rows of a Delta input committed since the last incremental run into output, exactly once (Structured Streaming, availableNow, a checkpoint) (false, true) |
+# MAGIC | `checkpoint_location` | `` | --incremental: the folder of its streaming checkpoint (default: <output>_checkpoint beside a Delta path; a /Volumes/... folder for a catalog table on Databricks) |
 # MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
 # MAGIC | `telemetry_backend` | `` | telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus) |
 # MAGIC
@@ -101,6 +103,10 @@ dbutils.widgets.text("shadow", "false")
 dbutils.widgets.text("shadow_output", "")
 # --shadow: predictions differing by more than this count as different
 dbutils.widgets.text("shadow_tolerance", "1.0")
+# true: score only the rows of a Delta input committed since the last incremental run into output, exactly once (Structured Streaming, availableNow, a checkpoint) (false, true)
+dbutils.widgets.text("incremental", "false")
+# --incremental: the folder of its streaming checkpoint (default: <output>_checkpoint beside a Delta path; a /Volumes/... folder for a catalog table on Databricks)
+dbutils.widgets.text("checkpoint_location", "")
 # folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
 dbutils.widgets.text("dfs_tmpdir", "")
 # telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus)

@@ -48,16 +48,21 @@ SERVERLESS_SCORING = "diabetes_batch_scoring_serverless"
 SERVERLESS_TRAINING = "diabetes_retraining_serverless"
 #: Serverless job -> its classic counterpart (same notebook, widgets and outputs).
 SERVERLESS_OF = {SERVERLESS_SCORING: "diabetes_batch_scoring", SERVERLESS_TRAINING: "diabetes_retraining"}
+#: The incremental scoring job: started by a table update, not a schedule.
+INCREMENTAL_SCORING = "diabetes_batch_scoring_incremental"
 #: The jobs on a job cluster (notebook tasks with the wheel as a task library).
-CLASSIC_KEYS = set(SERVERLESS_OF.values())
+CLASSIC_KEYS = {*SERVERLESS_OF.values(), INCREMENTAL_SCORING}
 JOB_KEYS = {*CLASSIC_KEYS, *SERVERLESS_OF}
-SCORING_KEYS = {"diabetes_batch_scoring", SERVERLESS_SCORING}
+SCORING_KEYS = {"diabetes_batch_scoring", SERVERLESS_SCORING, INCREMENTAL_SCORING}
+#: The scheduled jobs (the others start on a trigger).
+SCHEDULED_KEYS = JOB_KEYS - {INCREMENTAL_SCORING}
 #: Job -> the experiment (resources/experiments.yml) its runs go to.
 JOB_EXPERIMENT = {
     "diabetes_retraining": "diabetes_training",
     SERVERLESS_TRAINING: "diabetes_training",
     "diabetes_batch_scoring": "diabetes_scoring",
     SERVERLESS_SCORING: "diabetes_scoring",
+    INCREMENTAL_SCORING: "diabetes_scoring",
 }
 #: The registered model (resources/registered_models.yml) and the monitor of the predictions table.
 MODEL_KEY = "diabetes_progression"
@@ -83,13 +88,19 @@ DEPLOYMENT_WIDGETS: dict[str, str | dict[str, str]] = {
     "databricks_job_id": "{{job.id}}",
     "databricks_run_id": "{{job.run_id}}",
     "training_data": "${var.training_data}",
-    "input": "${var.scoring_input}",
+    "input": {
+        job: "${var.incremental_input}" if job == INCREMENTAL_SCORING else "${var.scoring_input}" for job in JOB_KEYS
+    },
     "output": "${var.predictions}",
     "experiment": {job: f"${{resources.experiments.{key}.name}}" for job, key in JOB_EXPERIMENT.items()},
     # The bundle's registered model, by reference: development mode prefixes its name with "dev_<you>_".
     "model_name": f"{UC}.${{resources.registered_models.{MODEL_KEY}.name}}",
     "dfs_tmpdir": f"{VOLUME}/mlflow_tmp",
     "shadow": "${var.shadow_scoring}",
+    "incremental": {job: "true" if job == INCREMENTAL_SCORING else "false" for job in JOB_KEYS},
+    "checkpoint_location": {
+        job: f"{VOLUME}/checkpoints/diabetes_predictions" if job == INCREMENTAL_SCORING else "" for job in JOB_KEYS
+    },
 }
 
 
@@ -206,7 +217,24 @@ def test_every_raw_resource_passes_the_databricks_bundles_models(
         ("jobs", None, lambda s: s.update(timeout_seconds="4h"), "invalid literal for int()"),
         ("jobs", None, lambda s: s["tasks"][0].update(libraries="../dist/*.whl"), "Unexpected type"),
         ("jobs", None, lambda s: s["queue"].update(enabled="sometimes"), "Unexpected type"),
-        ("jobs", None, lambda s: s["schedule"].update(pause_status="PAUSD"), "'PAUSD' is not a valid PauseStatus"),
+        (
+            "jobs",
+            "schedule",
+            lambda s: s["schedule"].update(pause_status="PAUSD"),
+            "'PAUSD' is not a valid PauseStatus",
+        ),
+        (
+            "jobs",
+            "trigger",
+            lambda s: s["trigger"]["table_update"].update(condition="ANY_CHANGED"),
+            "'ANY_CHANGED' is not a valid Condition",
+        ),
+        (
+            "jobs",
+            "trigger",
+            lambda s: s["trigger"]["table_update"].update(table_name="t"),
+            "Unexpected field 'table_name' for class TableUpdateTriggerConfiguration",
+        ),
         (
             "jobs",
             "job_clusters",
@@ -441,7 +469,7 @@ def test_a_serverless_job_runs_what_its_classic_counterpart_does(
 def test_one_job_of_each_pair_is_scheduled_and_a_variable_each_switches_them(
     config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    pauses = {key: spec["schedule"]["pause_status"] for key, spec in raw["jobs"].items()}
+    pauses = {key: spec["schedule"]["pause_status"] for key, spec in raw["jobs"].items() if key in SCHEDULED_KEYS}
     switches = {
         "diabetes_retraining": "retraining_pause_status",
         SERVERLESS_TRAINING: "serverless_retraining_pause_status",
@@ -499,8 +527,9 @@ def test_every_job_timeout_covers_what_its_retries_can_use(raw: dict[str, dict[s
 def test_schedules_run_limits_and_retries(raw: dict[str, dict[str, dict[str, Any]]]) -> None:
     jobs = raw["jobs"]
     for key, spec in jobs.items():
-        check_quartz_cron(spec["schedule"]["quartz_cron_expression"])
-        assert ZoneInfo(spec["schedule"]["timezone_id"])
+        if key in SCHEDULED_KEYS:
+            check_quartz_cron(spec["schedule"]["quartz_cron_expression"])
+            assert ZoneInfo(spec["schedule"]["timezone_id"])
         assert spec["max_concurrent_runs"] == 1
         assert spec["queue"] == {"enabled": True}
         (task,) = spec["tasks"]
@@ -695,7 +724,7 @@ def test_prod_scores_each_batch_with_the_challenger_in_shadow(
     assert config["variables"]["shadow_scoring"]["default"] == "false"
     assert "shadow_scoring" not in _target_variables(config, "dev")
     scoring = [key for key, task in _tasks(raw) if _notebook(task).name == "diabetes_orchestrator_batch_score.py"]
-    assert len(scoring) == 2, scoring  # classic and serverless
+    assert len(scoring) == 3, scoring  # classic, serverless and incremental
     for key, task in _tasks(raw):
         if key in scoring:
             assert _widgets(task)["shadow"] == "${var.shadow_scoring}", key
@@ -788,7 +817,7 @@ def test_the_monitor_refreshes_after_the_longest_scoring_run(raw: dict[str, dict
     seconds, minutes, hours, day, month, weekday = schedule["quartz_cron_expression"].split()
     assert (day, month, weekday) == ("*", "*", "?"), "daily, as scoring"
     refresh = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
-    for key in SCORING_KEYS:
+    for key in SCORING_KEYS & SCHEDULED_KEYS:
         job = raw["jobs"][key]
         assert job["schedule"]["timezone_id"] == schedule["timezone_id"], key
         s, m, h = (int(x) for x in job["schedule"]["quartz_cron_expression"].split()[:3])
@@ -820,3 +849,30 @@ def test_the_guides_predictions_table_is_the_one_scoring_creates() -> None:
         assert tuple(c.strip() for c in match.group("part").split(",")) == scoring.BATCH_PARTITIONING
         props = dict(re.findall(r"'([^']+)'\s*=\s*'([^']*)'", match.group("props")))
         assert props == scoring.PREDICTIONS_TABLE_PROPERTIES
+
+
+def test_the_incremental_job_starts_when_its_unity_catalog_input_changes(
+    config: dict[str, Any], raw: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    """It is the scheduled classic job with a table_update trigger instead of a schedule, incremental on and its
+    checkpoint in the volume; paused in every target, since it writes the scheduled jobs' predictions table."""
+    job, classic = raw["jobs"][INCREMENTAL_SCORING], raw["jobs"]["diabetes_batch_scoring"]
+    assert "schedule" not in job
+    trigger = job["trigger"]
+    assert trigger["pause_status"] == "${var.incremental_scoring_pause_status}"
+    assert trigger["table_update"]["table_names"] == ["${var.incremental_input}"]
+    assert trigger["table_update"]["wait_after_last_change_seconds"] >= 60
+    assert config["variables"]["incremental_input"]["default"] == f"{UC}.diabetes_scoring", "a table, not a file"
+    assert config["variables"]["incremental_scoring_pause_status"]["default"] == "PAUSED"
+    for target in config["targets"]:
+        assert not {"incremental_input", "incremental_scoring_pause_status"} & set(_target_variables(config, target))
+    same = {"job_clusters", "timeout_seconds", "max_concurrent_runs", "queue", "email_notifications"}
+    assert {k: job[k] for k in same} == {k: classic[k] for k in same}
+    (task,), (classic_task,) = job["tasks"], classic["tasks"]
+    differ = {"incremental", "checkpoint_location", "input"}
+    widgets, classic_widgets = _widgets(task), _widgets(classic_task)
+    assert {k: v for k, v in widgets.items() if k not in differ} == {
+        k: v for k, v in classic_widgets.items() if k not in differ
+    }
+    assert params.from_strings(params.ScoreParams, {"input": "i", "output": "o", "incremental": "true"}).incremental
+    assert widgets["checkpoint_location"].startswith(VOLUME + "/"), "a Unity Catalog volume the bundle names"

@@ -95,7 +95,7 @@ def run_batch_scoring(
             scored = both.drop(shadow.SHADOW)  # the champion's rows, as without --shadow
             now = datetime.now(timezone.utc).replace(tzinfo=None)
             lineage = scoring.Lineage(resolved.name, resolved.version, batch_id, now, run_id)
-            batch = _batch_frames(scored, lineage, source=source, all_valid=False)
+            batch = batch_frames(scored, lineage, source=source, all_valid=False)
             destinations = [(output, batch[0]), (rejects, batch[1])]
             if challenger is not None and shadow_output is not None:
                 shadow_lineage = dataclasses.replace(lineage, model_version=challenger.version)
@@ -104,19 +104,8 @@ def run_batch_scoring(
             tables.check_destinations(spark, source, *destinations)
             with record.step("score", about=f"input {source}") as log:  # lazy: this one pass validates, scores, counts
                 profile = registry.training_profile(resolved, log)
-                # With a challenger, the same pass also compares the two models' predictions.
-                monitored, carried, compare, codes = scored, [], [], []
-                if challenger is not None:
-                    monitored, carried = both, [shadow.SHADOW]
-                    compare, codes = shadow.aggregates(tolerance=params.shadow_tolerance), shadow.codes()
-                report = drift.monitor(
-                    monitored,
-                    unseen=unseen,
-                    profile=profile,
-                    threshold=params.drift_threshold,
-                    carried=carried,
-                    extra=compare,
-                    codes=codes,
+                report = monitor_batch(
+                    scored, both, shadowed=challenger is not None, unseen=unseen, profile=profile, params=params
                 )
                 counts = {"rows_in": report.rows_in, "rows_scored": report.rows_scored}
                 record.record({**counts, "rows_rejected": report.rows_rejected}, rows=report.rows_in)
@@ -167,11 +156,40 @@ def shadow_plan(
     return registry.resolve_version(params.model_name, version=version), shadow_output, ""
 
 
-def write_shadow(rows: DataFrame, report: drift.BatchReport, ref: TableRef, batch_id: str) -> dict[str, Any]:
+def monitor_batch(
+    scored: DataFrame,
+    both: DataFrame,
+    *,
+    shadowed: bool,
+    unseen: Column,
+    profile: dict[str, Any] | None,
+    params: ScoreParams,
+) -> drift.BatchReport:
+    """The monitor's one pass over the batch (:func:`drift.monitor`); ``shadowed``, over ``both``
+    models' predictions, so the same pass also compares them (:func:`shadow.aggregates`, :func:`shadow.codes`)."""
+    threshold = params.drift_threshold
+    if not shadowed:
+        return drift.monitor(scored, unseen=unseen, profile=profile, threshold=threshold)
+    compare = shadow.aggregates(tolerance=params.shadow_tolerance)
+    return drift.monitor(
+        both,
+        unseen=unseen,
+        profile=profile,
+        threshold=threshold,
+        carried=[shadow.SHADOW],
+        extra=compare,
+        codes=shadow.codes(),
+    )
+
+
+def write_shadow(
+    rows: DataFrame, report: drift.BatchReport, ref: TableRef, batch_id: str, **once: Any
+) -> dict[str, Any]:
     """Replace the batch in the shadow table with the challenger's rows; the comparison of the two
-    models' predictions was taken in the monitor's pass (:func:`shadow.aggregates`)."""
+    models' predictions was taken in the monitor's pass (:func:`shadow.aggregates`). ``once``
+    (``once_as``, ``once_version``) makes the write idempotent (:func:`delta_writes.write_delta`)."""
     replace = f"batch_id = '{batch_id}'"
-    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
+    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING, **once}
     properties = scoring.PREDICTIONS_TABLE_PROPERTIES
     written = tables.write(rows, ref, expected=report.rows_scored, table_properties=properties, **layout)
     return {"output": str(ref), "rows_written": written, **shadow.comparison(report.extra, report.caller_codes)}
@@ -214,14 +232,16 @@ def write_batch(
     output: TableRef,
     rejects: TableRef,
     source: TableRef,
+    **once: Any,
 ) -> int:
     """Replace the batch's predictions, then its rejects; returns the predictions written. A failure
     between the two leaves the predictions of the batch; its rerun (the same ``batch_id``) replaces
-    both, so it repairs the batch exactly."""
+    both, so it repairs the batch exactly. ``once`` (``once_as``, ``once_version``) makes both writes
+    idempotent as well (:func:`delta_writes.write_delta`)."""
     replace = f"batch_id = '{lineage.batch_id}'"
-    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING}
+    layout = {"mode": "overwrite", "replace_where": replace, "partition_by": scoring.BATCH_PARTITIONING, **once}
     # With no rejects counted in the pinned input, every row is written: validity is not evaluated again.
-    predictions, rejected = _batch_frames(scored, lineage, source=source, all_valid=report.rows_rejected == 0)
+    predictions, rejected = batch_frames(scored, lineage, source=source, all_valid=report.rows_rejected == 0)
     properties = scoring.PREDICTIONS_TABLE_PROPERTIES
     written = tables.write(predictions, output, expected=report.rows_scored, table_properties=properties, **layout)
     if (
@@ -236,7 +256,7 @@ def write_batch(
     return written
 
 
-def _batch_frames(
+def batch_frames(
     scored: DataFrame, lineage: scoring.Lineage, *, source: TableRef, all_valid: bool
 ) -> tuple[DataFrame, DataFrame]:
     """The batch's predictions (with lineage) and rejects (with reasons), as they are written."""
