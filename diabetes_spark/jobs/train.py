@@ -13,6 +13,7 @@ from diabetes_spark import (
     drift,
     evaluation,
     promotion,
+    provenance,
     registry,
     schemas,
     scoring,
@@ -80,7 +81,7 @@ def run_training(
         with record.run(experiment_id, "train", tags=tags, params=dataclasses.asdict(params)) as run_id:
             required = (schemas.LABEL,)
             with tables.read_annotated(
-                spark, source, schema="training_raw", required=required, recorder=record
+                spark, source, schema="training_raw", required=required, recorder=record, context=provenance.TRAINING
             ) as rows:
                 with record.step("validate"):
                     rows_in, rows_rejected = tables.validate(rows, limit=params.max_reject_fraction, source=source)
@@ -91,6 +92,7 @@ def run_training(
                     valid = schemas.valid_rows(rows).select(*schemas.load_schema("training_raw").fieldNames())
                     result = training.fit(valid, params)
                     record.rows(result.rows_train)
+                    provenance.log_splits(record.inputs[0], seed=params.seed, train_fraction=params.train_fraction)
                 with record.step("evaluate"):
                     record.record({"rows_train": result.rows_train, "rows_test": result.rows_test, **result.metrics})
                     if result.best_params:
@@ -110,7 +112,11 @@ def run_training(
                             f"champion unchanged: {' '.join(verdict.failures)}"
                         )
                     promoted, champion = promotion.promote_if_better(
-                        params, version, result, log, known={verdict.champion_version: verdict.champion}
+                        params,
+                        version,
+                        result,
+                        log,
+                        known={verdict.champion_version: verdict.champion},
                     )
                     record.record({"promoted": int(promoted)})  # a number: MLflow 2 refuses a bool metric
     return {
