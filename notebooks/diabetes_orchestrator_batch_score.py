@@ -36,6 +36,7 @@
 # MAGIC | `shadow` | `false` | true: also score the batch with the challenger (when it is another version) into shadow_output (false, true) |
 # MAGIC | `shadow_output` | `` | Delta table of the challenger's predictions with --shadow (default: <output>_shadow) |
 # MAGIC | `shadow_tolerance` | `1.0` | --shadow: predictions differing by more than this count as different |
+# MAGIC | `alias_ledger` | `` | Delta table recording every move of champion and challenger (path or catalog.schema.table; empty: model_alias_events under DIABETES_SPARK_HOME locally, in the session's catalog and schema on Databricks) |
 # MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
 # MAGIC | `telemetry_backend` | `` | telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus) |
 # MAGIC
@@ -101,6 +102,8 @@ dbutils.widgets.text("shadow", "false")
 dbutils.widgets.text("shadow_output", "")
 # --shadow: predictions differing by more than this count as different
 dbutils.widgets.text("shadow_tolerance", "1.0")
+# Delta table recording every move of champion and challenger (path or catalog.schema.table; empty: model_alias_events under DIABETES_SPARK_HOME locally, in the session's catalog and schema on Databricks)
+dbutils.widgets.text("alias_ledger", "")
 # folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
 dbutils.widgets.text("dfs_tmpdir", "")
 # telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus)

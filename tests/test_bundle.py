@@ -90,6 +90,7 @@ DEPLOYMENT_WIDGETS: dict[str, str | dict[str, str]] = {
     "model_name": f"{UC}.${{resources.registered_models.{MODEL_KEY}.name}}",
     "dfs_tmpdir": f"{VOLUME}/mlflow_tmp",
     "shadow": "${var.shadow_scoring}",
+    "alias_ledger": "${var.alias_ledger}",
 }
 
 

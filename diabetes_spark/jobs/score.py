@@ -7,7 +7,7 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import drift, provenance, registry, schemas, scoring, shadow, spark_models, storage
+from diabetes_spark import drift, ledger, provenance, registry, schemas, scoring, shadow, spark_models, storage
 from diabetes_spark.errors import ReconciliationError
 from diabetes_spark.jobs import tables
 from diabetes_spark.jobs.recorder import Recorder, recording
@@ -60,6 +60,7 @@ def run_batch_scoring(
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active():
         registry.check_model_name(params.model_name)
+        ledger.start(spark, params.alias_ledger, home or local_home(), params.model_name)  # records outside moves
         source, output = storage.resolve(params.input), storage.resolve(params.output)
         rejects = tables.rejects_table(params.rejects, output)
         record.identify(model_name=params.model_name)
