@@ -152,6 +152,7 @@ class Ledger:
     ) -> Move:
         """Point ``alias`` at ``version`` and append the move's row; returns it."""
         before = registry.alias_version(model_name, alias)
+        at = datetime.now(timezone.utc).replace(tzinfo=None)  # before the move: concurrent moves order as made
         registry.set_alias(model_name, alias, version)
         done = Move(
             model_name,
@@ -163,6 +164,7 @@ class Ledger:
             reason,
             dict(metrics or {}),
             run_id,
+            at,
         )
         self.append(done)
         return done

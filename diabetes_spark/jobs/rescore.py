@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import functions as F
 
 from diabetes_spark import ledger, provenance, registry, schemas, scoring, storage
-from diabetes_spark.errors import InputError, ReplayDifferenceError, one_line, spark_failures
+from diabetes_spark.errors import InputError, ParamError, ReplayDifferenceError, one_line, spark_failures
 from diabetes_spark.jobs import tables
+from diabetes_spark.jobs.score import load_scorer
 from diabetes_spark.params import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
 from diabetes_spark.registry import MlflowLocation
 from diabetes_spark.runtime import local_home
@@ -88,8 +89,6 @@ def _input_of(spark: SparkSession, batch: Batch) -> tuple[DataFrame, provenance.
 
 def _scored(spark: SparkSession, raw: DataFrame, resolved: registry.ResolvedModel, dfs_tmpdir: str) -> DataFrame:
     """The valid rows of ``raw`` scored by ``resolved``, as the scoring job scores them."""
-    from diabetes_spark.jobs.score import load_scorer
-
     model, compiled, _ = load_scorer(spark, resolved, dfs_tmpdir)
     annotated = schemas.annotate(raw, schemas.load_schema("scoring_input"))
     return schemas.valid_rows(scoring.reject_non_finite(scoring.predict(annotated, model, compiled=compiled)))
@@ -146,8 +145,6 @@ def run_rescore(
             )
         champion = registry.resolve_version(model_name)
         if champion.version == model_version:
-            from diabetes_spark.errors import ParamError
-
             raise ParamError(
                 f"{model_name} v{model_version} is still the champion: roll back first (diabetes-spark rollback)"
             )
