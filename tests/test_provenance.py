@@ -82,19 +82,32 @@ def test_a_row_traces_to_its_input_version_and_model_version(spark, runs: dict) 
 
 
 @pytest.mark.slow
-def test_inputs_recorded_over_connect_with_a_remote_mlflow(
+def test_inputs_ledger_rollback_and_replay_over_connect_with_a_remote_mlflow(
     spark,
     connect_url: str,  # noqa: F811 (the fixture imported above)
     tmp_path: Path,
 ) -> None:
+    """Over Spark Connect against a real MLflow server: the inputs and their versions, the ledger's
+    rows, ``rollback --rescore`` and ``replay``."""
     table = _delta_input(spark, tmp_path / "training", commits=2)  # version 1
+    out = str(tmp_path / "p")
     train = ["train", "--training-data", table, "--model-name", MODEL, "--json"]
-    score = ["score", "--input", table, "--output", str(tmp_path / "p"), "--model-name", MODEL, "--json"]
+    score = ["score", "--input", table, "--output", out, "--model-name", MODEL, "--json"]
     (tmp_path / "mlflow").mkdir()
     with mlflow_server(tmp_path / "mlflow") as tracking:
         env = {"MLFLOW_TRACKING_URI": tracking, "DIABETES_SPARK_HOME": str(tmp_path / "home")}
         trained = _summary(_over_connect(connect_url, train, env=env))
-        scored = _summary(_over_connect(connect_url, score, env=env))
+        scored = _summary(_over_connect(connect_url, [*score, "--batch-id", "c1"], env=env))
+        manual = _summary(
+            _over_connect(connect_url, [*train, "--promotion-mode", "manual", "--reg-param", "5"], env=env)
+        )
+        promote = ["promote", "--model-name", MODEL, "--version", "2", "--reason", "try v2", "--json"]
+        _summary(_over_connect(connect_url, promote, env=env))
+        _summary(_over_connect(connect_url, [*score, "--batch-id", "c2"], env=env))
+        rollback = ["rollback", "--model-name", MODEL, "--reason", "v2 is bad", "--rescore", "--output", out, "--json"]
+        rolled = _summary(_over_connect(connect_url, rollback, env=env))
+        replay = ["replay", "--output", out, "--json"]
+        replayed = [_summary(_over_connect(connect_url, [*replay, "--batch-id", b], env=env)) for b in ("c1", "c2")]
         with MlflowLocation(tracking_uri=tracking, registry_uri=tracking).active():
             found = {run: _inputs(summary["run_id"]) for run, summary in (("train", trained), ("score", scored))}
     delta = {"type": "delta_table", "path": table, "delta_table_version": 1}
@@ -103,4 +116,16 @@ def test_inputs_recorded_over_connect_with_a_remote_mlflow(
         ("evaluation", 1),
         ("training", 1),
         ("training", 1),
+    ]
+    assert manual["champion_version"] == "1" and (rolled["from_version"], rolled["to_version"]) == ("2", "1")
+    assert rolled["rescore"]["batches_rescored"] == ["c2"]
+    assert [(r["model_version"], r["rows_differing"]) for r in replayed] == [("1", 0), ("1", 0)]
+    rows = storage.read_table(spark, storage.resolve(str(tmp_path / "home" / "model_alias_events")))
+    moves = rows.orderBy("moved_at").select("alias", "to_version", "action").collect()
+    assert [tuple(r) for r in moves] == [
+        ("challenger", "1", "gate"),
+        ("champion", "1", "gate"),
+        ("challenger", "2", "gate"),
+        ("champion", "2", "promote"),
+        ("champion", "1", "rollback"),
     ]
