@@ -63,8 +63,7 @@ def read_pinned(spark: SparkSession, ref: TableRef) -> tuple[DataFrame, InputVer
     Raises:
         InputError: As :func:`storage.read_table`.
     """
-    version = storage.delta_version(spark, ref)
-    df = storage.read_table(spark, ref, version=version)
+    df, version = storage.read_versioned(spark, ref, pinned=True)
     return df, InputVersion(ref, version, "" if version is not None else storage.input_fingerprint(df))
 
 

@@ -132,7 +132,14 @@ def _is_missing_path(error: Exception) -> bool:
 
 
 def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False, version: int | None = None) -> DataFrame:
-    """Read a table reference. CSV is read with every column as a string (plus the malformed-line
+    """Read a table reference (see :func:`read_versioned`)."""
+    return read_versioned(spark, ref, pinned=pinned, version=version)[0]
+
+
+def read_versioned(
+    spark: SparkSession, ref: TableRef, *, pinned: bool = False, version: int | None = None
+) -> tuple[DataFrame, int | None]:
+    """Read a table reference; with the Delta version read (``None``: a file, or the latest). CSV is read with every column as a string (plus the malformed-line
     column), so validation can reject unparseable values instead of Spark silently nulling them.
 
     ``pinned`` reads a Delta table at its current version, so every pass over the frame sees the
@@ -148,15 +155,15 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False, vers
 
     try:
         if ref.kind == "csv":
-            return _read_csv(spark, literal(ref.location))
+            return _read_csv(spark, literal(ref.location)), None
         if ref.kind == "parquet":
-            return spark.read.parquet(literal(ref.location))
+            return spark.read.parquet(literal(ref.location)), None
         if pinned and version is None:
             version = delta_version(spark, ref)
         reader = spark.read if version is None else spark.read.option("versionAsOf", version)
         if ref.kind == "table":
-            return reader.table(ref.identifier)
-        return reader.format("delta").load(ref.location)
+            return reader.table(ref.identifier), version
+        return reader.format("delta").load(ref.location), version
     except AnalysisException as e:
         if _is_missing_path(e) or "TABLE_OR_VIEW_NOT_FOUND" in str(e):
             raise InputError(f"input {ref.location} does not exist (or is not a {ref.kind} table)") from e
