@@ -83,11 +83,13 @@ def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A local workspace folder holding the session's MLflow SQLite store and artifacts; MLflow
     points at it for the whole run (a job pointed elsewhere points it back when it ends)."""
     from diabetes_spark.registry import MlflowLocation
+    from diabetes_spark.runtime import environment
 
     home = tmp_path_factory.mktemp("mlflow-home")
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         os.environ.pop(name, None)
-    with MlflowLocation.local(home).active():
+    # The workspace folder of the command line run in this process too: its alias ledger is the jobs'.
+    with environment({"DIABETES_SPARK_HOME": str(home)}), MlflowLocation.local(home).active():
         yield home
 
 

@@ -4,21 +4,26 @@ The public API is this module's ``__all__``: the three jobs the notebooks and th
 call, their parameters, and the errors they raise on purpose. The module names are the map of
 where a change goes; dependencies point down this list, never up:
 
-* faces: ``cli`` (the ``diabetes-spark`` console script), ``console`` (its stderr and stdout), ``notebook`` (the notebooks' shared
+* faces: ``cli`` (the ``diabetes-spark`` console script), ``commands`` (its ``promote``, ``rollback``,
+  ``rescore`` and ``replay`` subcommands), ``console`` (its stderr and stdout), ``notebook`` (the notebooks' shared
   context, the local notebook runner, the demo), ``local_dbutils`` (``dbutils`` off Databricks),
   ``connect_server`` (the command of a local Spark Connect server), ``deploy`` (``setup-secrets``);
 * the Spark session: ``session`` (Databricks', a Spark Connect server's, or local Spark with Delta),
   ``jvm_cache`` (the local JVM's start-up cache); only faces and jobs import them;
 * jobs: ``jobs.ingest``, ``jobs.train``, ``jobs.score``, each read -> validate -> act -> write ->
   record; ``jobs.incremental`` (scoring only what is new, through Structured Streaming) with
-  ``jobs.stream`` (its streaming query: position, start, what a micro-batch covers, failures); ``jobs.tables`` (the steps they share), ``jobs.recorder`` (a step's numbers to MLflow and
-  telemetry in one call);
+  ``jobs.stream`` (its streaming query: position, start, what a micro-batch covers, failures);
+  ``jobs.lifecycle`` (promote, rollback) and ``jobs.rescore`` (rescore, replay), the commands a
+  person runs on a model's aliases and batches; ``jobs.tables`` (the steps they share),
+  ``jobs.recorder`` (a step's numbers to MLflow and telemetry in one call);
 * the model: ``features`` (Spark ML stages), ``training`` (split, fit, tune), ``evaluation``
   (metrics, report artifacts), ``scoring`` (compiled scoring, lineage), ``drift`` (profile,
   population stability index), ``spark_models`` (the model to and from MLflow), ``registry``
   (MLflow location, versions, aliases), ``validation`` (thresholds with MLflow's semantics, the
-  validation modes, the verdict), ``promotion`` (the champion gate), ``shadow`` (the challenger
-  beside the champion on a batch, and their comparison);
+  validation modes, the verdict), ``promotion`` (the champion gate, promote, rollback), ``ledger``
+  (the alias ledger: every move of champion and challenger), ``provenance`` (the exact input a run
+  read, on its MLflow run), ``shadow`` (the challenger beside the champion on a batch, and their
+  comparison);
 * data: ``schemas`` (validation, rejects with reasons), ``storage`` (table references, reads,
   Delta versions and history), ``delta_writes`` (retried, batch-idempotent Delta writes), ``adls``
   (ADLS Gen2 credentials), ``data`` (the shipped samples);

@@ -18,10 +18,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NoReturn
 
-from diabetes_spark import __version__, console, params
+from diabetes_spark import __version__, commands, console, params
 from diabetes_spark.console import ENV_DEBUG
 from diabetes_spark.deploy import secrets
-from diabetes_spark.errors import ConfigurationError, DiabetesSparkError, one_line, user_error
+from diabetes_spark.errors import (
+    EXIT_DIFFERENCES,
+    ConfigurationError,
+    DiabetesSparkError,
+    ReplayDifferenceError,
+    one_line,
+    user_error,
+)
 from diabetes_spark.jvm_cache import recording_class_archive
 from diabetes_spark.runtime import environment
 from diabetes_spark.session import DEFAULT_PORT
@@ -148,9 +155,10 @@ _COMMANDS: dict[str, Command] = {
     "demo": _demo,
     "connect-server": _connect_server,
     "setup-secrets": _setup_secrets,
+    **commands.COMMANDS,
 }
 #: The commands that start a local Spark session.
-_STARTS_SPARK = (*_JOBS, "notebook", "demo")
+_STARTS_SPARK = (*_JOBS, "notebook", "demo", *commands.COMMANDS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -187,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_quiet(p)
         _add_remote(p)
 
+    commands.add_commands(sub, _add_common)
+
     p = sub.add_parser("notebook", help="run a Databricks source notebook locally, cell by cell")
     p.add_argument(
         "path", help="the notebook (.py, Databricks source format); 'train' or 'score' for the ones in the wheel"
@@ -209,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    _add_quiet(parser)
+    _add_remote(parser)
 
 
 def _add_quiet(parser: argparse.ArgumentParser) -> None:
@@ -295,6 +311,10 @@ def _attempt(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool, out
     """:func:`_run` without the collection."""
     try:
         summary = _COMMANDS[args.command](args, {**conf, "spark.ui.showConsoleProgress": "false"} if quiet else conf)
+    except ReplayDifferenceError as e:  # an answer (replay: rows differ), printed as a summary
+        print(f"diabetes-spark {args.command}: {e}", file=sys.stderr)
+        console.print_summary(e.summary, args.json, out)
+        return EXIT_DIFFERENCES
     except Exception as e:
         error = _classified(e)
         if error is not None:

@@ -114,6 +114,20 @@ def spark_failures() -> tuple[type[Exception], ...]:
     return (PySparkException, Py4JJavaError)
 
 
+#: Exit code of ``replay`` when some replayed rows differ from the stored ones (2 is a user's error).
+EXIT_DIFFERENCES = 3
+
+
+class ReplayDifferenceError(Exception):
+    """A replay found rows that differ from the stored ones: an answer, not a user's error (exit 3).
+
+    ``summary`` is the replay's summary (rows compared, rows differing), printed as on success."""
+
+    def __init__(self, message: str, summary: dict[str, object]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 class OutputError(DiabetesSparkError):
     """A destination table cannot be written as given (its place, its columns, another table's)."""
 

@@ -27,6 +27,13 @@ PRIMARY_METRICS = ("rmse", "mae", "r2")
 SWITCH = ("false", "true")
 #: ``validation_mode``: judge and block, judge and record only, or do not judge.
 VALIDATION_MODES = ("enabled", "dry_run", "disabled")
+#: ``promotion_mode``: the gate moves champion, or training only sets challenger and a person promotes.
+PROMOTION_MODES = ("auto", "manual")
+#: Help of ``alias_ledger``, a parameter of every job that reads or moves a model's aliases.
+ALIAS_LEDGER_HELP = (
+    "Delta table recording every move of champion and challenger (path or catalog.schema.table; empty: "
+    "model_alias_events under DIABETES_SPARK_HOME locally, in the session's catalog and schema on Databricks)"
+)
 #: The telemetry backends, the first the default (``diabetes_spark.telemetry`` has one module each).
 TELEMETRY_BACKENDS = ("opencensus", "opentelemetry")
 
@@ -174,6 +181,13 @@ class TrainParams(_Common):
         "only recorded; disabled: no thresholds",
         choices=VALIDATION_MODES,
     )
+    promotion_mode: str = _param(
+        "auto",
+        "auto: the gate moves champion to a better version; manual: training only sets challenger and a person "
+        "promotes (diabetes-spark promote)",
+        choices=PROMOTION_MODES,
+    )
+    alias_ledger: str = _param("", ALIAS_LEDGER_HELP)
     dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
     telemetry_backend: str = _telemetry_backend()
 
@@ -229,6 +243,7 @@ class ScoreParams(_Common):
         "--incremental: the folder of its streaming checkpoint (default: <output>_checkpoint beside a Delta path; "
         "a /Volumes/... folder for a catalog table on Databricks)",
     )
+    alias_ledger: str = _param("", ALIAS_LEDGER_HELP)
     dfs_tmpdir: str = _param("", DFS_TMPDIR_HELP)
     telemetry_backend: str = _telemetry_backend()
 

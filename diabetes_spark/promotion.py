@@ -1,4 +1,5 @@
-"""The champion/challenger gate: ``champion`` moves to a new version only if it wins.
+"""The champion/challenger gate (``champion`` moves to a new version only if it wins), and the moves
+a person makes: :func:`promote` and :func:`rollback`. Every move goes through the alias ledger.
 
 A new version is first validated (:mod:`validation`: thresholds, improvement over the champion,
 both on all the training run's held-out rows), then judged against the current champion on the same
@@ -12,10 +13,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from diabetes_spark import evaluation, registry, scoring, spark_models, validation
+from diabetes_spark import evaluation, ledger, registry, scoring, spark_models, validation
+from diabetes_spark.errors import ParamError, RegistryError
 from diabetes_spark.schemas import LABEL, PREDICTION
 
 if TYPE_CHECKING:
+    from diabetes_spark.ledger import Ledger, Move
     from diabetes_spark.params import TrainParams
     from diabetes_spark.training import TrainResult
 
@@ -78,6 +81,8 @@ def promote_if_better(
     log: logging.Logger,
     *,
     known: dict[str, dict[str, float]] | None = None,
+    moves: Ledger | None = None,
+    run_id: str = "",
 ) -> tuple[bool, str]:
     """Move ``champion`` to ``version`` if there is none or it is beaten; record the decision.
 
@@ -90,13 +95,16 @@ def promote_if_better(
     final decision.
 
     ``known`` maps versions to metrics already computed on these held-out rows (by validation).
+    Each move is a row of the ledger ``moves`` (action ``gate``, training run ``run_id``). With
+    ``promotion_mode`` ``manual`` nothing moves: a person promotes (:func:`promote`).
 
     Returns:
         ``(promoted, champion version)``.
     """
-    import mlflow
-
-    name, metric = params.model_name, params.primary_metric
+    name = params.model_name
+    if params.promotion_mode == "manual":
+        current = registry.alias_version(name, registry.CHAMPION)
+        return _decided(params, version, result, log, current, "promotion_mode manual: a person promotes")
     known = {v: m for v, m in (known or {}).items() if v and m}
     current, reason = None, ""
     for _ in range(GATE_ROUNDS):
@@ -108,15 +116,118 @@ def promote_if_better(
             break
         if registry.alias_version(name, registry.CHAMPION) != current:
             continue  # moved while this run was comparing: judge the new champion
-        registry.set_alias(name, registry.CHAMPION, version)
+        if moves is None:
+            registry.set_alias(name, registry.CHAMPION, version)
+        else:
+            compared = {f"champion_{m}": v for m, v in known.get(current or "", {}).items()}
+            metrics = {**result.metrics, **compared}
+            moves.move(
+                name, registry.CHAMPION, version, action=ledger.GATE, reason=reason, metrics=metrics, run_id=run_id
+            )
         time.sleep(ALIAS_SETTLE_SECONDS)
     else:
         current = registry.alias_version(name, registry.CHAMPION)
         reason = f"{reason}; stopped after {GATE_ROUNDS} rounds of concurrent promotions"
         log.warning("model %s v%s: %s", name, version, reason)
+    return _decided(params, version, result, log, current, reason)
+
+
+def _decided(
+    params: TrainParams, version: str, result: TrainResult, log: logging.Logger, current: str | None, reason: str
+) -> tuple[bool, str]:
+    """The gate's decision on the run and the version (tags, metric, log line)."""
+    import mlflow
+
+    name, metric = params.model_name, params.primary_metric
     promoted, champion = current == version, current or ""
     mlflow.log_metric(f"challenger_{metric}", result.metrics[metric])
     mlflow.set_tags({"champion_decision": "promoted" if promoted else "kept", "champion_reason": reason})
     registry.version_tags(name, version, {metric: result.metrics[metric], "promoted": promoted})
     log.info("model %s v%s: %s; champion: v%s", name, version, reason, champion)
     return promoted, champion
+
+
+def promote(moves: Ledger, model_name: str, version: str, *, reason: str, force: bool = False) -> Move:
+    """Move ``champion`` to ``version`` through the ledger (action ``promote``).
+
+    Raises:
+        ParamError: No reason, or ``version`` is already the champion.
+        RegistryError: ``version`` does not exist, or its tags say it failed validation and ``force``
+            is not given; nothing moved.
+    """
+    _check_reason(reason, "promote")
+    resolved = registry.resolve_version(model_name, version=version)
+    tags = registry.tags_of(model_name, resolved.version)
+    forced = ""
+    if tags.get("validation_verdict") == validation.FAILED:
+        failures = tags.get("validation_failures", "")
+        if not force:
+            raise RegistryError(
+                f"model {model_name} v{resolved.version} failed validation (tag validation_verdict=failed{': ' if failures else ''}"
+                f"{failures}); champion unchanged. Promote a version that passed, or pass --force to promote it anyway"
+            )
+        forced = " [forced past failed validation]"
+    current = registry.alias_version(model_name, registry.CHAMPION)
+    if current == resolved.version:
+        raise ParamError(f"model {model_name} v{current} is already champion: nothing to promote")
+    metrics = _float_tags(tags, "validation_")
+    return moves.move(
+        model_name,
+        registry.CHAMPION,
+        resolved.version,
+        action=ledger.PROMOTE,
+        reason=reason + forced,
+        metrics=metrics,
+        run_id=resolved.run_id,
+    )
+
+
+def rollback(moves: Ledger, model_name: str, *, reason: str, to: str = "") -> Move:
+    """Move ``champion`` back to ``to``, or to the version it held before the current one according
+    to the ledger (:func:`ledger.champion_before`); action ``rollback``.
+
+    Raises:
+        ParamError: No reason, or the target is already the champion.
+        RegistryError: No champion, no earlier version in the ledger (give ``to``), or ``to`` does
+            not exist; nothing moved.
+    """
+    _check_reason(reason, "rollback")
+    current = registry.alias_version(model_name, registry.CHAMPION)
+    if current is None:
+        raise RegistryError(f"model {model_name} has no champion: nothing to roll back (promote a version instead)")
+    target = to or ledger.champion_before(moves.history(model_name, registry.CHAMPION), current)
+    if not target:
+        raise RegistryError(
+            f"the alias ledger {moves.ref} holds no champion of {model_name} before v{current}: give the version to "
+            "go back to with --to V"
+        )
+    resolved = registry.resolve_version(model_name, version=target)
+    if resolved.version == current:
+        raise ParamError(f"model {model_name} v{current} is already champion: nothing to roll back")
+    metrics = _float_tags(registry.tags_of(model_name, resolved.version), "validation_")
+    return moves.move(
+        model_name,
+        registry.CHAMPION,
+        resolved.version,
+        action=ledger.ROLLBACK,
+        reason=reason,
+        metrics=metrics,
+        run_id=resolved.run_id,
+    )
+
+
+def _check_reason(reason: str, command: str) -> None:
+    if not reason.strip():
+        raise ParamError(f"{command} needs a reason (--reason TEXT): the alias ledger records why champion moved")
+
+
+def _float_tags(tags: dict[str, str], prefix: str) -> dict[str, float]:
+    """The tags ``<prefix><metric>`` holding a number, as ``metric -> value``."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(prefix):
+            try:
+                out[key[len(prefix) :]] = float(value)
+            except ValueError:
+                continue
+    return out

@@ -317,6 +317,11 @@ def version_tags(name: str, version: str, tags: dict[str, Any]) -> None:
         client.set_model_version_tag(name, version, key, str(value))
 
 
+def tags_of(name: str, version: str) -> dict[str, str]:
+    """A model version's tags (its validation verdict, the gate's decision)."""
+    return dict(_client().get_model_version(name, version).tags or {})
+
+
 def describe_version(name: str, version: str, description: str) -> None:
     """Set a model version's description (shown in the registry UI)."""
     _client().update_model_version(name, version, description=description)

@@ -131,12 +131,20 @@ def _is_missing_path(error: Exception) -> bool:
     return "PATH_NOT_FOUND" in text or "Path does not exist" in text or "is not a Delta table" in text
 
 
-def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> DataFrame:
-    """Read a table reference. CSV is read with every column as a string (plus the malformed-line
+def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False, version: int | None = None) -> DataFrame:
+    """Read a table reference (see :func:`read_versioned`)."""
+    return read_versioned(spark, ref, pinned=pinned, version=version)[0]
+
+
+def read_versioned(
+    spark: SparkSession, ref: TableRef, *, pinned: bool = False, version: int | None = None
+) -> tuple[DataFrame, int | None]:
+    """Read a table reference; with the Delta version read (``None``: a file, or the latest). CSV is read with every column as a string (plus the malformed-line
     column), so validation can reject unparseable values instead of Spark silently nulling them.
 
     ``pinned`` reads a Delta table at its current version, so every pass over the frame sees the
-    same rows even while other jobs commit to the table.
+    same rows even while other jobs commit to the table; ``version`` reads a Delta table at that
+    version (a batch's recorded input, read again).
 
     Raises:
         InputError: The file or table does not exist, is empty, has no header, or Spark cannot
@@ -147,14 +155,15 @@ def read_table(spark: SparkSession, ref: TableRef, *, pinned: bool = False) -> D
 
     try:
         if ref.kind == "csv":
-            return _read_csv(spark, literal(ref.location))
+            return _read_csv(spark, literal(ref.location)), None
         if ref.kind == "parquet":
-            return spark.read.parquet(literal(ref.location))
-        version = delta_version(spark, ref) if pinned else None
+            return spark.read.parquet(literal(ref.location)), None
+        if pinned and version is None:
+            version = delta_version(spark, ref)
         reader = spark.read if version is None else spark.read.option("versionAsOf", version)
         if ref.kind == "table":
-            return reader.table(ref.identifier)
-        return reader.format("delta").load(ref.location)
+            return reader.table(ref.identifier), version
+        return reader.format("delta").load(ref.location), version
     except AnalysisException as e:
         if _is_missing_path(e) or "TABLE_OR_VIEW_NOT_FOUND" in str(e):
             raise InputError(f"input {ref.location} does not exist (or is not a {ref.kind} table)") from e
@@ -220,13 +229,16 @@ def _read_csv(spark: SparkSession, path: str) -> DataFrame:
     )
 
 
-def default_batch_id(spark: SparkSession, ref: TableRef, raw: DataFrame) -> str:
-    """A batch id stable for the input: ``<name>-v<Delta version>``, or ``<name>-<file fingerprint>``."""
+def default_batch_id(
+    spark: SparkSession, ref: TableRef, raw: DataFrame, *, version: int | None = None, fingerprint: str = ""
+) -> str:
+    """A batch id stable for the input: ``<name>-v<Delta version>``, or ``<name>-<file fingerprint>``
+    (the ``version`` or ``fingerprint`` of the read that was made, when given)."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", ref.location.rstrip("/").rsplit("/", 1)[-1])[:80] or "input"
-    version = delta_version(spark, ref)
+    version = version if version is not None or fingerprint else delta_version(spark, ref)
     if version is not None:
         return f"{name}-v{version}"
-    return f"{name}-{input_fingerprint(raw)}"
+    return f"{name}-{fingerprint or input_fingerprint(raw)}"
 
 
 def input_fingerprint(df: DataFrame) -> str:

@@ -38,6 +38,7 @@
 # MAGIC | `shadow_tolerance` | `1.0` | --shadow: predictions differing by more than this count as different |
 # MAGIC | `incremental` | `false` | true: score only the rows of a Delta input committed since the last incremental run into output, exactly once (Structured Streaming, availableNow, a checkpoint) (false, true) |
 # MAGIC | `checkpoint_location` | `` | --incremental: the folder of its streaming checkpoint (default: <output>_checkpoint beside a Delta path; a /Volumes/... folder for a catalog table on Databricks) |
+# MAGIC | `alias_ledger` | `` | Delta table recording every move of champion and challenger (path or catalog.schema.table; empty: model_alias_events under DIABETES_SPARK_HOME locally, in the session's catalog and schema on Databricks) |
 # MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
 # MAGIC | `telemetry_backend` | `` | telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus) |
 # MAGIC
@@ -107,6 +108,8 @@ dbutils.widgets.text("shadow_tolerance", "1.0")
 dbutils.widgets.text("incremental", "false")
 # --incremental: the folder of its streaming checkpoint (default: <output>_checkpoint beside a Delta path; a /Volumes/... folder for a catalog table on Databricks)
 dbutils.widgets.text("checkpoint_location", "")
+# Delta table recording every move of champion and challenger (path or catalog.schema.table; empty: model_alias_events under DIABETES_SPARK_HOME locally, in the session's catalog and schema on Databricks)
+dbutils.widgets.text("alias_ledger", "")
 # folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
 dbutils.widgets.text("dfs_tmpdir", "")
 # telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus)

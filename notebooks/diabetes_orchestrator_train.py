@@ -43,6 +43,8 @@
 # MAGIC | `validation_thresholds` | `` | bounds the new version must meet on all held-out rows: comma-separated METRIC<=NUMBER for rmse, mae, mse and METRIC>=NUMBER for r2, e.g. rmse<=60,r2>=0.35 (empty: none) |
 # MAGIC | `min_improvement` | `0.0` | relative improvement over the champion on primary_metric the new version must reach, in [0, 1] (MLflow's min_relative_change; 0: not judged) |
 # MAGIC | `validation_mode` | `enabled` | enabled: a version missing a threshold is not promoted and the job fails; dry_run: the verdict is only recorded; disabled: no thresholds (enabled, dry_run, disabled) |
+# MAGIC | `promotion_mode` | `auto` | auto: the gate moves champion to a better version; manual: training only sets challenger and a person promotes (diabetes-spark promote) (auto, manual) |
+# MAGIC | `alias_ledger` | `` | Delta table recording every move of champion and challenger (path or catalog.schema.table; empty: model_alias_events under DIABETES_SPARK_HOME locally, in the session's catalog and schema on Databricks) |
 # MAGIC | `dfs_tmpdir` | `` | folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default) |
 # MAGIC | `telemetry_backend` | `` | telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus) |
 # MAGIC
@@ -122,6 +124,10 @@ dbutils.widgets.text("validation_thresholds", "")
 dbutils.widgets.text("min_improvement", "0.0")
 # enabled: a version missing a threshold is not promoted and the job fails; dry_run: the verdict is only recorded; disabled: no thresholds (enabled, dry_run, disabled)
 dbutils.widgets.text("validation_mode", "enabled")
+# auto: the gate moves champion to a better version; manual: training only sets challenger and a person promotes (diabetes-spark promote) (auto, manual)
+dbutils.widgets.text("promotion_mode", "auto")
+# Delta table recording every move of champion and challenger (path or catalog.schema.table; empty: model_alias_events under DIABETES_SPARK_HOME locally, in the session's catalog and schema on Databricks)
+dbutils.widgets.text("alias_ledger", "")
 # folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard access and serverless compute (empty: $MLFLOW_DFS_TMP, else MLflow's default)
 dbutils.widgets.text("dfs_tmpdir", "")
 # telemetry SDK sending to Application Insights: opencensus, or opentelemetry (needs diabetes_spark[opentelemetry]; required for Entra ID, Authorization=AAD) (empty: $DIABETES_SPARK_TELEMETRY_BACKEND, else opencensus)

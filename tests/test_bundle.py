@@ -101,6 +101,7 @@ DEPLOYMENT_WIDGETS: dict[str, str | dict[str, str]] = {
     "checkpoint_location": {
         job: f"{VOLUME}/checkpoints/diabetes_predictions" if job == INCREMENTAL_SCORING else "" for job in JOB_KEYS
     },
+    "alias_ledger": "${var.alias_ledger}",
 }
 
 

@@ -630,7 +630,7 @@ def test_an_interrupt_while_reading_creates_no_table(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(storage, "read_table", interrupted)
+    monkeypatch.setattr(storage, "read_versioned", interrupted)  # read_table reads through it
     code, stdout, lines, _ = run_cli(
         [*INGEST, "--source", "sample:diabetes.csv", "--table", str(tmp_path / "t")], capsys
     )
@@ -642,14 +642,14 @@ def test_json_stdout_is_one_line_whatever_writes_to_descriptor_1(
     spark, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A library or the JVM writing to file descriptor 1 (Ivy, Delta) does not reach stdout with ``--json``."""
-    real = storage.read_table
+    real = storage.read_versioned
 
     def noisy(*args, **kwargs):
         os.write(1, b"noise from a library\n")
         print("noise from Python")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(storage, "read_table", noisy)
+    monkeypatch.setattr(storage, "read_versioned", noisy)  # read_table reads through it
     code = cli.main([*INGEST, "--json", "--source", "sample:diabetes.csv", "--table", str(tmp_path / "t")])
     captured = capfd.readouterr()
     assert code == 0
@@ -706,13 +706,13 @@ def test_a_jvm_killed_during_the_job_is_named_with_its_memory_limit(tmp_path: Pa
     script.write_text(
         "import os, signal, sys\n"
         "from diabetes_spark import cli, storage\n"
-        "real = storage.read_table\n"
+        "real = storage.read_versioned\n"
         "def read_then_die(spark, *args, **kwargs):\n"
         "    from pyspark import SparkContext\n"
         "    os.kill(SparkContext._gateway.proc.pid, signal.SIGKILL)\n"
         "    SparkContext._gateway.proc.wait()\n"
         "    return real(spark, *args, **kwargs)\n"
-        "storage.read_table = read_then_die\n"
+        "storage.read_versioned = read_then_die\n"
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
     began = time.monotonic()

@@ -20,6 +20,7 @@ from diabetes_spark.errors import NotebookError
 from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit, secret_env_name
 from diabetes_spark.notebook import NOTEBOOKS, parse_notebook, run_demo, run_notebook
 from diabetes_spark.registry import MlflowLocation
+from diabetes_spark.runtime import environment
 from tests import make_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,12 +135,8 @@ def test_local_dbutils_widgets_secrets_exit(tmp_path: Path, monkeypatch: pytest.
 def demo(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``diabetes-spark demo``: ingest, then both notebooks, in a fresh local workspace folder."""
     home = tmp_path_factory.mktemp("demo-home")
-    os.environ["DIABETES_SPARK_HOME"] = str(home)
-    try:
-        with MlflowLocation.local(home).active():  # the demo's own store, whatever the session's
-            summary = run_demo(spark, notebooks=NB, home=home)
-    finally:
-        os.environ.pop("DIABETES_SPARK_HOME")
+    with environment({"DIABETES_SPARK_HOME": str(home)}), MlflowLocation.local(home).active():
+        summary = run_demo(spark, notebooks=NB, home=home)  # the demo's own store, whatever the session's
     summary["home"] = home
     return summary
 

@@ -14,7 +14,12 @@ import diabetes_spark
 
 PACKAGE = Path(diabetes_spark.__file__).parent
 #: The modules that may import :mod:`diabetes_spark.session`: the faces and the jobs.
-SESSION_USERS = {"diabetes_spark.cli", "diabetes_spark.notebook", "diabetes_spark.connect_server"}
+SESSION_USERS = {
+    "diabetes_spark.cli",
+    "diabetes_spark.commands",
+    "diabetes_spark.notebook",
+    "diabetes_spark.connect_server",
+}
 
 PUBLIC_API = [
     "ConfigurationError",

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import errors
+from diabetes_spark import errors, provenance
 from diabetes_spark._version import __version__
 from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
 from diabetes_spark.telemetry import start as start_telemetry
@@ -34,6 +34,8 @@ class Recorder:
         self.telemetry = telemetry
         self._tracking = False  # inside run(): numbers go to MLflow as well
         self._rows: int | None = None
+        #: The inputs this run read (:meth:`input`), first read first.
+        self.inputs: list[provenance.InputVersion] = []
 
     @contextmanager
     def step(self, name: str, *, about: str = "", **attributes: Any) -> Iterator[logging.Logger]:
@@ -71,6 +73,12 @@ class Recorder:
     def rows(self, count: int) -> None:
         """The rows the current step handled, for its console line."""
         self._rows = int(count)
+
+    def input(self, read: provenance.InputVersion, *, context: str) -> None:
+        """An input the job read: a dataset of the MLflow run (inside :meth:`run`) and its tags."""
+        self.inputs.append(read)
+        if self._tracking:
+            provenance.log_input(read, context=context)
 
     def params(self, values: Mapping[str, Any]) -> None:
         """More parameters of the MLflow run (what a step found: input width, tuned values)."""

@@ -7,7 +7,7 @@ import dataclasses
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import drift, registry, schemas, scoring, shadow, spark_models, storage
+from diabetes_spark import drift, ledger, provenance, registry, schemas, scoring, shadow, spark_models, storage
 from diabetes_spark.errors import ReconciliationError
 from diabetes_spark.jobs import tables
 from diabetes_spark.jobs.recorder import Recorder, recording
@@ -60,6 +60,7 @@ def run_batch_scoring(
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active():
         registry.check_model_name(params.model_name)
+        ledger.start(spark, params.alias_ledger, home or local_home(), params.model_name)  # records outside moves
         source, output = storage.resolve(params.input), storage.resolve(params.output)
         rejects = tables.rejects_table(params.rejects, output)
         record.identify(model_name=params.model_name)
@@ -69,15 +70,18 @@ def run_batch_scoring(
         experiment_id = location.ensure_experiment(params.experiment)
         record.identify(mlflow_experiment_id=experiment_id)
         with record.step("read", source=str(source)):
-            raw = storage.read_table(spark, source, pinned=True)  # every pass below reads the same rows
+            raw, read = provenance.read_pinned(spark, source)  # every pass below reads the same rows
             scoring.check_input_columns(raw.columns)
             if challenger is not None:
                 shadow.check_input_columns(raw.columns)
-            batch_id = params.batch_id or storage.default_batch_id(spark, source, raw)
+            batch_id = params.batch_id or storage.default_batch_id(
+                spark, source, raw, version=read.version, fingerprint=read.fingerprint
+            )
         record.identify(batch_id=batch_id)
         run_params = {**dataclasses.asdict(params), "batch_id": batch_id, "resolved_model_version": resolved.version}
         tags = {"job": "batch_score", "batch_id": batch_id}
         with record.run(experiment_id, f"score-{batch_id}", tags=tags, params=run_params) as run_id:
+            record.input(read, context=provenance.SCORING)
             with record.step("load_model", model_uri=resolved.uri, about=f"model {resolved.name} v{resolved.version}"):
                 model, compiled, unseen = load_scorer(spark, resolved, params.dfs_tmpdir)
                 record.tag(scoring_path="column_expression" if compiled is not None else "pipeline_transform")

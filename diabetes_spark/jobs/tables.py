@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import delta_writes, schemas, storage
+from diabetes_spark import delta_writes, provenance, schemas, storage
 from diabetes_spark.errors import OutputError, ReconciliationError, about
 from diabetes_spark.runtime import cached
 
@@ -28,14 +28,21 @@ def rejects_table(given: str, target: TableRef) -> TableRef:
 
 @contextmanager
 def read_annotated(
-    spark: SparkSession, ref: TableRef, *, schema: str, required: tuple[str, ...], recorder: Recorder
+    spark: SparkSession,
+    ref: TableRef,
+    *,
+    schema: str,
+    required: tuple[str, ...],
+    recorder: Recorder,
+    context: str = provenance.SOURCE,
 ) -> Iterator[DataFrame]:
     """The input read (step ``read``) and annotated with each row's reject reason, cached for the
     block on classic Spark: counting, reporting and writing reuse one read. The read is pinned to
     the table's current Delta version, so where nothing is cached (Spark Connect) every pass sees
-    the same rows."""
+    the same rows. The read (table and version, or file fingerprint) is the recorder's input in ``context``."""
     with recorder.step("read", source=str(ref)):
-        raw = storage.read_table(spark, ref, pinned=True)
+        raw, read = provenance.read_pinned(spark, ref)
+        recorder.input(read, context=context)
         annotated = schemas.annotate(raw, schemas.load_schema(schema), required=required)
     with cached(annotated):
         yield annotated

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from diabetes_spark import (
     drift,
     evaluation,
+    ledger,
     promotion,
+    provenance,
     registry,
     schemas,
     scoring,
@@ -72,6 +74,7 @@ def run_training(
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
     with recording(telemetry, COMPONENT_TRAIN, params.telemetry_backend) as record, location.active():
         registry.check_model_name(params.model_name)
+        moves = ledger.start(spark, params.alias_ledger, home or local_home(), params.model_name)
         spark_models.check_staging(spark, params.dfs_tmpdir)  # over Connect the model needs a shared folder
         source = storage.resolve(params.training_data)
         experiment_id = location.ensure_experiment(params.experiment)
@@ -80,7 +83,7 @@ def run_training(
         with record.run(experiment_id, "train", tags=tags, params=dataclasses.asdict(params)) as run_id:
             required = (schemas.LABEL,)
             with tables.read_annotated(
-                spark, source, schema="training_raw", required=required, recorder=record
+                spark, source, schema="training_raw", required=required, recorder=record, context=provenance.TRAINING
             ) as rows:
                 with record.step("validate"):
                     rows_in, rows_rejected = tables.validate(rows, limit=params.max_reject_fraction, source=source)
@@ -91,13 +94,14 @@ def run_training(
                     valid = schemas.valid_rows(rows).select(*schemas.load_schema("training_raw").fieldNames())
                     result = training.fit(valid, params)
                     record.rows(result.rows_train)
+                    provenance.log_splits(record.inputs[0], seed=params.seed, train_fraction=params.train_fraction)
                 with record.step("evaluate"):
                     record.record({"rows_train": result.rows_train, "rows_test": result.rows_test, **result.metrics})
                     if result.best_params:
                         record.params({f"best_{k}": v for k, v in result.best_params.items()})
                     log_reports(rows, rows_in, rows_rejected, result)
                 with record.step("register") as log:  # register, validate, promote: one step, one span
-                    version = register(params, result, valid)
+                    version = register(params, result, valid, moves, run_id)
                     record.identify(model_version=version)
                     verdict = promotion.validate(params, result)
                     validation.record(verdict, model_name=params.model_name, version=version)
@@ -110,7 +114,13 @@ def run_training(
                             f"champion unchanged: {' '.join(verdict.failures)}"
                         )
                     promoted, champion = promotion.promote_if_better(
-                        params, version, result, log, known={verdict.champion_version: verdict.champion}
+                        params,
+                        version,
+                        result,
+                        log,
+                        known={verdict.champion_version: verdict.champion},
+                        moves=moves,
+                        run_id=run_id,
                     )
                     record.record({"promoted": int(promoted)})  # a number: MLflow 2 refuses a bool metric
     return {
@@ -148,8 +158,11 @@ def log_reports(annotated: DataFrame, rows_in: int, rows_rejected: int, result: 
     mlflow.log_dict(json.loads(schemas.load_schema("training_raw").json()), "schema/training_raw.json")
 
 
-def register(params: TrainParams, result: training.TrainResult, valid: DataFrame) -> str:
-    """Log the model (with its folded linear spec, if linear), register it, alias it ``challenger``."""
+def register(
+    params: TrainParams, result: training.TrainResult, valid: DataFrame, moves: ledger.Ledger, run_id: str
+) -> str:
+    """Log the model (with its folded linear spec, if linear), register it, alias it ``challenger``
+    (a row of the alias ledger)."""
     spec = scoring.linear_spec(result.model)
     info = spark_models.log_model(
         result.model,
@@ -158,5 +171,14 @@ def register(params: TrainParams, result: training.TrainResult, valid: DataFrame
         dfs_tmpdir=params.dfs_tmpdir,
     )
     version = registry.register(info.model_uri, params.model_name)
-    registry.set_alias(params.model_name, registry.CHALLENGER, version)
+    reason = f"registered by training run {run_id}"
+    moves.move(
+        params.model_name,
+        registry.CHALLENGER,
+        version,
+        action=ledger.GATE,
+        reason=reason,
+        metrics=result.metrics,
+        run_id=run_id,
+    )
     return version
