@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from diabetes_spark.errors import ParamError
+from diabetes_spark.param_text import describe as describe
+from diabetes_spark.param_text import from_strings as from_strings
+from diabetes_spark.param_text import parse_assignments as parse_assignments
+from diabetes_spark.param_text import widget_defaults as widget_defaults
 from diabetes_spark.thresholds import THRESHOLD_FORM, parse_thresholds
 
 ESTIMATORS = ("linear", "gbt", "random_forest")
@@ -52,7 +55,6 @@ WORKSPACE_DEFAULTS = {
     "model_name": "{catalog}.{schema}." + DEFAULT_MODEL_NAME,
 }
 
-P = TypeVar("P")
 #: Help of ``dfs_tmpdir``, a parameter of both jobs that load or log a model.
 DFS_TMPDIR_HELP = (
     "folder mlflow.spark copies models through: a /Volumes/<catalog>/<schema>/<volume>/... path on standard "
@@ -314,64 +316,3 @@ class NotebookParams(_Common):
 def notebook_widgets(job_params: type) -> dict[str, str]:
     """Every widget a notebook running ``job_params`` declares: name -> default, in order."""
     return {**widget_defaults(NotebookParams), **widget_defaults(job_params)}
-
-
-def _convert(name: str, raw: Any, kind: Any) -> Any:
-    """Turn a widget/CLI string into the field's type."""
-    if not isinstance(raw, str):
-        return raw
-    text = raw.strip()
-    try:
-        if kind in (int, "int"):
-            return int(text)
-        if kind in (float, "float"):
-            return float(text)
-    except ValueError as e:
-        type_name = kind if isinstance(kind, str) else kind.__name__
-        raise ParamError(f"{name} must be a{'n' if type_name == 'int' else ''} {type_name}; got {raw!r}") from e
-    return text
-
-
-def from_strings(cls: type[P], values: Mapping[str, Any]) -> P:
-    """Build a params object from widget or CLI values (strings), converting and validating them.
-
-    Args:
-        cls: One of the params dataclasses.
-        values: Name -> value; names not given take the field's default, unknown names are an error.
-
-    Raises:
-        ParamError: A value has the wrong type or is out of range, or a name is unknown.
-    """
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ParamError(f"unknown parameter(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
-    kwargs = {name: _convert(name, raw, known[name].type) for name, raw in values.items()}
-    return cls(**kwargs)
-
-
-def widget_defaults(cls: type) -> dict[str, str]:
-    """The widgets a notebook declares for ``cls``: name -> default as the string a widget holds."""
-    return {f.name: str(f.default) for f in dataclasses.fields(cls)}
-
-
-def describe(cls: type) -> list[tuple[str, str, str, tuple[str, ...] | None]]:
-    """(name, default, help, choices) for every parameter of ``cls``, in declaration order."""
-    return [
-        (f.name, str(f.default), f.metadata.get("help", ""), f.metadata.get("choices")) for f in dataclasses.fields(cls)
-    ]
-
-
-def parse_assignments(items: Iterable[str], *, flag: str) -> dict[str, str]:
-    """``NAME=VALUE`` strings (repeated ``--widget`` or ``--var`` flags) as a mapping.
-
-    Raises:
-        ParamError: An item has no ``=`` or an empty name; the message names ``flag``.
-    """
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ParamError(f"{flag} takes NAME=VALUE; got {item!r}")
-        out[name.strip()] = value
-    return out
