@@ -28,7 +28,8 @@ where a change goes; dependencies point down this list, never up:
   Delta versions and history), ``delta_writes`` (retried, batch-idempotent Delta writes), ``adls``
   (ADLS Gen2 credentials), ``data`` (the shipped samples);
 * edges and base: ``telemetry`` (Application Insights, one module per backend), ``params`` (job
-  parameters: names, defaults, validation), ``errors`` (the exceptions, and the one place foreign
+  parameters: names, defaults, validation) with ``param_text`` (widget and flag strings to
+  parameters) and ``thresholds`` (``validation_thresholds`` read), ``errors`` (the exceptions, and the one place foreign
   errors, Spark's, Delta's, py4j's, MLflow's and the OS's, are classified), ``redaction`` (the one secret scrubber),
   ``runtime`` (where the code runs: probes, and the one environment helper).
 
