@@ -33,6 +33,8 @@ def _ending(run: dict[str, Any]) -> str:
         return "stopped by the benchmark (timeout)"
     if run["killed"]:
         return f"killed by the kernel at the cap (SIGKILL, exit 137; OOM kills: {run['oom_kills']})"
+    if run.get("java_out_of_memory") or (run["memory_error"] and run["kind"].startswith("spark")):
+        return f"the JVM's heap ran out (java.lang.OutOfMemoryError), exit {run['exit']}"
     if run["memory_error"]:
         return "MemoryError"
     return f"failed, exit {run['exit']}: {(run['stderr_tail'] or [''])[-1][:300]}"
@@ -82,7 +84,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for ax in (left, right):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle("red x: did not complete (killed at the cap, or stopped)")
+    fig.suptitle("red x: did not complete (killed at the cap, out of heap, or stopped)")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
