@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 LAKEHOUSE ?= lakehouse
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+BENCH_SCALE_ARGS ?=
 # The Databricks LTS ML runtimes and serverless environment of constraints/*.txt: one for test-runtime,
 # all for test-runtimes.
 RUNTIME ?= 18
 RUNTIMES ?= 15.4 16.4 17.3 18 serverless-5
 
-.PHONY: run test test-fast test-runtime test-runtimes lint bench wheel notebooks clean
+.PHONY: run test test-fast test-runtime test-runtimes lint bench bench-scale wheel notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,11 @@ test-runtimes: $(VENV)/.installed-test
 ## bench: the performance runs (not part of make test); writes BENCHMARKS.md and benchmarks/out/
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+## bench-scale: Spark against pandas + scikit-learn from 1e6 to 1e8 rows, each under a memory cap of a cgroup it
+## creates and removes (needs root); writes its section of BENCHMARKS.md (not part of make test)
+bench-scale: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks.scale $(BENCH_SCALE_ARGS)
 
 ## wheel: build dist/diabetes_spark-<version>-py3-none-any.whl
 wheel: $(VENV)/.installed-test

@@ -23,11 +23,12 @@ def _base(spark: SparkSession) -> DataFrame:
     return valid.dropna().withColumn("__k", F.row_number().over(ordered) - 1)
 
 
-def generate(spark: SparkSession, n: int, folder: Path, *, seed: int = 7) -> dict[str, str]:
-    """Write (or reuse) the N-row data set; returns the Delta and Parquet locations."""
+def generate(spark: SparkSession, n: int, folder: Path, *, seed: int = 7, parquet: bool = True) -> dict[str, str]:
+    """Write (or reuse) the N-row data set; returns the Delta and Parquet locations (``parquet=False``:
+    the Delta table alone, whose folder pandas reads as Parquet)."""
     target = folder / f"n={n}"
     meta = target / "meta.json"
-    wanted = {"n": n, "seed": seed, "noise": NOISE, "missing": MISSING}
+    wanted = {"n": n, "seed": seed, "noise": NOISE, "missing": MISSING, **({} if parquet else {"parquet": False})}
     paths = {"delta": str(target / "delta"), "parquet": str(target / "parquet")}
     if meta.exists() and json.loads(meta.read_text()) == wanted:
         return paths
@@ -45,7 +46,8 @@ def generate(spark: SparkSession, n: int, folder: Path, *, seed: int = 7) -> dic
     data = joined.select(*columns).select("patient_id", *schemas.feature_names(), "Y")
     partitions = max(2, n // 1_000_000 * 2)
     data.repartition(partitions).write.format("delta").mode("overwrite").save(paths["delta"])
-    spark.read.format("delta").load(paths["delta"]).write.mode("overwrite").parquet(paths["parquet"])
+    if parquet:
+        spark.read.format("delta").load(paths["delta"]).write.mode("overwrite").parquet(paths["parquet"])
     base.unpersist()
     meta.write_text(json.dumps(wanted))
     return paths

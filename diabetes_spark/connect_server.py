@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from diabetes_spark.errors import ConfigurationError
-from diabetes_spark.runtime import hadoop_version
-from diabetes_spark.session import DEFAULT_PORT, ENV_MASTER, LOCAL_SPARK_CONF
+from diabetes_spark.runtime import hadoop_version, memory_limit
+from diabetes_spark.session import DEFAULT_PORT, ENV_MASTER, LOCAL_SPARK_CONF, driver_memory
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
@@ -84,6 +84,7 @@ def server_command(
     dropped = () if delta else ("spark.sql.extensions", "spark.sql.catalog.spark_catalog")
     settings = {
         **{key: value for key, value in LOCAL_SPARK_CONF.items() if key not in dropped},
+        "spark.driver.memory": driver_memory(memory_limit()),
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         **(conf or {}),

@@ -28,6 +28,7 @@ from diabetes_spark.runtime import (
     hadoop_version,
     is_databricks,
     is_serverless,
+    memory_limit,
 )
 
 if TYPE_CHECKING:
@@ -37,8 +38,17 @@ _log = logging.getLogger(__name__)
 
 #: Environment variable naming the Spark master for local runs (default ``local[*]``).
 ENV_MASTER = "DIABETES_SPARK_MASTER"
-#: Environment variable setting the local driver's memory (``spark.driver.memory``, e.g. ``1500m``).
+#: Environment variable setting the local driver's memory (``spark.driver.memory``, e.g. ``1500m``),
+#: over the size :func:`driver_memory` derives from the memory the process may use.
 ENV_DRIVER_MEMORY = "DIABETES_SPARK_DRIVER_MEMORY"
+#: What a local driver leaves outside its heap: the Python process (pyspark, MLflow, pandas imported)
+#: and the JVM's own memory beyond the heap (metaspace, code, threads, direct buffers, mapped jars).
+DRIVER_RESERVE = 1 << 30
+#: The share of the rest the heap takes; the remainder absorbs what the reserve underestimates.
+DRIVER_FRACTION = 0.75
+#: The smallest heap a local session with Delta gets, even under a tighter limit, and the largest:
+#: one machine's jobs stream through their data, and the heap is memory the host cannot take back.
+DRIVER_FLOOR, DRIVER_CEILING = 512 << 20, 4 << 30
 #: pyspark's own variable naming a Spark Connect server (``sc://host:port``); ``--remote`` sets it.
 ENV_REMOTE = "SPARK_REMOTE"
 #: Spark Connect's own default port.
@@ -67,7 +77,6 @@ LOCAL_SPARK_CONF: Mapping[str, str] = {
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.session.timeZone": "UTC",
-    "spark.driver.memory": "4g",
     "spark.redaction.regex": SPARK_REDACTION_REGEX,
     # Delta rebuilds table state with 50 tasks by default: on a few local cores that dominates small writes.
     "spark.databricks.delta.snapshotPartitions": str(max(2, os.cpu_count() or 2)),
@@ -111,8 +120,9 @@ def get_spark(
     builder = SparkSession.builder.appName(app_name).master(chosen)
     # Spark's progress bar where a person watches (a terminal), not in CI logs or piped output.
     progress = {"spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false"}
+    sized = {"spark.driver.memory": driver_memory(memory_limit())}
     memory = {"spark.driver.memory": os.environ[ENV_DRIVER_MEMORY]} if os.environ.get(ENV_DRIVER_MEMORY) else {}
-    settings = {**LOCAL_SPARK_CONF, **progress, **(conf or {}), **memory}
+    settings = {**LOCAL_SPARK_CONF, **sized, **progress, **(conf or {}), **memory}
     given = settings.get("spark.driver.extraJavaOptions", "")
     # Recording an archive (jvm_cache.recording_class_archive): do not map the old one as well.
     archive = "" if "ArchiveClassesAtExit" in given else jvm_cache.archive_options()
@@ -140,6 +150,16 @@ def get_spark(
         jvm_cache.remember_jars(cast(str, spark.conf.get("spark.jars", "")))
     spark.sparkContext.setLogLevel("ERROR")  # classic-only: this branch built a local classic session
     return warn_if_untested(spark)
+
+
+def driver_memory(limit: int | None) -> str:
+    """``spark.driver.memory`` for a local driver that may use ``limit`` bytes (the process's cgroup
+    limit, else physical memory; ``None``: unknown): :data:`DRIVER_FRACTION` of what is left after
+    :data:`DRIVER_RESERVE`, between :data:`DRIVER_FLOOR` and :data:`DRIVER_CEILING`, in MiB."""
+    if limit is None:
+        return f"{DRIVER_CEILING >> 20}m"
+    heap = int((limit - DRIVER_RESERVE) * DRIVER_FRACTION)
+    return f"{min(DRIVER_CEILING, max(DRIVER_FLOOR, heap)) >> 20}m"
 
 
 def _connect(url: str) -> SparkSession:

@@ -700,8 +700,14 @@ def test_an_environment_spark_cannot_use_is_named(
     assert seconds < 60 and delta_versions(tmp_path) == {}
 
 
-def test_a_jvm_killed_during_the_job_is_named_with_its_memory_limit(tmp_path: Path) -> None:
-    """The JVM killed as the model loads (as the kernel's OOM killer would): exit 2, the limit named."""
+@pytest.mark.parametrize("cap", [None, 2 << 30], ids=["machine", "cgroup"])
+def test_a_jvm_killed_during_the_job_is_named_with_its_memory_limit(tmp_path: Path, cap: int | None) -> None:
+    """The JVM killed as the model loads (as the kernel's OOM killer would): exit 2, the limit named;
+    under a memory cgroup (tests/cgroup.py), the cgroup's limit."""
+    from tests.cgroup import memory_cgroup, refusal
+
+    if cap is not None and refusal():
+        pytest.skip(refusal())
     script = tmp_path / "kill_jvm.py"
     script.write_text(
         "import os, signal, sys\n"
@@ -716,25 +722,18 @@ def test_a_jvm_killed_during_the_job_is_named_with_its_memory_limit(tmp_path: Pa
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
     began = time.monotonic()
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "ingest",
-            "--quiet",
-            "--source",
-            "sample:diabetes.csv",
-            "--table",
-            str(tmp_path / "t"),
-        ],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    argv = [sys.executable, str(script), "ingest", "--quiet", "--source", "sample:diabetes.csv"]
+    argv += ["--table", str(tmp_path / "t")]
+    options = {"env": {**os.environ, "PYTHONPATH": str(ROOT)}, "cwd": tmp_path, "timeout": 240}
+    if cap is None:
+        done = subprocess.run(argv, capture_output=True, text=True, **options)  # type: ignore[call-overload]
+    else:
+        with memory_cgroup(cap) as group:
+            done = group.run(argv, **options)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == cli.EXIT_USER_ERROR, lines
     check_last_line("ingest", lines, "the Spark JVM died during the job")
     assert "GiB" in lines[-1] and "DIABETES_SPARK_DRIVER_MEMORY" in lines[-1]
+    if cap is not None:
+        assert "under a memory limit of 2.0 GiB" in lines[-1], lines[-1]
     assert time.monotonic() - began < 120 and delta_versions(tmp_path) == {}
