@@ -11,20 +11,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from conftest import TEST_SPARK_CONF, TRAINED_MODEL
+from conftest import TRAINED_MODEL
 from diabetes_spark import jobs, storage
 from diabetes_spark.errors import InputError, ParamError, WriteConflictError
 from diabetes_spark.params import ScoreParams
-from tests import connect_launcher
-from tests.mlflow_server import _free_port
-from tests.test_connect import _over_connect, _summary
+from tests.test_concurrency import _paused
+from tests.test_connect import _over_connect, _summary, connect_url  # noqa: F401 (a fixture)
 
 EXPERIMENT = "incremental-tests"
 #: Every 20th appended row is rejected (an AGE that is not a number): 5 of each 100.
@@ -186,24 +184,6 @@ def test_incremental_needs_a_delta_input_and_names_its_own_batches(spark, mlflow
     assert not (tmp_path / "preds").exists() and not (tmp_path / "preds_checkpoint").exists()
 
 
-def _paused(df, *, touch: str, wait_for: str):
-    """``df`` unchanged, in one write task that first creates ``touch`` and then waits for ``wait_for``."""
-
-    def hook(value):  # no hints: PySpark would read them as a pandas UDF signature
-        import os
-        import time
-
-        open(touch, "a").close()
-        deadline = time.monotonic() + HOOK_SECONDS
-        while not os.path.exists(wait_for):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"interleaving hook: {wait_for} never appeared")
-            time.sleep(0.05)
-        return value
-
-    return df.coalesce(1).withColumn("batch_id", F.udf(hook, "string")("batch_id"))
-
-
 @pytest.mark.slow
 def test_two_runs_at_once_one_fails_clearly_and_none_doubles(
     spark, mlflow_home: Path, trained, tmp_path: Path, monkeypatch
@@ -279,21 +259,13 @@ def test_killed_during_a_write_then_rerun_scores_each_row_once(
     assert _version(spark, output) == 1, "the replayed batch committed its predictions once"
 
 
-@pytest.fixture(scope="module")
-def connect_url(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Spark Connect server with Delta on 127.0.0.1 (as tests/test_connect.py starts it)."""
-    folder = tmp_path_factory.mktemp("connect-server")
-    port = _free_port()
-    conf = {**TEST_SPARK_CONF, "spark.sql.warehouse.dir": str(folder / "warehouse")}
-    jars = spark.conf.get("spark.jars").split(",")
-    process = connect_launcher.start(port, conf=conf, jars=jars, master="local[2]", log=folder / "server.log")
-    yield f"sc://127.0.0.1:{port}"
-    connect_launcher.stop(process)
-
-
 @pytest.mark.slow
 def test_over_spark_connect_five_appends_each_scored_once(
-    spark, connect_url: str, mlflow_home: Path, trained, tmp_path: Path
+    spark,
+    connect_url: str,  # noqa: F811 (the fixture imported above)
+    mlflow_home: Path,
+    trained,
+    tmp_path: Path,
 ) -> None:
     """The micro-batches run in the Connect server's Python workers, logging to the client's MLflow store."""
     table, output = tmp_path / "input", tmp_path / "preds"
