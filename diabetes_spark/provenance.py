@@ -11,6 +11,7 @@ from which ``rescore`` and ``replay`` read a batch's input again (:func:`from_ru
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,7 @@ def log_input(read: InputVersion, *, context: str, name: str = "", tags: bool = 
     """``read`` as a dataset of the active MLflow run (``mlflow.log_input``), and (with ``tags``) as its tags."""
     import mlflow
 
-    mlflow.log_input(_dataset(read, name or read.ref.location.rstrip("/").rsplit("/", 1)[-1]), context=context)
+    _log(_dataset(read, name or read.ref.location.rstrip("/").rsplit("/", 1)[-1]), context)
     if tags:
         mlflow.set_tags(read.tags())
 
@@ -89,12 +90,25 @@ def log_input(read: InputVersion, *, context: str, name: str = "", tags: bool = 
 def log_splits(read: InputVersion, *, seed: int, train_fraction: float) -> None:
     """The training and evaluation splits of ``read`` as datasets of the active run: the same source and
     version, named and digested by their split (seed and fraction make the split reproducible)."""
-    import mlflow
 
     base = read.ref.location.rstrip("/").rsplit("/", 1)[-1]
     for part, context in (("train", TRAINING), ("test", EVALUATION)):
         digest = hashlib.sha256(f"{read.digest}|{part}|{seed}|{train_fraction}".encode()).hexdigest()[:12]
-        mlflow.log_input(_dataset(read, f"{base} ({part} split, seed {seed})", digest), context=context)
+        _log(_dataset(read, f"{base} ({part} split, seed {seed})", digest), context)
+
+
+def _log(dataset: Any, context: str) -> None:
+    """``mlflow.log_input``, once more if it fails: two runs logging the same dataset at once race in
+    the tracking store (both insert it; one hits the unique key), and the second try finds it there.
+    Any other failure fails again and is raised."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.log_input(dataset, context=context)
+    except MlflowException:
+        time.sleep(0.2)
+        mlflow.log_input(dataset, context=context)
 
 
 def _dataset(read: InputVersion, name: str, digest: str = "") -> Any:
