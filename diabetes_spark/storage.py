@@ -276,10 +276,22 @@ def _file_key(uri: str) -> str:
 
 
 def table_exists(spark: SparkSession, ref: TableRef) -> bool:
-    """True when ``ref`` names an existing Delta table."""
+    """True when ``ref`` names an existing Delta table.
+
+    A path is probed by resolving its schema, which reads the table's latest snapshot only:
+    ``DESCRIBE HISTORY`` (:func:`delta_version`) also decodes commit records, many times slower, and
+    the jobs ask this of every table they write. Failures other than "no Delta table" propagate."""
     if ref.kind == "table":
         return spark.catalog.tableExists(ref.identifier)
-    return delta_version(spark, ref) is not None
+    if ref.kind in ("csv", "parquet"):
+        return False
+    try:
+        _ = spark.read.format("delta").load(literal(ref.location)).schema
+    except spark_failures() as e:
+        if not _not_a_delta_table(e):
+            raise
+        return False
+    return True
 
 
 def holds_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
