@@ -294,10 +294,11 @@ def table_exists(spark: SparkSession, ref: TableRef) -> bool:
     return True
 
 
-def holds_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
-    """True when the existing Delta table ``ref`` has a row matching the SQL ``predicate`` (one
-    small job: Delta skips the files whose column statistics rule the predicate out)."""
-    return bool(read_table(spark, ref).where(predicate).limit(1).count())
+def may_hold_rows(spark: SparkSession, ref: TableRef, predicate: str) -> bool:
+    """False when the existing Delta table ``ref`` surely has no row matching the SQL ``predicate``:
+    no data file is left once Delta has pruned them by partition values and file statistics. A
+    lookup in the table's log alone, with no Spark job; exact for a predicate on a partition column."""
+    return bool(read_table(spark, ref).where(predicate).inputFiles())
 
 
 def history(spark: SparkSession, ref: TableRef, *, limit: int | None = None) -> DataFrame:

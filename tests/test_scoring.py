@@ -155,6 +155,27 @@ def test_rerun_replaces_its_batch_and_other_batches_stay(spark, mlflow_home: Pat
     assert_df_equality(day1, before, ignore_row_order=True)
 
 
+def test_a_rerun_without_rejects_removes_the_batchs_earlier_rejects_and_commits_none_when_there_are_none(
+    spark, mlflow_home: Path, trained, tmp_path: Path
+) -> None:
+    out = str(tmp_path / "preds")
+    rejects = storage.resolve(out + "_rejects")
+    lines = Path(sample_path("scoring_batch.csv")).read_text().splitlines(keepends=True)
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("".join(line for line in lines if "P0028" not in line and "P0105" not in line))
+    _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=out, batch_id="other")
+    _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=out, batch_id="fix-1")
+    kept = _snapshot(spark, storage.read_table(spark, rejects).where("batch_id = 'other'"))
+    assert storage.may_hold_rows(spark, rejects, "batch_id = 'fix-1'")
+    again = _score(spark, mlflow_home, input=str(fixed), output=out, batch_id="fix-1")
+    assert (again["rows_scored"], again["rows_rejected"]) == (38, 0)
+    assert_df_equality(storage.read_table(spark, rejects), kept, ignore_row_order=True)
+    assert not storage.may_hold_rows(spark, rejects, "batch_id = 'fix-1'")
+    version = storage.delta_version(spark, rejects)
+    _score(spark, mlflow_home, input=str(fixed), output=out, batch_id="fix-1")
+    assert storage.delta_version(spark, rejects) == version  # nothing to replace: no commit
+
+
 def test_rejects_carry_reasons_and_ids(spark, mlflow_home: Path, trained, tmp_path: Path) -> None:
     out = str(tmp_path / "preds")
     summary = _score(spark, mlflow_home, input="sample:scoring_batch.csv", output=out, batch_id="r-1")

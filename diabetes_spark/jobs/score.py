@@ -251,7 +251,7 @@ def write_batch(
     if (
         report.rows_rejected == 0
         and storage.table_exists(spark, rejects)
-        and not storage.holds_rows(spark, rejects, replace)
+        and not storage.may_hold_rows(spark, rejects, replace)
     ):
         return written  # no rejects, and none of this batch to replace
     if report.rows_rejected == 0:  # known from the counts: no pass over the input to find none
