@@ -22,8 +22,10 @@ from pyspark.sql import functions as F
 from conftest import TRAINED_MODEL
 from diabetes_spark import cli
 from diabetes_spark.errors import ConfigurationError, InputError
+from diabetes_spark.jobs.recorder import recording
 from diabetes_spark.jvm_errors import out_of_memory
 from diabetes_spark.session import DRIVER_CEILING, DRIVER_FLOOR, driver_memory
+from diabetes_spark.telemetry import COMPONENT_SCORE
 from tests.cgroup import memory_cgroup, refusal
 from tests.test_misuse import _fresh, check_last_line, delta_versions
 
@@ -138,6 +140,16 @@ def test_a_real_jvm_out_of_memory_error_is_the_configuration_error_naming_the_he
     except Exception as e:
         other = e
     assert out_of_memory(other) == "" and cli._classified(other) is None
+
+
+def test_a_job_out_of_memory_fails_with_the_line_the_command_line_prints(spark, monkeypatch) -> None:
+    """The notebooks fail their run with the jobs' error: the recorder raises the same line."""
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    oom = _real_out_of_memory(spark)
+    with pytest.raises(ConfigurationError) as raised, recording(None, COMPONENT_SCORE):
+        raise oom
+    assert raised.value.__cause__ is oom
+    assert str(raised.value) == str(cli._classified(oom))
 
 
 def test_the_text_names_out_of_memory_only_where_no_field_carries_it() -> None:
