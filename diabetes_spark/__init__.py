@@ -30,7 +30,8 @@ where a change goes; dependencies point down this list, never up:
 * edges and base: ``telemetry`` (Application Insights, one module per backend), ``params`` (job
   parameters: names, defaults, validation) with ``param_text`` (widget and flag strings to
   parameters) and ``thresholds`` (``validation_thresholds`` read), ``errors`` (the exceptions, and the one place foreign
-  errors, Spark's, Delta's, py4j's, MLflow's and the OS's, are classified), ``redaction`` (the one secret scrubber),
+  errors, Spark's, Delta's, py4j's, MLflow's and the OS's, are classified) with ``jvm_errors`` (a Spark JVM out
+  of memory or dead, told and worded), ``redaction`` (the one secret scrubber),
   ``runtime`` (where the code runs: probes, and the one environment helper).
 
 The job functions import pyspark and MLflow, so they are loaded on first use: ``import

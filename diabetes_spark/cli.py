@@ -330,12 +330,9 @@ def _attempt(args: argparse.Namespace, conf: Mapping[str, str], quiet: bool, out
 
 def _classified(error: Exception) -> DiabetesSparkError | None:
     """``error`` as a user's problem, or ``None`` for a bug. The jobs name the tables and paths of
-    what they classify; here are the errors of the environment: a JVM that died, Spark that did
-    not start."""
-    from diabetes_spark.errors import jvm_died
-    from diabetes_spark.runtime import memory_limit
-    from diabetes_spark.session import jvm_exited
+    what they classify; here are the errors of the environment: a job out of JVM memory, a JVM that
+    died, Spark that did not start. The JVM's come first: an error raised as the JVM ends (an input
+    that could not be read, as the context stopped) is the JVM's."""
+    from diabetes_spark.session import environment_error
 
-    if jvm_exited():
-        return jvm_died(type(error).__name__, memory_limit())
-    return user_error(error, "this command")
+    return environment_error(error) or user_error(error, "this command")

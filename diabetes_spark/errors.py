@@ -4,7 +4,8 @@ Every failure a user can cause (a bad parameter, input, secret or configuration)
 :class:`DiabetesSparkError`, and the console script exits 2 on it; anything else is a bug (exit 1).
 Foreign exceptions (Spark's, Delta's, py4j's, MLflow's, the OS's) are classified here and nowhere else:
 :func:`error_condition`, :func:`spark_failures`, :func:`one_line`, and :func:`user_error`, which maps
-each one a user can cause to one of the errors below.
+each one a user can cause to one of the errors below; a Spark JVM's failures of memory are classified
+beside it, in :mod:`diabetes_spark.jvm_errors`.
 """
 
 from __future__ import annotations
@@ -215,16 +216,6 @@ def user_error(error: BaseException, subject: str) -> DiabetesSparkError | None:
     if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)):
         return InputError(f"{subject}: {error.strerror or error} ({error.filename}) [{type(error).__name__}]")
     return None
-
-
-def jvm_died(cause: str, limit: int | None) -> ConfigurationError:
-    """The error for a Spark JVM that died under the job, naming the memory (bytes) the process may use."""
-    where = f"a memory limit of {limit / 2**30:.1f} GiB" if limit else "no memory limit we could read"
-    return ConfigurationError(
-        f"the Spark JVM died during the job, under {where} (killed, most likely for memory): set "
-        f"DIABETES_SPARK_DRIVER_MEMORY below that limit (e.g. 1500m), or give the process more memory; rerun the job "
-        f"(a rerun replaces what a batch wrote) [{cause}]"
-    )
 
 
 @contextmanager

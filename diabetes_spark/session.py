@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
 from diabetes_spark.errors import ConfigurationError, about, error_condition, one_line
+from diabetes_spark.jvm_errors import SPARK_OOM_EXIT, jvm_died, out_of_memory, ran_out_of_memory
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 from diabetes_spark.runtime import (
     ENV_CONNECT_TIMEOUT,
@@ -239,18 +240,72 @@ def check_reachable(url: str, where: str, *, timeout: float | None = None) -> No
         )
 
 
-def jvm_exited() -> bool:
-    """True when this process started a classic Spark JVM and it has exited (killed, out of memory).
+def jvm_exit_code(wait: float = 10.0) -> int | None:
+    """The exit code of the classic Spark JVM this process started, once it has exited (killed: minus
+    the signal); ``None`` while it runs, or where there is none.
 
-    pyspark has no public call for it: this reads the process of the py4j gateway pyspark launched
-    (``SparkContext._gateway.proc``, pyspark 3.5 to 4.1), and answers False where there is none.
+    A JVM whose SparkContext stopped or that no longer answers is given ``wait`` seconds to end:
+    after a task runs out of memory Spark exits the JVM, and its shutdown hooks stop the context
+    first. pyspark has no public call for it: this reads the process of the py4j gateway pyspark
+    launched (``SparkContext._gateway.proc``, pyspark 3.5 to 4.1).
     """
     if "pyspark" not in sys.modules:
-        return False
+        return None
+    import subprocess
+
     from pyspark import SparkContext
 
     process = getattr(getattr(SparkContext, "_gateway", None), "proc", None)
-    return process is not None and process.poll() is not None
+    if process is None:
+        return None
+    context = SparkContext._active_spark_context
+    if process.poll() is None and context is not None and not _running(context):
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            return None
+    return process.poll()
+
+
+def _running(context: object) -> bool:
+    """True when the JVM answers and its SparkContext is not stopped."""
+    try:
+        return not context._jsc.sc().isStopped()  # type: ignore[attr-defined]
+    except Exception:  # py4j cannot reach the JVM: it is ending
+        return False
+
+
+def driver_memory_given() -> str:
+    """``spark.driver.memory`` of the local driver: as its running SparkContext has it, else as
+    :func:`get_spark` sets it (:data:`ENV_DRIVER_MEMORY`, else sized by :func:`driver_memory`)."""
+    value = None
+    if "pyspark" in sys.modules:
+        from pyspark import SparkContext
+
+        context = SparkContext._active_spark_context
+        try:
+            value = context.getConf().get("spark.driver.memory") if context is not None else None
+        except Exception:  # a JVM that is gone cannot be asked
+            value = None
+    return value or os.environ.get(ENV_DRIVER_MEMORY) or driver_memory(memory_limit())
+
+
+def environment_error(error: BaseException) -> ConfigurationError | None:
+    """``error`` as the failure of the Spark JVM it is, or ``None``: a job that ran out of JVM memory
+    (:func:`~diabetes_spark.jvm_errors.out_of_memory`, or a local JVM that exited with Spark's code
+    for it), or a local JVM that died under the job. Both name the memory limit and what to set."""
+    local = not (is_databricks() or os.environ.get(ENV_REMOTE))
+    found = out_of_memory(error)
+    code = jvm_exit_code()
+    origin = error
+    while origin.__cause__ is not None:  # a job's own error raised from the JVM's: the JVM's is the original
+        origin = origin.__cause__
+    if found or code == SPARK_OOM_EXIT:
+        cause = found or f"{type(origin).__name__}, JVM exit code {code}"
+        return ran_out_of_memory(cause, memory_limit(), driver_memory_given() if local else None)
+    if code is not None:
+        return jvm_died(type(origin).__name__, memory_limit())
+    return None
 
 
 def check_delta(spark: SparkSession, where: str) -> None:

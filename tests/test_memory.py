@@ -1,5 +1,6 @@
 """The local driver sized to the memory the process may use: the rule, and scoring that completes
-in a fresh process under a small memory cgroup with default settings.
+in a fresh process under a small memory cgroup with default settings, and a job that runs out of Java
+heap reported as the configuration error it is (exit 2), from a real ``java.lang.OutOfMemoryError``.
 
 The cgroup tests need to create a memory cgroup (root, or a delegated hierarchy). Where the system
 refuses it they are skipped, with the refusal as the reason; once one is created, every check holds.
@@ -19,8 +20,14 @@ import pytest
 from pyspark.sql import functions as F
 
 from conftest import TRAINED_MODEL
+from diabetes_spark import cli
+from diabetes_spark.errors import ConfigurationError, InputError
+from diabetes_spark.jobs.recorder import recording
+from diabetes_spark.jvm_errors import out_of_memory
 from diabetes_spark.session import DRIVER_CEILING, DRIVER_FLOOR, driver_memory
+from diabetes_spark.telemetry import COMPONENT_SCORE
 from tests.cgroup import memory_cgroup, refusal
+from tests.test_misuse import _fresh, check_last_line, delta_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -97,3 +104,81 @@ def test_scoring_under_a_small_memory_cgroup_completes_with_default_settings(
     assert written.where(F.col("prediction").isNull()).count() == 0
     assert written.select("batch_id").distinct().collect()[0][0] == "capped"
     assert written.select("patient_id").distinct().count() == written.count() == ROWS
+
+
+def _real_out_of_memory(spark) -> Exception:
+    """A real ``java.lang.OutOfMemoryError`` from the suite's JVM, as py4j raises it: an array the VM
+    refuses outright (larger than any heap may hold), so nothing is allocated and no GC runs."""
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.java.lang.reflect.Array.newInstance(jvm.java.lang.Long.TYPE, 2**31 - 1)
+    except Exception as e:
+        return e
+    raise AssertionError("the JVM allocated an array of 2**31 - 1 longs")
+
+
+def test_a_real_jvm_out_of_memory_error_is_the_configuration_error_naming_the_heap(spark, monkeypatch) -> None:
+    """Out of memory is told by the JVM class in py4j's exception chain, through the job's error as well;
+    another JVM error is not."""
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    oom = _real_out_of_memory(spark)
+    assert type(oom).__name__ == "Py4JJavaError"
+    assert out_of_memory(oom) == "java.lang.OutOfMemoryError"
+    try:
+        raise InputError("cannot read the columns of csv input x") from oom
+    except InputError as e:
+        wrapped = e
+    heap = spark.sparkContext.getConf().get("spark.driver.memory")
+    for error in (oom, wrapped):
+        line = str(cli._classified(error))
+        assert isinstance(cli._classified(error), ConfigurationError)
+        assert line.startswith(f"the Spark driver ran out of memory (a Java heap of {heap}, under a memory limit of ")
+        assert "set DIABETES_SPARK_DRIVER_MEMORY higher within that limit" in line, line
+        assert line.endswith("[java.lang.OutOfMemoryError]"), line
+    try:
+        spark.sparkContext._jvm.java.lang.Integer.parseInt("not a number")
+    except Exception as e:
+        other = e
+    assert out_of_memory(other) == "" and cli._classified(other) is None
+
+
+def test_a_job_out_of_memory_fails_with_the_line_the_command_line_prints(spark, monkeypatch) -> None:
+    """The notebooks fail their run with the jobs' error: the recorder raises the same line."""
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    oom = _real_out_of_memory(spark)
+    with pytest.raises(ConfigurationError) as raised, recording(None, COMPONENT_SCORE):
+        raise oom
+    assert raised.value.__cause__ is oom
+    assert str(raised.value) == str(cli._classified(oom))
+
+
+def test_the_text_names_out_of_memory_only_where_no_field_carries_it() -> None:
+    """Spark Connect keeps the server's JVM classes only in the message: the exact class name is read there."""
+    from pyspark.errors.exceptions.connect import SparkException  # needs Spark Connect's client (grpc)
+
+    aborted = "Job aborted due to stage failure: Task 0 in stage 3.0 failed 1 times: java.lang.OutOfMemoryError: Java heap space"
+    assert out_of_memory(SparkException(message=aborted)) == "java.lang.OutOfMemoryError"
+    assert out_of_memory(SparkException(message="Job aborted due to stage failure: out of disk space")) == ""
+
+
+#: A CSV whose one field is longer than a 512m heap may hold while the CSV parser grows its buffer.
+FIELD_CHARS = 120_000_000
+
+
+@pytest.mark.slow
+def test_a_driver_out_of_heap_exits_2_naming_the_heap_and_the_setting(tmp_path: Path) -> None:
+    """A fresh ``diabetes-spark ingest`` whose task runs out of a 512m heap: a local JVM exits then
+    (Spark's exit code 52), and the command says so with exit 2, not as an unexpected error."""
+    source = tmp_path / "wide.csv"
+    with source.open("w") as f:
+        f.write("AGE,SEX,BMI,BP,S1,S2,S3,S4,S5,S6,Y\n59,")
+        for _ in range(FIELD_CHARS // 10_000_000):
+            f.write("x" * 10_000_000)
+        f.write(",32.1,101,157,93.2,38,4,4.8598,87,151\n")
+    argv = ["ingest", "--quiet", "--source", str(source), "--table", str(tmp_path / "t")]
+    code, lines, seconds = _fresh(argv, {"DIABETES_SPARK_DRIVER_MEMORY": "512m"}, tmp_path)
+    source.unlink()  # 120 MB that pytest's kept temporary folders need not hold
+    assert code == 2, lines[-5:]
+    check_last_line("ingest", lines, "ran out of memory (a Java heap of 512m, under a memory limit of ")
+    assert "set DIABETES_SPARK_DRIVER_MEMORY higher within that limit" in lines[-1], lines[-1]
+    assert seconds < 120 and delta_versions(tmp_path) == {}

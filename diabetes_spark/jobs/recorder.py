@@ -118,13 +118,23 @@ class Recorder:
 def recording(given: Telemetry | None, component: str, backend: str = "") -> Iterator[Recorder]:
     """A recorder over the caller's telemetry (the caller closes it), or over one started from the
     environment on ``backend`` (empty: the environment's) and closed here. Either way a failure is
-    sent once, with its stack trace, and marks the run failed."""
-    if given is None:
-        with start_telemetry(component, backend=backend) as own:
-            yield Recorder(own)
-        return
+    sent once, with its stack trace, and marks the run failed; one of the Spark JVM's (out of memory,
+    died) is raised as the :class:`~diabetes_spark.errors.ConfigurationError` it is, so a notebook
+    fails its run with the line the command line prints."""
     try:
-        yield Recorder(given)
-    except BaseException as error:
-        given.fail(error)
-        raise
+        if given is None:
+            with start_telemetry(component, backend=backend) as own:
+                yield Recorder(own)
+            return
+        try:
+            yield Recorder(given)
+        except BaseException as error:
+            given.fail(error)
+            raise
+    except Exception as error:  # an error of ours too: raised as the JVM ended, it is the JVM's
+        from diabetes_spark.session import environment_error
+
+        mapped = environment_error(error)
+        if mapped is None:
+            raise
+        raise mapped from error
