@@ -309,9 +309,9 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
                 "notebooks (e.g. the repository's notebooks/), or leave the flag out to run the shipped ones"
             )
     raw, predictions = str(home / "diabetes_raw"), str(home / "diabetes_predictions")
-    # The ingest keeps the JVM busy and this process idle: meanwhile MLflow is imported and its store opened.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-mlflow-store") as pool:
-        opened = pool.submit(_open_store, home)
+    # The ingest keeps the JVM busy and this process idle: meanwhile MLflow and matplotlib are imported.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-prepare") as pool:
+        opened = pool.submit(_prepare, home)
         ingest = jobs.run_ingest(
             spark,
             job_params.IngestParams(source="sample:diabetes.csv", table=raw, mode="overwrite", max_reject_fraction=0.2),
@@ -342,13 +342,16 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
     }
 
 
-def _open_store(home: Path) -> MlflowLocation:
-    """The demo's MLflow location, its store opened; a failure is left to the jobs, which report it."""
+def _prepare(home: Path) -> MlflowLocation:
+    """The demo's MLflow location, its store opened and the report plots' library imported ahead of
+    training; a failure is left to the jobs, which report it."""
+    from diabetes_spark import evaluation
     from diabetes_spark.registry import MlflowLocation
 
     location = MlflowLocation.from_environment(home)
     try:
         location.open_store()
+        evaluation.pyplot()
     except Exception:  # an optimisation only: the jobs open the store again and report what fails
         _log.debug("MLflow store %s not opened ahead of training", location.tracking_uri, exc_info=True)
     return location
