@@ -1,0 +1,121 @@
+"""``python -m benchmarks.demo [--reps 3]``: ``diabetes-spark demo`` in a fresh process, step by step.
+
+What a newcomer waits for after the first start: the jars are installed and the JVM cache (class-data
+archive, jar list) recorded by a first local command (:func:`benchmarks.run._record_jvm_cache`), then
+each run is ``python -m diabetes_spark demo --json`` in a new process, timed end to end (interpreter
+start to exit). Runs alternate between a new workspace (``DIABETES_SPARK_HOME`` empty: MLflow creates
+its store) and an existing one (the same folder each time, as a rerun of ``make run``). The step
+times are the console's step lines (``ingest: write 442 rows ... 4.5 s``); ``session`` is what
+passes before the first step starts. Medians of the repetitions. The section it writes in
+``BENCHMARKS.md`` lies between its own markers, after the cold-start analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+from benchmarks.run import OUT, _record_jvm_cache
+
+BEGIN, END = "<!-- demo: begin -->", "<!-- demo: end -->"
+TARGET = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+#: A step's end line on stderr: ``train: register ... 7.0 s`` (rows, when counted, before the dots).
+_STEP = re.compile(r"^(ingest|train|score): (\w+)(?: [\d,]+ rows)? \.\.\. ([\d.]+) s$")
+_STARTS = re.compile(r"^(ingest|train|score): (\w+) \.\.\.$")
+
+
+def demo_once(home: Path) -> dict[str, float]:
+    """One ``diabetes-spark demo`` in a fresh process: wall seconds and each step's seconds, and the time
+    before the first step (interpreter start, imports, Spark session start) and after the last one."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "DIABETES_SPARK_HOME": str(home)}
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "diabetes_spark", "demo", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stderr is not None
+    seen: dict[str, float] = {}
+    first = last = None
+    for line in process.stderr:
+        now = time.perf_counter() - start
+        if first is None and _STARTS.match(line.strip()):
+            first = now
+        step = _STEP.match(line.strip())
+        if step:
+            key = f"{step[1]}.{step[2]}"
+            seen[key] = seen.get(key, 0.0) + float(step[3])
+            last = now
+    if process.wait() != 0:
+        raise RuntimeError(f"diabetes-spark demo exited with {process.returncode}")
+    wall = time.perf_counter() - start
+    return {"wall": wall, "before_first_step": first or 0.0, "after_last_step": wall - (last or wall), **seen}
+
+
+def measure(reps: int, root: Path) -> dict[str, dict[str, float]]:
+    """Medians over ``reps`` runs in a new and in an existing workspace, alternating."""
+    shutil.rmtree(root, ignore_errors=True)
+    _record_jvm_cache(root / "first-run")
+    demo_once(root / "existing")  # the existing workspace's first run (its store and tables)
+    runs: dict[str, list[dict[str, float]]] = {"new workspace": [], "existing workspace": []}
+    for rep in range(reps):
+        runs["new workspace"].append(demo_once(root / f"new-{rep}"))
+        runs["existing workspace"].append(demo_once(root / "existing"))
+    return {name: {key: median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
+
+
+def section(results: dict[str, dict[str, float]], command: str) -> str:
+    keys = list(next(iter(results.values())))
+    lines = [
+        BEGIN,
+        "## The demo after the first start",
+        "",
+        f"Command: `{command}` (medians; each run a fresh process; steps from the console's step lines).",
+        "",
+        "| seconds | " + " | ".join(results) + " |",
+        "|---|" + "---|" * len(results),
+        *(f"| {key} | " + " | ".join(f"{r[key]:.1f}" for r in results.values()) + " |" for key in keys),
+        "",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_section(text: str, target: Path = TARGET) -> None:
+    """Replace the text between the markers (placed after the cold-start analysis), or append it."""
+    current = target.read_text(encoding="utf-8")
+    if BEGIN in current and END in current:
+        head, rest = current.split(BEGIN, 1)
+        current = head + text + rest.split(END, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + text + "\n"
+    target.write_text(current, encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__)
+    parser.add_argument("--reps", type=int, default=3, help="runs per workspace kind")
+    parser.add_argument("--no-write", action="store_true", help="print the table only; BENCHMARKS.md unchanged")
+    args = parser.parse_args()
+    results = measure(args.reps, OUT / "demo-home")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "demo.json").write_text(json.dumps(results, indent=2))
+    text = section(results, ("python -m benchmarks.demo " + " ".join(sys.argv[1:])).strip())
+    if not args.no_write:
+        write_section(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
