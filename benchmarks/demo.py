@@ -5,9 +5,11 @@ archive, jar list) recorded by a first local command (:func:`benchmarks.run._rec
 each run is ``python -m diabetes_spark demo --json`` in a new process, timed end to end (interpreter
 start to exit). Runs alternate between a new workspace (``DIABETES_SPARK_HOME`` empty: MLflow creates
 its store) and an existing one (the same folder each time, as a rerun of ``make run``). The step
-times are the console's step lines (``ingest: write 442 rows ... 4.5 s``); ``session`` is what
-passes before the first step starts. Medians of the repetitions. The section it writes in
-``BENCHMARKS.md`` lies between its own markers, after the cold-start analysis.
+times are the console's step lines (``ingest: write 442 rows ... 4.5 s``); ``before_first_step`` is
+interpreter start, imports and the Spark session's start. Beside them, the cold floor of
+:mod:`benchmarks.run` (the samples' reads and writes alone, fresh process) in a session set as the
+demo's. Medians of the repetitions. The section it writes in ``BENCHMARKS.md`` lies between its own
+markers, after the cold-start analysis.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 from statistics import median
 
+from benchmarks import run
 from benchmarks.run import OUT, _record_jvm_cache
 
 BEGIN, END = "<!-- demo: begin -->", "<!-- demo: end -->"
@@ -62,20 +65,43 @@ def demo_once(home: Path) -> dict[str, float]:
     return {"wall": wall, "before_first_step": first or 0.0, "after_last_step": wall - (last or wall), **seen}
 
 
+#: The cold floor of :mod:`benchmarks.run` (the samples' reads and writes alone, in a fresh process) in a
+#: session set as the demo's (``session.small_input``).
+_SMALL_FLOOR = (
+    run._COLD_TIMER
+    + run._COLD_SESSION.replace(
+        "s=get_spark();", "from diabetes_spark.session import small_input; s=get_spark(conf=small_input({}));"
+    )
+    + run._COLD_IO
+)
+
+
+def floor_once(home: Path) -> dict[str, float]:
+    """The cold floor in a demo's session: ``session_start``, its two halves and ``wall``."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "DIABETES_SPARK_HOME": str(home)}
+    shutil.rmtree(home, ignore_errors=True)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _SMALL_FLOOR, str(home)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"the cold floor exited with {done.returncode}: {done.stderr[-2000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - start}
+
+
 def measure(reps: int, root: Path) -> dict[str, dict[str, float]]:
-    """Medians over ``reps`` runs in a new and in an existing workspace, alternating."""
+    """Medians over ``reps`` runs in a new and in an existing workspace and of the cold floor, alternating."""
     shutil.rmtree(root, ignore_errors=True)
     _record_jvm_cache(root / "first-run")
     demo_once(root / "existing")  # the existing workspace's first run (its store and tables)
-    runs: dict[str, list[dict[str, float]]] = {"new workspace": [], "existing workspace": []}
+    runs: dict[str, list[dict[str, float]]] = {"new workspace": [], "existing workspace": [], "cold floor": []}
     for rep in range(reps):
         runs["new workspace"].append(demo_once(root / f"new-{rep}"))
         runs["existing workspace"].append(demo_once(root / "existing"))
+        runs["cold floor"].append(floor_once(root / "floor"))
     return {name: {key: median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
 
 
 def section(results: dict[str, dict[str, float]], command: str) -> str:
-    keys = list(next(iter(results.values())))
+    keys = list(dict.fromkeys(key for r in results.values() for key in r))
     lines = [
         BEGIN,
         "## The demo after the first start",
@@ -84,11 +110,15 @@ def section(results: dict[str, dict[str, float]], command: str) -> str:
         "",
         "| seconds | " + " | ".join(results) + " |",
         "|---|" + "---|" * len(results),
-        *(f"| {key} | " + " | ".join(f"{r[key]:.1f}" for r in results.values()) + " |" for key in keys),
+        *(f"| {key} | " + " | ".join(_cell(r.get(key)) for r in results.values()) + " |" for key in keys),
         "",
         END,
     ]
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def write_section(text: str, target: Path = TARGET) -> None:
