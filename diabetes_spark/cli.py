@@ -124,8 +124,10 @@ def _demo(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
     from pathlib import Path
 
     from diabetes_spark.notebook import run_demo
+    from diabetes_spark.session import small_input
 
-    return run_demo(_spark(conf), notebooks=Path(args.notebooks) if args.notebooks else None)
+    # The demo only ever reads the shipped sample: a session set for a few hundred rows.
+    return run_demo(_spark(small_input(conf)), notebooks=Path(args.notebooks) if args.notebooks else None)
 
 
 _JOBS: dict[str, tuple[type, Command, tuple[str, ...], str]] = {

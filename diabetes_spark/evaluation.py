@@ -151,12 +151,18 @@ def model_weights(model: PipelineModel) -> list[tuple[str, float]]:
     return list(zip(names, trees.featureImportances.toArray().tolist()))
 
 
-def _plots(predictions: DataFrame, folder: Path, *, label: str, prediction: str) -> None:
+def pyplot() -> Any:
+    """matplotlib's ``pyplot``, drawing to files only (the Agg backend); imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plots(predictions: DataFrame, folder: Path, *, label: str, prediction: str) -> None:
+    plt = pyplot()
     rows = predictions.select(label, prediction).limit(_PLOT_ROWS).collect()
     actual = [r[0] for r in rows]
     predicted = [r[1] for r in rows]

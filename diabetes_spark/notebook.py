@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,8 @@ from diabetes_spark.runtime import local_home
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from diabetes_spark.registry import MlflowLocation
 
 
 _log = logging.getLogger(__name__)
@@ -296,7 +299,6 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
     """
     from diabetes_spark import jobs
     from diabetes_spark.redaction import redact_url
-    from diabetes_spark.registry import MlflowLocation
 
     home = home or local_home()
     if notebooks is not None:
@@ -306,12 +308,15 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
                 f"--notebooks {notebooks} does not hold {' and '.join(missing)}: give the folder that holds both "
                 "notebooks (e.g. the repository's notebooks/), or leave the flag out to run the shipped ones"
             )
-    store = MlflowLocation.from_environment(home).tracking_uri
     raw, predictions = str(home / "diabetes_raw"), str(home / "diabetes_predictions")
-    ingest = jobs.run_ingest(
-        spark,
-        job_params.IngestParams(source="sample:diabetes.csv", table=raw, mode="overwrite", max_reject_fraction=0.2),
-    )
+    # The ingest keeps the JVM busy and this process idle: meanwhile MLflow and matplotlib are imported.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-prepare") as pool:
+        opened = pool.submit(_prepare, home)
+        ingest = jobs.run_ingest(
+            spark,
+            job_params.IngestParams(source="sample:diabetes.csv", table=raw, mode="overwrite", max_reject_fraction=0.2),
+        )
+        store = opened.result().tracking_uri
     no_adls = {"storage_account_secret": ""}
     folder = notebooks or Path(".")
     train = json.loads(
@@ -335,6 +340,21 @@ def run_demo(spark: SparkSession, *, notebooks: Path | None = None, home: Path |
         "mlflow_ui": f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite:") else redact_url(store),
         "mlflow_runs": experiment_runs_url(train.get("experiment_id", "")),
     }
+
+
+def _prepare(home: Path) -> MlflowLocation:
+    """The demo's MLflow location, its store opened and the report plots' library imported ahead of
+    training; a failure is left to the jobs, which report it."""
+    from diabetes_spark import evaluation
+    from diabetes_spark.registry import MlflowLocation
+
+    location = MlflowLocation.from_environment(home)
+    try:
+        location.open_store()
+        evaluation.pyplot()
+    except Exception:  # an optimisation only: the jobs open the store again and report what fails
+        _log.debug("MLflow store %s not opened ahead of training", location.tracking_uri, exc_info=True)
+    return location
 
 
 def experiment_runs_url(experiment_id: str, ui: str = "http://127.0.0.1:5000") -> str:

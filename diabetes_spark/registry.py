@@ -119,6 +119,17 @@ class MlflowLocation:
                 mlflow.set_tracking_uri(tracking if had[ENV_TRACKING_URI] else None)  # type: ignore[arg-type]
                 mlflow.set_registry_uri(registry if had[ENV_REGISTRY_URI] else None)  # type: ignore[arg-type]
 
+    def open_store(self) -> None:
+        """Create the local SQLite store (MLflow runs its schema migrations), or open the existing one;
+        nothing for any other store."""
+        if not self.tracking_uri.startswith("sqlite:"):
+            return
+        from mlflow.tracking import MlflowClient
+
+        if self.artifact_root is not None:
+            self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
+        MlflowClient(self.tracking_uri, self.registry_uri).search_experiments(max_results=1)
+
     def ensure_experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (artifacts under :attr:`artifact_root`) if missing."""
         return ensure_experiment(name, artifact_root=self.artifact_root)

@@ -85,6 +85,24 @@ LOCAL_SPARK_CONF: Mapping[str, str] = {
 }
 
 
+#: Settings for a local session that only ever handles a few hundred rows (the demo on the shipped
+#: sample). Such a JVM lives under a minute: the C2 compiler would spend a core for most of it on code
+#: that never runs long enough to pay it back, and Janino would compile whole stages each run once
+#: over rows Spark's interpreted operators finish faster. Not for the jobs: their inputs can be large.
+SMALL_INPUT_CONF: Mapping[str, str] = {
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+    "spark.sql.codegen.wholeStage": "false",
+}
+
+
+def small_input(conf: Mapping[str, str]) -> dict[str, str]:
+    """``conf`` with :data:`SMALL_INPUT_CONF` under it (JVM options joined, ``conf``'s others win)."""
+    merged = {**SMALL_INPUT_CONF, **conf}
+    key = "spark.driver.extraJavaOptions"
+    merged[key] = " ".join(o for o in (SMALL_INPUT_CONF[key], conf.get(key, "")) if o)
+    return merged
+
+
 def get_spark(
     app_name: str = "diabetes-spark",
     *,

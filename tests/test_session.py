@@ -1,5 +1,5 @@
-"""Session selection checks that need no server: the Spark Connect URL and its reachability, and
-the warning for a Spark version outside the tested runtimes."""
+"""Session selection checks that need no server: the Spark Connect URL and its reachability, the
+warning for a Spark version outside the tested runtimes, and the demo's small-input settings."""
 
 from __future__ import annotations
 
@@ -64,3 +64,13 @@ def test_serverless_is_not_warned_about_its_spark_version(
     with caplog.at_level(logging.WARNING, logger="diabetes_spark.session"):
         warn_if_untested(session)
     assert [r.getMessage()[:44] for r in caplog.records] == ["Spark 4.2.0 is not among the tested versions"]
+
+
+def test_the_demo_session_settings_join_the_java_options_and_yield_to_those_given() -> None:
+    # The first command records the class-data archive through the same JVM option: it must survive.
+    given = {"spark.driver.extraJavaOptions": "-XX:ArchiveClassesAtExit=/a.jsa", "spark.sql.codegen.wholeStage": "true"}
+    assert session.small_input(given) == {
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:ArchiveClassesAtExit=/a.jsa",
+        "spark.sql.codegen.wholeStage": "true",
+    }
+    assert session.small_input({}) == dict(session.SMALL_INPUT_CONF)
