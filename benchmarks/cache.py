@@ -22,6 +22,7 @@ from statistics import median
 from typing import Any
 
 from benchmarks.data import generate
+from benchmarks.report import replace_section
 from benchmarks.run import OUT, io_floor
 from diabetes_spark import jobs, training
 from diabetes_spark.jobs import tables
@@ -100,17 +101,6 @@ def section(results: list[dict[str, float]], command: str) -> str:
     return "\n".join(lines)
 
 
-def write(text: str, target: Path = TARGET) -> None:
-    """Replace the section between the markers (or append it)."""
-    current = target.read_text(encoding="utf-8") if target.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    target.write_text(current, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cache", description=__doc__)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
@@ -123,7 +113,7 @@ def main() -> int:
     results = [measure(spark, int(float(n)), args.reps, OUT) for n in args.sizes.split(",")]
     (OUT / "cache.json").write_text(json.dumps(results, indent=2))
     command = ("python -m benchmarks.cache " + " ".join(sys.argv[1:])).strip()
-    write(section(results, command))
+    replace_section(section(results, command), BEGIN, END, TARGET)
     print(json.dumps(results))
     return 0
 

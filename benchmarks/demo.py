@@ -26,6 +26,7 @@ from pathlib import Path
 from statistics import median
 
 from benchmarks import run
+from benchmarks.report import replace_section
 from benchmarks.run import OUT, _record_jvm_cache
 
 BEGIN, END = "<!-- demo: begin -->", "<!-- demo: end -->"
@@ -127,17 +128,6 @@ def _cell(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
 
-def write_section(text: str, target: Path = TARGET) -> None:
-    """Replace the text between the markers (placed after the cold-start analysis), or append it."""
-    current = target.read_text(encoding="utf-8")
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    target.write_text(current, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__)
     parser.add_argument("--reps", type=int, default=3, help="runs per workspace kind")
@@ -150,7 +140,7 @@ def main() -> int:
     (OUT / "demo.json").write_text(json.dumps(results, indent=2))
     text = section(results, ("python -m benchmarks.demo " + " ".join(sys.argv[1:])).strip())
     if args.write:
-        write_section(text)
+        replace_section(text, BEGIN, END, TARGET)
     print(text)
     return 0
 

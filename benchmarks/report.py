@@ -125,3 +125,16 @@ def write(results: dict[str, Any], command: str, out: Path) -> str:
         f"{ANALYSIS_MARKER}{analysis}"
     )
     return text
+
+
+def replace_section(text: str, begin: str, end: str, target: Path | None = None) -> None:
+    """Put ``text`` (which opens with ``begin`` and closes with ``end``) in ``target`` (default
+    ``BENCHMARKS.md``) in place of the text between those markers, or at the end when they are absent."""
+    target = target or ROOT / "BENCHMARKS.md"
+    current = target.read_text(encoding="utf-8") if target.exists() else ""
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        current = head + text + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + text + "\n"
+    target.write_text(current, encoding="utf-8")

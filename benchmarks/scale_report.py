@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import ANALYSIS_MARKER, ROOT, machine
+from benchmarks.report import ANALYSIS_MARKER, ROOT, machine, replace_section
 
 __all__ = ["ROOT", "machine", "table", "write"]
 
@@ -136,9 +136,5 @@ def write(results: dict[str, Any], out: Path) -> None:
     text = target.read_text() if target.exists() else f"# Benchmarks\n\n{ANALYSIS_MARKER}\n"
     if ANALYSIS_MARKER not in text:
         text += f"\n{ANALYSIS_MARKER}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section(results) + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section(results) + "\n"
     target.write_text(text)
+    replace_section(section(results), BEGIN, END, target)
