@@ -17,6 +17,11 @@ SPARK_OOM_EXIT = 52
 _RERUN = "rerun the job (a rerun replaces what a batch wrote)"
 
 
+class JvmMemoryError(ConfigurationError):
+    """A Spark JVM's failure of memory, already classified: the job's recorder raises it, and the
+    command line that catches it prints it as it is, without asking the JVM again."""
+
+
 def out_of_memory(error: BaseException) -> str:
     """The JVM class of the out-of-memory error behind ``error`` ('' when there is none).
 
@@ -72,25 +77,25 @@ def _under(limit: int | None) -> str:
     return f"a memory limit of {limit / 2**30:.1f} GiB" if limit else "no memory limit we could read"
 
 
-def jvm_died(cause: str, limit: int | None) -> ConfigurationError:
+def jvm_died(cause: str, limit: int | None) -> JvmMemoryError:
     """The error for a Spark JVM that died under the job, naming the memory (bytes) the process may use."""
-    return ConfigurationError(
+    return JvmMemoryError(
         f"the Spark JVM died during the job, under {_under(limit)} (killed, most likely for memory): set "
         f"DIABETES_SPARK_DRIVER_MEMORY below that limit (e.g. 1500m), or give the process more memory; {_RERUN} "
         f"[{cause}]"
     )
 
 
-def ran_out_of_memory(cause: str, limit: int | None, driver: str | None) -> ConfigurationError:
+def ran_out_of_memory(cause: str, limit: int | None, driver: str | None) -> JvmMemoryError:
     """The error for a Spark job that ran out of JVM memory, naming the memory (bytes) the process may
     use and the local driver's heap (``driver``: ``spark.driver.memory``; ``None``: a cluster's)."""
     if driver is None:
-        return ConfigurationError(
+        return JvmMemoryError(
             "the Spark job ran out of memory on the cluster: give its driver and executors more memory (a larger "
             f"node type, spark.driver.memory, spark.executor.memory), or give the job fewer rows per batch; {_RERUN} "
             f"[{cause}]"
         )
-    return ConfigurationError(
+    return JvmMemoryError(
         f"the Spark driver ran out of memory (a Java heap of {driver}, under {_under(limit)}): set "
         "DIABETES_SPARK_DRIVER_MEMORY higher within that limit, or give the process more memory, or give the job "
         f"fewer rows per batch; {_RERUN} [{cause}]"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
 from diabetes_spark.errors import ConfigurationError, about, error_condition, one_line
-from diabetes_spark.jvm_errors import SPARK_OOM_EXIT, jvm_died, out_of_memory, ran_out_of_memory
+from diabetes_spark.jvm_errors import SPARK_OOM_EXIT, JvmMemoryError, jvm_died, out_of_memory, ran_out_of_memory
 from diabetes_spark.redaction import SPARK_REDACTION_REGEX
 from diabetes_spark.runtime import (
     ENV_CONNECT_TIMEOUT,
@@ -308,10 +308,12 @@ def driver_memory_given() -> str:
     return value or os.environ.get(ENV_DRIVER_MEMORY) or driver_memory(memory_limit())
 
 
-def environment_error(error: BaseException) -> ConfigurationError | None:
+def environment_error(error: BaseException) -> JvmMemoryError | None:
     """``error`` as the failure of the Spark JVM it is, or ``None``: a job that ran out of JVM memory
     (:func:`~diabetes_spark.jvm_errors.out_of_memory`, or a local JVM that exited with Spark's code
     for it), or a local JVM that died under the job. Both name the memory limit and what to set."""
+    if isinstance(error, JvmMemoryError):  # classified by the job's recorder: no second look, no second wait
+        return error
     local = not (is_databricks() or os.environ.get(ENV_REMOTE))
     found = out_of_memory(error)
     code = jvm_exit_code()
