@@ -123,7 +123,7 @@ def _connect_server(args: argparse.Namespace, _conf: Mapping[str, str]) -> dict[
 def _demo(args: argparse.Namespace, conf: Mapping[str, str]) -> dict[str, Any]:
     from pathlib import Path
 
-    from diabetes_spark.notebook import run_demo
+    from diabetes_spark.demo import run_demo
     from diabetes_spark.session import small_input
 
     # The demo only ever reads the shipped sample: a session set for a few hundred rows.

@@ -23,7 +23,7 @@ from conftest import TRAINED_MODEL
 from diabetes_spark import cli
 from diabetes_spark.errors import ConfigurationError, InputError
 from diabetes_spark.jobs.recorder import recording
-from diabetes_spark.jvm_errors import out_of_memory
+from diabetes_spark.jvm_errors import JvmMemoryError, out_of_memory
 from diabetes_spark.session import DRIVER_CEILING, DRIVER_FLOOR, driver_memory
 from diabetes_spark.telemetry import COMPONENT_SCORE
 from tests.cgroup import memory_cgroup, refusal
@@ -150,6 +150,22 @@ def test_a_job_out_of_memory_fails_with_the_line_the_command_line_prints(spark, 
         raise oom
     assert raised.value.__cause__ is oom
     assert str(raised.value) == str(cli._classified(oom))
+
+
+def test_a_rescore_batch_out_of_memory_ends_the_command_instead_of_listing_the_batch(spark, monkeypatch) -> None:
+    """Rescore and replay list a batch whose input is gone and go on; a JVM out of memory is not that:
+    it is the memory error, which ends the command, while any other read failure still lists the batch."""
+    from diabetes_spark.jobs.rescore import _unreadable
+
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    oom = _real_out_of_memory(spark)
+    assert isinstance(_unreadable("input v3", oom), JvmMemoryError)
+    assert str(_unreadable("input v3", oom)) == str(cli._classified(oom))
+    try:
+        spark.sparkContext._jvm.java.lang.Integer.parseInt("not a number")
+    except Exception as e:
+        gone = _unreadable("input v3", e)
+    assert type(gone) is InputError and str(gone).startswith("input input v3 can no longer be read"), gone
 
 
 def test_the_text_names_out_of_memory_only_where_no_field_carries_it() -> None:

@@ -16,9 +16,10 @@ from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
 from diabetes_spark import cli, params, registry, storage
+from diabetes_spark.demo import run_demo
 from diabetes_spark.errors import NotebookError
 from diabetes_spark.local_dbutils import LocalDbutils, NotebookExit, secret_env_name
-from diabetes_spark.notebook import NOTEBOOKS, parse_notebook, run_demo, run_notebook
+from diabetes_spark.notebook import NOTEBOOKS, parse_notebook, run_notebook
 from diabetes_spark.registry import MlflowLocation
 from diabetes_spark.runtime import environment
 from tests import make_notebooks

@@ -94,8 +94,12 @@ def _scored(spark: SparkSession, raw: DataFrame, resolved: registry.ResolvedMode
     return schemas.valid_rows(scoring.reject_non_finite(scoring.predict(annotated, model, compiled=compiled)))
 
 
-def _unreadable(recorded: str, error: Exception) -> InputError:
-    return InputError(
+def _unreadable(recorded: str, error: Exception) -> Exception:
+    """Why a batch's input could not be scored again: the JVM's memory failure as it is (it ends the
+    command: the next batch would meet it too), else the input gone at its recorded version."""
+    from diabetes_spark.session import environment_error
+
+    return environment_error(error) or InputError(
         f"input {recorded} can no longer be read at its recorded version (vacuumed past its retention, or its "
         f"files removed): {one_line(error, 300)}"
     )
@@ -242,7 +246,10 @@ def run_replay(
         try:
             differing, missing = stored.exceptAll(again).count(), again.exceptAll(stored).count()
         except spark_failures() as e:
-            raise InputError(f"cannot replay batch {batch_id!r}: {_unreadable(str(recorded), e)}") from e
+            why = _unreadable(str(recorded), e)
+            if isinstance(why, InputError):
+                why = InputError(f"cannot replay batch {batch_id!r}: {why}")
+            raise why from e
     summary = {
         "output": str(ref),
         "batch_id": batch_id,
