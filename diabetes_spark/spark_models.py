@@ -46,6 +46,8 @@ VOLUMES = "/Volumes/"
 #: The largest Spark ML model serverless compute takes (environment 4+: "100MB"; read as decimal, the
 #: smaller reading, so a model that passes here passes there).
 SERVERLESS_MODEL_LIMIT = 100 * 1000 * 1000
+#: The folders :func:`_load_staged` left in place, oldest first: :func:`removing_staged_copies` removes them.
+_STAGED: list[Path] = []
 
 
 def log_model(
@@ -146,6 +148,23 @@ def _staging(dfs_tmpdir: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def removing_staged_copies() -> Iterator[None]:
+    """Remove, as the block ends, the model copies loaded through a staging folder in it.
+
+    A loaded copy must outlive its ``load_model`` (see :func:`_load_staged`) but not the job that
+    used it: a job wraps its whole body in this block, so each run leaves nothing in ``dfs_tmpdir``
+    (on Databricks a volume, where copies would otherwise pile up run after run).
+    """
+    start = len(_STAGED)
+    try:
+        yield
+    finally:
+        for folder in _STAGED[start:]:
+            shutil.rmtree(folder, ignore_errors=True)
+        del _STAGED[start:]
+
+
 def check_staging(spark: SparkSession, dfs_tmpdir: str) -> None:
     """Check, before a job reads anything, that the Spark Connect server reads what this process
     writes under ``dfs_tmpdir``: one small file written here is read there. Nothing to check on
@@ -238,9 +257,9 @@ def _load_staged(spark: SparkSession, model_uri: str, *, dfs_tmpdir: str = "") -
     """Load an ``mlflow.spark`` model as a ``PipelineModel``: its files are downloaded where Spark
     (over Connect: the server) reads them under the same path, and Spark loads them.
 
-    The copy stays once loaded, as ``mlflow.spark``'s own does: a stage may read its data only when
-    the model is used (Spark 3.5's ``ImputerModel`` does), so removing it would break a later
-    ``transform``.
+    The copy stays once loaded: a stage may read its data only when the model is used (Spark 3.5's
+    ``ImputerModel`` does), so removing it here would break a later ``transform``. The job that
+    loaded it removes it as it ends (:func:`removing_staged_copies`).
     """
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
@@ -252,7 +271,9 @@ def _load_staged(spark: SparkSession, model_uri: str, *, dfs_tmpdir: str = "") -
         folder.mkdir(parents=True)
         local = download_artifacts(artifact_uri=model_uri, dst_path=str(folder))
         data = Model.load(local).flavors[FLAVOR]["model_data"]
-        return PipelineModel.load(os.path.join(local, data))
+        loaded = PipelineModel.load(os.path.join(local, data))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    _STAGED.append(folder)
+    return loaded

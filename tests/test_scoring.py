@@ -347,6 +347,37 @@ def test_a_tree_model_loads_through_a_volume_where_mlflow_would_go_through_dbfs(
     assert [p.name[:21] for p in folder.iterdir()] == ["diabetes-spark-model-"]
 
 
+def test_a_scoring_job_removes_the_model_copy_it_staged_in_the_volume_as_it_ends(
+    spark, mlflow_home: Path, gbt, tmp_path: Path, monkeypatch
+) -> None:
+    """The staged copy must outlive ``load_model`` but not the job: a daily job through a volume would
+    otherwise leave one copy per run there. The job scores with it first, as the fitted model does."""
+    resolved, fitted, valid = gbt
+    folder = tmp_path / "volume"
+    folder.mkdir()
+    monkeypatch.setattr(spark_models, "VOLUMES", f"{tmp_path}/")
+    output = str(tmp_path / "predictions")
+    result = jobs.run_batch_scoring(
+        spark,
+        ScoreParams(
+            input="sample:scoring_batch.csv",
+            output=output,
+            model_name=resolved.name,
+            model_version=resolved.version,
+            experiment="scoring-tests",
+            dfs_tmpdir=str(folder),
+        ),
+        home=mlflow_home,
+    )
+    assert result["rows_scored"] == valid.count() > 0
+    written = storage.read_table(spark, storage.resolve(output)).select("patient_id", "prediction")
+    expected = fitted.transform(valid).select("patient_id", "prediction")
+    assert_approx_df_equality(
+        written.orderBy("patient_id"), expected.orderBy("patient_id"), precision=1e-9, ignore_nullable=True
+    )
+    assert list(folder.iterdir()) == []
+
+
 def test_serverless_refuses_a_model_above_its_limit_before_logging(spark, mlflow_home: Path, gbt, monkeypatch) -> None:
     """Serverless compute takes Spark ML models up to 100 MB; a larger one fails before MLflow hears of it
     (the limit is lowered below the real saved gbt model's size), and one within it is logged and loads."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from diabetes_spark import registry, schemas, scoring, shadow, storage
+from diabetes_spark import registry, schemas, scoring, shadow, spark_models, storage
 from diabetes_spark.errors import ParamError
 from diabetes_spark.jobs import score, stream, tables
 from diabetes_spark.jobs.recorder import Recorder, recording
@@ -86,7 +86,8 @@ def run_incremental_scoring(
         WriteConflictError: Another incremental run into the same output is active.
     """
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active():
+    staged = spark_models.removing_staged_copies()  # the models' copies go as the stream ends
+    with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active(), staged:
         plan = _plan(spark, params, location, record)
         with record.step("stream", about=f"input {plan.source}") as log:
             stream.check_workers(spark)

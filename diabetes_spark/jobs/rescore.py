@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
-from diabetes_spark import ledger, provenance, registry, schemas, scoring, storage
+from diabetes_spark import ledger, provenance, registry, schemas, scoring, spark_models, storage
 from diabetes_spark.errors import InputError, ParamError, ReplayDifferenceError, one_line, spark_failures
 from diabetes_spark.jobs import tables
 from diabetes_spark.jobs.score import load_scorer
@@ -136,7 +136,7 @@ def run_rescore(
     import mlflow
 
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with location.active():
+    with location.active(), spark_models.removing_staged_copies():
         ref = check_output(spark, output)
         ledger.start(spark, alias_ledger, home or local_home(), model_name)
         table = storage.read_table(spark, ref)
@@ -223,7 +223,7 @@ def run_replay(
             retention, a file changed since, no recorded input.
     """
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with location.active():
+    with location.active(), spark_models.removing_staged_copies():
         ref = check_output(spark, output)
         table = storage.read_table(spark, ref)
         found = _batches(table, f"batch_id = '{_quoted(batch_id)}'")

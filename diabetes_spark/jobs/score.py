@@ -58,7 +58,8 @@ def run_batch_scoring(
         ``shadow_frac_differing``, ...) or the one line saying why it did not run.
     """
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active():
+    staged = spark_models.removing_staged_copies()  # the models' copies go as the job ends
+    with recording(telemetry, COMPONENT_SCORE, params.telemetry_backend) as record, location.active(), staged:
         registry.check_model_name(params.model_name)
         ledger.start(spark, params.alias_ledger, home or local_home(), params.model_name)  # records outside moves
         source, output = storage.resolve(params.input), storage.resolve(params.output)

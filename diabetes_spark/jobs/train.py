@@ -72,7 +72,8 @@ def run_training(
             threshold: it stays registered as ``challenger``, ``champion`` does not move.
     """
     location = mlflow_location or MlflowLocation.from_environment(home or local_home())
-    with recording(telemetry, COMPONENT_TRAIN, params.telemetry_backend) as record, location.active():
+    staged = spark_models.removing_staged_copies()  # the champion's copy, loaded to compare with
+    with recording(telemetry, COMPONENT_TRAIN, params.telemetry_backend) as record, location.active(), staged:
         registry.check_model_name(params.model_name)
         moves = ledger.start(spark, params.alias_ledger, home or local_home(), params.model_name)
         spark_models.check_staging(spark, params.dfs_tmpdir)  # over Connect the model needs a shared folder
