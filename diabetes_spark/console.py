@@ -32,10 +32,20 @@ class ConsoleFormat(logging.Formatter):
         return f"{record.levelname} {record.name}: {super().format(record)}"
 
 
+class UnansweredCommands(logging.Filter):
+    """Drops py4j's error for a command the JVM never answered (it died under the job): py4j logs it,
+    with the socket's trace, on the root logger, while the command line reports that JVM's failure
+    itself, in its one line (:func:`diabetes_spark.session.environment_error`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and "py4j" in record.pathname.replace(os.sep, "/").split("/"))
+
+
 @contextmanager
 def logging_for(quiet: bool) -> Iterator[None]:
     """Each job step's start and end (``diabetes_spark.progress``) and the jobs' messages on stderr
-    at INFO unless ``quiet``; everything else at WARNING, or at INFO with ``$DIABETES_SPARK_DEBUG``.
+    at INFO unless ``quiet``; everything else at WARNING (py4j's trace of a command a dead JVM left
+    unanswered not at all), or at INFO with ``$DIABETES_SPARK_DEBUG``.
     The loggers' own levels are put back afterwards, for callers of :func:`main` in a longer-lived
     process."""
     from diabetes_spark.telemetry import COMPONENT_INGEST, COMPONENT_SCORE, COMPONENT_TRAIN
@@ -43,6 +53,8 @@ def logging_for(quiet: bool) -> Iterator[None]:
     debug = bool(os.environ.get(ENV_DEBUG))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ConsoleFormat())
+    if not debug:
+        handler.addFilter(UnansweredCommands())
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, handlers=[handler])
     shown = (COMPONENT_TRAIN, COMPONENT_SCORE, COMPONENT_INGEST, "diabetes_spark.progress", "diabetes_spark.jvm_cache")
     loggers = [logging.getLogger(n) for n in shown]

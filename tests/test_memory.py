@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -175,6 +176,37 @@ def test_the_text_names_out_of_memory_only_where_no_field_carries_it() -> None:
     aborted = "Job aborted due to stage failure: Task 0 in stage 3.0 failed 1 times: java.lang.OutOfMemoryError: Java heap space"
     assert out_of_memory(SparkException(message=aborted)) == "java.lang.OutOfMemoryError"
     assert out_of_memory(SparkException(message="Job aborted due to stage failure: out of disk space")) == ""
+
+
+#: py4j, really, sending a command to a "JVM" that closes every connection unanswered, as a dead one does.
+UNANSWERED = """
+import socket, threading
+from py4j.java_gateway import GatewayClient, GatewayParameters
+from diabetes_spark import console
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+def close_each():
+    while True:
+        connection, _ = server.accept()
+        connection.recv(1024)
+        connection.close()
+threading.Thread(target=close_each, daemon=True).start()
+client = GatewayClient(gateway_parameters=GatewayParameters(port=server.getsockname()[1]))
+with console.logging_for(True):
+    print("answer", client.send_command("c\\nt\\ngetX\\ne\\n"))
+"""
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_py4j_s_trace_of_a_command_a_dead_jvm_left_unanswered_stays_off_the_console(debug: str) -> None:
+    """When the JVM dies under a command, py4j logs an error with the socket's trace on the root logger,
+    before the command line's own one line about the JVM; only ``$DIABETES_SPARK_DEBUG`` shows it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIABETES_SPARK_DEBUG": debug}
+    done = subprocess.run([sys.executable, "-c", UNANSWERED], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "answer x\n", (done.stdout, done.stderr)
+    shown = "Exception while sending command." in done.stderr and "Traceback" in done.stderr
+    assert shown == bool(debug), done.stderr
 
 
 #: A CSV whose one field is longer than a 512m heap may hold while the CSV parser grows its buffer.

@@ -676,7 +676,8 @@ def _fresh(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 240
 def check_last_line(command: str, lines: list[str], names: str) -> None:
     """A fresh JVM prints its own start-up lines first: the contract's line is the last, and the only one of ours."""
     assert lines and lines[-1].startswith(f"diabetes-spark {command}: error: "), lines
-    assert not any("Traceback" in line or "unexpected" in line for line in lines), lines
+    marked = [i for i, line in enumerate(lines) if "Traceback" in line or "unexpected" in line]
+    assert not marked, "\n".join(lines[max(0, marked[0] - 3) : marked[0] + 12])  # the lines around the first
     assert names in lines[-1], (names, lines[-1])
 
 
